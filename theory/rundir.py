@@ -1,0 +1,314 @@
+"""Run directories: the one on-disk format shared by theory, empirical and compare runs.
+
+A run directory holds (design.md §3.6)::
+
+    config.json      {"schema_version", "source": "theory"|"empirical", "command": [argv...], "config": {...}}
+    env.json         {"schema_version", "python", "platform", "packages": {name: version}, "git": {...}, ...}
+    trajectory.npz   series "GROUP/NAME" -> array; every group has an int64 "GROUP/step" (optimiser steps)
+    summary.json     {"schema_version", "status": "ok"|"diverged"|"interrupted", "steps", ...}
+
+The group "static" holds arrays without a time axis (e.g. the step at which each bank batch was used).
+Series are grouped because different measurements have different cadences (evaluation every few hundred
+steps, fixed-batch bank every few steps, probes rarely). Within a group, every array's first axis has the
+length of that group's ``step`` array; further axes are allowed (e.g. ``bank/train_loss`` is [T, K]).
+
+Everything here is numpy + json: a run can be read without torch. Every write is atomic (temp file in the
+same directory, then ``os.replace``), so a crash leaves either the previous file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+RUN_FILES = ("config.json", "env.json", "trajectory.npz", "summary.json")
+STATUSES = ("ok", "diverged", "interrupted", "running")
+RUNS_ROOT = Path("runs")
+STATIC_GROUP = "static"  # series without a time axis (e.g. "static/bank_used_at"); exempt from the step rule
+
+
+class RunDirError(ValueError):
+    """A run directory is missing, incomplete, of another schema, or unreadable. The message says which."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so every file stays strict JSON (divergence is data, not a crash)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def to_json_text(obj: Any) -> str:
+    """Strict JSON (NaN/inf -> null), sorted keys, numpy scalars and arrays converted."""
+    plain = json.loads(json.dumps(obj, default=_json_default))  # numpy -> python, floats kept
+    return json.dumps(_finite_or_none(plain), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_bytes(path, to_json_text(obj).encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing; a run directory holds {', '.join(RUN_FILES)}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path}: unreadable JSON ({e}); re-create the run") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trajectory
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Time series of one run, grouped by cadence.
+
+    ``series`` maps "GROUP/NAME" to an array whose first axis is time within GROUP; each GROUP has an int64
+    "GROUP/step" array of optimiser steps (non-decreasing). Example::
+
+        Trajectory({"eval/step": np.array([0, 100]), "eval/loss_raw": np.array([2.3, 1.1])})
+    """
+
+    series: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "series", {k: np.asarray(v) for k, v in self.series.items()})
+        self.validate()
+
+    def validate(self) -> None:
+        groups: dict[str, list[str]] = {}
+        for key in self.series:
+            if key.count("/") < 1 or key.startswith("/") or key.endswith("/"):
+                raise RunDirError(f"series name {key!r} must look like 'GROUP/NAME'")
+            groups.setdefault(key.split("/", 1)[0], []).append(key)
+        for g, keys in groups.items():
+            if g == STATIC_GROUP:
+                continue
+            step_key = f"{g}/step"
+            if step_key not in self.series:
+                raise RunDirError(f"group {g!r} has no '{step_key}' array")
+            step = self.series[step_key]
+            if step.ndim != 1 or not np.issubdtype(step.dtype, np.integer):
+                raise RunDirError(f"'{step_key}' must be a 1-D integer array, got {step.dtype}{list(step.shape)}")
+            if step.size > 1 and np.any(np.diff(step) < 0):
+                raise RunDirError(f"'{step_key}' must be non-decreasing")
+            for k in keys:
+                arr = self.series[k]
+                if arr.ndim == 0 or arr.shape[0] != step.shape[0]:
+                    raise RunDirError(f"'{k}' has {arr.shape[0] if arr.ndim else 0} rows, '{step_key}' has {step.shape[0]}")
+
+    def groups(self) -> list[str]:
+        return sorted({k.split("/", 1)[0] for k in self.series})
+
+    def group(self, name: str) -> dict[str, np.ndarray]:
+        """All series of one group, keyed by NAME (without the 'GROUP/' prefix)."""
+        pre = f"{name}/"
+        out = {k[len(pre):]: v for k, v in self.series.items() if k.startswith(pre)}
+        if not out:
+            raise KeyError(f"no group {name!r}; groups: {self.groups()}")
+        return out
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.series[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.series
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``trajectory.npz`` atomically (uncompressed: fast, and loads with numpy alone)."""
+        buf = io.BytesIO()
+        np.savez(buf, __schema_version__=np.array(SCHEMA_VERSION), **dict(self.series))
+        return atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Trajectory":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise RunDirError(f"{path}: missing") from None
+        except Exception as e:  # zipfile.BadZipFile, ValueError, OSError: all mean "not a valid npz"
+            raise RunDirError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
+        version = int(data.pop("__schema_version__", -1))
+        if version != SCHEMA_VERSION:
+            raise RunDirError(f"{path}: schema_version {version}, this code reads {SCHEMA_VERSION}")
+        return cls(data)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Environment record
+# --------------------------------------------------------------------------------------------------------------
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.decode(errors="replace").strip() if r.returncode == 0 else None
+
+
+def git_info(repo: Path | None = None) -> dict[str, Any]:
+    """Git sha, dirty flag and a hash of the uncommitted diff, so a number can be traced to its code."""
+    repo = repo or Path(__file__).resolve().parent.parent
+    sha = _git(["rev-parse", "HEAD"], repo)
+    if sha is None:
+        return {"sha": None, "dirty": None, "diff_sha256": None}
+    diff = _git(["diff", "HEAD"], repo) or ""
+    return {"sha": sha, "dirty": bool(diff), "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None}
+
+
+def env_info(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Versions, platform and git state. ``extra`` adds caller facts (torch version, device, world size)."""
+    from importlib import metadata
+
+    packages = {}
+    for name in ("numpy", "scipy", "sympy", "matplotlib", "torch", "torchvision", "scikit-learn", "mlxtend"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    info = {
+        "schema_version": SCHEMA_VERSION,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": packages,
+        "git": git_info(),
+        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    info.update(extra or {})
+    return info
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Run directories
+# --------------------------------------------------------------------------------------------------------------
+
+def new_run_dir(source: str, name: str, out: str | os.PathLike | None = None, root: Path = RUNS_ROOT) -> Path:
+    """Create and return the run directory.
+
+    With ``out``, that directory is used (created if missing; it must be empty or absent, so an earlier run is
+    never overwritten by accident). Without, ``runs/{source}/{YYYYmmdd-HHMMSS}-{name}-{rand4}/``.
+    """
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"--out {path}: exists and is not an empty directory; choose a new path")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / source / f"{stamp}-{name}-{secrets.token_hex(2)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def write_config(run: Path, source: str, config: Mapping[str, Any], command: list[str] | None = None) -> Path:
+    return atomic_write_json(Path(run) / "config.json", {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "command": list(sys.argv if command is None else command),
+        "config": dict(config),
+    })
+
+
+def write_env(run: Path, extra: Mapping[str, Any] | None = None) -> Path:
+    return atomic_write_json(Path(run) / "env.json", env_info(extra))
+
+
+def write_summary(run: Path, status: str, steps: int, **fields: Any) -> Path:
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    return atomic_write_json(Path(run) / "summary.json",
+                             {"schema_version": SCHEMA_VERSION, "status": status, "steps": int(steps), **fields})
+
+
+@dataclass(frozen=True)
+class Run:
+    """A loaded run directory."""
+
+    path: Path
+    config: dict
+    env: dict
+    summary: dict
+    trajectory: Trajectory
+
+    @property
+    def source(self) -> str:
+        return self.config.get("source", "?")
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Load and validate a run directory; raises :class:`RunDirError` with a one-line reason."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: not a directory; pass a run directory (it holds {', '.join(RUN_FILES)})")
+    missing = [f for f in RUN_FILES if not (path / f).is_file()]
+    if missing:
+        raise RunDirError(f"{path}: not a run directory (missing {', '.join(missing)})")
+    config, env, summary = (read_json(path / f) for f in ("config.json", "env.json", "summary.json"))
+    for fname, obj in (("config.json", config), ("summary.json", summary)):
+        if not isinstance(obj, dict) or obj.get("schema_version") != SCHEMA_VERSION:
+            got = obj.get("schema_version") if isinstance(obj, dict) else type(obj).__name__
+            raise RunDirError(f"{path / fname}: schema_version {got}, this code reads {SCHEMA_VERSION}")
+    if summary.get("status") not in STATUSES:
+        raise RunDirError(f"{path / 'summary.json'}: status {summary.get('status')!r} not one of {STATUSES}")
+    return Run(path, config, env, summary, Trajectory.load(path / "trajectory.npz"))
