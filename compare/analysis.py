@@ -1,0 +1,198 @@
+"""Calibrate on raw weights, predict every averaged variant and branch, and measure the errors (one setup).
+
+Excess loss needs a floor. Default (``floor="model"``): L_floor = (mean raw loss over the quasi-stationary window)
+− (the calibrated model's raw stationary excess), i.e. the floor is itself a raw-only model estimate, so the
+predictions never look at an averaged curve. Alternative (``floor="min-avg"``): the lowest window-mean loss of
+any averaged variant (an upper bound on the floor, since every excess is ≥ 0). Both are modelling choices; the
+floor-free *averaging gain* L_raw − L_avg is reported beside every excess error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compare import metrics, predict
+from compare.calibrate import Calibration, calibrate
+from compare.load import Setup, Variant, branch_start, stack
+
+MATCH_LR_FACTOR = 1.5      # a constant branch "is" a variant's equivalent run if λ_b/λ_eq ∈ [1/1.5, 1.5]
+SETTLE_RELAX = 3.0         # skip 3 relaxation times 1/α_eff after a branch point / EMA start before comparing
+
+
+@dataclass
+class Curve:
+    steps: np.ndarray
+    obs: np.ndarray            # [n_seeds, T] observed loss
+    pred: np.ndarray           # [T] predicted loss (floor + excess), NaN outside the window
+
+
+@dataclass
+class Analysis:
+    setup: Setup
+    cal: Calibration
+    floor_mode: str
+    floor: float
+    curves: dict[str, Curve] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
+    branches: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def _window_mean(c: Curve, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    m = metrics.window_mask(c.steps, lo, hi)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.where(m, c.obs, np.nan), axis=1), np.nanmean(np.where(m, c.pred, np.nan))
+
+
+def _variant_metrics(a: Analysis, name: str) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # one seed: the s.d. columns are all-NaN, on purpose
+        return _variant_metrics_inner(a, name)
+
+
+def _variant_metrics_inner(a: Analysis, name: str) -> dict:
+    c, raw = a.curves[name], a.curves["raw"]
+    lo, hi = a.cal.window
+    m = metrics.window_mask(c.steps, lo, hi) & np.isfinite(c.pred)
+    if not m.any():
+        return {"testable": False, "why": "no eval step inside the quasi-stationary window where the variant is defined"}
+    obs_mean, obs_sd, n = metrics.seed_band(c.obs)
+    ex_obs, ex_pred = obs_mean - a.floor, c.pred - a.floor
+    last = np.flatnonzero(m)[-1]
+    gain_obs = metrics.seed_band(raw.obs - c.obs)
+    gain_pred = raw.pred - c.pred
+    gm = m & np.isfinite(gain_pred)
+    return {
+        "n_seeds": n,
+        "final_step": int(c.steps[last]),
+        "excess_pred_final": float(ex_pred[last]),
+        "excess_obs_final": float(ex_obs[last]), "excess_obs_final_sd": float(obs_sd[last]),
+        "rel_err_final": float(metrics.relative_error(ex_pred[last], ex_obs[last])),
+        "rel_err_window_mean_abs": metrics.mean_abs_relative_error(ex_pred[m], ex_obs[m]),
+        "band_coverage_2sd": metrics.band_coverage(c.pred[m], c.obs[:, m]),
+        "gain_obs_window": float(np.nanmean(gain_obs[0][gm])) if gm.any() else float("nan"),
+        "gain_obs_window_sd": float(np.nanmean(gain_obs[1][gm])) if gm.any() else float("nan"),
+        "gain_pred_window": float(np.nanmean(gain_pred[gm])) if gm.any() else float("nan"),
+        "gain_rel_err": (metrics.mean_abs_relative_error(np.nanmean(gain_pred[gm]), np.nanmean(gain_obs[0][gm]))
+                         if gm.any() else float("nan")),
+        "rmse_loss": metrics.rmse(c.pred[m], obs_mean[m]),
+        "equivalent_lr": predict.equivalent_lr(a.cal, predict.stationary_excess(a.cal, a.variants[name],
+                                                                                a.setup.config)),
+    }
+
+
+def _lr_profile(run) -> tuple[np.ndarray, np.ndarray]:
+    tr = run.trajectory
+    if "train/lr" in tr:
+        return tr["train/step"], np.asarray(tr["train/lr"], float)
+    lr = float(run.config.get("config", {}).get("lr"))
+    return np.array([branch_start(run)]), np.array([lr])
+
+
+def _classify(run, t0: int, lam: float) -> dict:
+    st, lr = _lr_profile(run)
+    after = lr[st >= t0]
+    if after.size == 0:
+        after = lr
+    if np.nanmax(after) <= 1.05 * np.nanmin(after):
+        return {"kind": "constant", "lr": float(np.nanmedian(after)), "lr_ratio": float(np.nanmedian(after) / lam)}
+    n = (st[st >= t0] - t0).astype(float)
+    # 1/λ_n = (1/λ_b)(1 + n/τ): a straight line in n for the hyperbolic (SWA-equivalent) cooldown, theory.md §3.4
+    slope, icpt = np.polyfit(n, 1.0 / after, 1)
+    return {"kind": "decay", "lr": float(after[0]), "lr_ratio": float(after[0] / lam),
+            "tau_fit": float(icpt / slope) if slope > 0 else float("inf"), "lr_final": float(after[-1])}
+
+
+def _branch(a: Analysis, run) -> dict:
+    cal, cfg = a.cal, a.setup.config
+    t0 = branch_start(run)
+    info = {"path": str(run.path), "seed": run.config.get("config", {}).get("seed"), "t0": t0,
+            **_classify(run, t0, cal.lr)}
+    split = cal.split
+    steps, obs = stack([run], f"eval/{split}_loss_raw")
+    ls, lv = _lr_profile(run)
+    pred = a.floor + predict.branch_excess(cal, t0, ls, lv, steps)
+    info["curve"] = Curve(steps, obs, pred)
+    settle = t0 + SETTLE_RELAX / max(info["lr"] / (1 - cal.momentum) * float(np.min(cal.h)), 1e-12)
+    m = (steps >= settle) & np.isfinite(obs[0])
+    info["settle_step"] = float(settle)
+    if m.any():
+        info["rel_err_pred_window_mean_abs"] = metrics.mean_abs_relative_error(pred[m] - a.floor, obs[0, m] - a.floor)
+        info["rel_err_pred_final"] = float(metrics.relative_error(pred[m][-1] - a.floor, obs[0, m][-1] - a.floor))
+    # which averaged variant this branch is the equivalent run of
+    best = None
+    for name, v in a.variants.items():
+        vm = a.metrics["variants"].get(name, {})
+        if v.kind == "raw" or not vm.get("n_seeds"):
+            continue
+        if info["kind"] == "decay" and v.kind == "swa":
+            if abs(t0 - int(cfg.get("swa_start", -10 ** 9))) <= max(int(cfg.get("eval_every", 1) or 1), 1):
+                best = (0.0, name)
+        elif info["kind"] == "constant" and v.kind != "swa" and np.isfinite(vm.get("equivalent_lr", np.nan)):
+            d = abs(np.log(info["lr"] / vm["equivalent_lr"]))
+            if d <= np.log(MATCH_LR_FACTOR) and (best is None or d < best[0]):
+                best = (d, name)
+    info["matches"] = best[1] if best else None
+    if best:
+        info.update(_avg_vs_branch(a, best[1], run, steps, obs, m, pred))
+    return info
+
+
+def _avg_vs_branch(a: Analysis, name: str, run, steps, obs, m, pred) -> dict:
+    v = a.variants[name]
+    seed = run.config.get("config", {}).get("seed")
+    parent = [r for r in a.setup.base if r.config.get("config", {}).get("seed") == seed] or a.setup.base
+    _, avg = stack(parent[:1], f"eval/{a.cal.split}_loss_{name}", steps)
+    _, raw = stack(parent[:1], f"eval/{a.cal.split}_loss_raw", steps)
+    if v.kind == "ema":
+        m = m & (steps >= predict.defined_from(v, a.setup.config) + SETTLE_RELAX / (1 - v.decay))
+    # the parent's averages are only comparable while the parent is still in its constant-LR phase
+    m = m & np.isfinite(avg[0]) & np.isfinite(raw[0]) & (steps <= a.cal.window[1])
+    out = {"compare_steps": int(m.sum())}
+    if not m.any():
+        return out
+    g_avg, g_br = raw[0, m] - avg[0, m], raw[0, m] - obs[0, m]
+    # floor-free check of the branch prediction: parent raw minus branch, predicted vs observed
+    g_pred = np.interp(steps[m], a.curves["raw"].steps, a.curves["raw"].pred) - pred[m]
+    out.update({
+        "avg_minus_branch_mean": float(np.mean(avg[0, m] - obs[0, m])),
+        "gain_capture": float(np.mean(g_br) / np.mean(g_avg)) if np.mean(g_avg) != 0 else float("nan"),
+        "rel_diff_excess": metrics.mean_abs_relative_error(obs[0, m] - a.floor, avg[0, m] - a.floor),
+        "branch_gain_rel_err_pred": metrics.mean_abs_relative_error(np.nanmean(g_pred), np.mean(g_br)),
+    })
+    key = f"dist/parent_{name}"
+    if key in run.trajectory:
+        d = np.asarray(run.trajectory[key], float)
+        out["path_distance_first"], out["path_distance_last"] = float(d[0]), float(d[-1])
+    return out
+
+
+def analyse(setup: Setup, scales: int = 1, split: str = "test", floor: str = "model", frac: float = 0.5) -> Analysis:
+    cal = calibrate(setup, scales=scales, split=split, frac=frac)
+    vs = {v.name: v for v in setup.variants(split)}
+    if "raw" not in vs:
+        raise ValueError(f"runs have no eval/{split}_loss_raw; the raw variant is required (docs/run-series.md)")
+    a = Analysis(setup, cal, floor, cal.floor, variants=vs)
+    steps0 = setup.base[0].trajectory["eval/step"]
+    for name, v in vs.items():
+        steps, obs = stack(setup.base, f"eval/{split}_loss_{name}", steps0)
+        a.curves[name] = Curve(steps, obs, predict.variant_excess(cal, v, setup.config, steps))
+    lo, hi = cal.window
+    if floor == "min-avg":
+        means = [np.nanmean(_window_mean(c, lo, hi)[0]) for n, c in a.curves.items() if n != "raw"]
+        a.floor = float(np.nanmin(means)) if means else cal.floor
+    elif floor != "model":
+        raise ValueError(f"floor must be 'model' or 'min-avg', got {floor!r}")
+    for c in a.curves.values():
+        c.pred = c.pred + a.floor
+    alt = [np.nanmean(_window_mean(c, lo, hi)[0]) for n, c in a.curves.items() if n != "raw"]
+    a.metrics = {"floor": {"mode": floor, "value": a.floor, "model_floor": cal.floor, "model_floor_se": cal.floor_se,
+                           "min_avg_floor": float(np.nanmin(alt)) if alt else None},
+                 "variants": {}}
+    for name in vs:
+        a.metrics["variants"][name] = _variant_metrics(a, name)
+    a.branches = [_branch(a, r) for r in setup.branches]
+    return a

@@ -1,0 +1,160 @@
+"""Load run directories and group them: seeds of one setup vs branches taken off it (docs/run-series.md).
+
+A *setup* is a set of runs whose resolved configs agree on everything except the seed and the output/bookkeeping
+keys. Runs whose ``config.branch_from`` is set are *branches* (a checkpoint of a base run continued under another
+LR schedule); they join the setup whose base config they share apart from the schedule/LR keys. Nothing here
+interprets the numbers: it only reads, validates and aligns series.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from theory.rundir import Run, RunDirError, load_run
+
+# Keys that differ between seeds / branches of one setup, or only record where output went.
+PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_step", "branch_schedule", "device",
+                "checkpoint", "checkpoint_every", "resume"}
+BRANCH_KEYS = {"schedule", "lr_schedule", "schedule_params", "steps", "epochs", "ema_decays", "swa_start",
+               "two_point_gaps", "n_points", "n_point_gap", "final_lr"}
+
+VARIANT_RE = re.compile(r"^(raw|swa|ema_(?P<decay>[0-9.eE+-]+)|two_point_k(?P<gap>\d+)|points_n(?P<n>\d+)_g(?P<g>\d+))$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One averaged (or raw) weight variant as named in the run series."""
+
+    name: str
+    kind: str                     # raw | ema | swa | two_point | points
+    decay: float | None = None    # EMA γ per step
+    gap: int | None = None        # two-point k or N-point gap (steps)
+    n: int | None = None          # N-point N
+
+
+def parse_variant(name: str) -> Variant:
+    m = VARIANT_RE.match(name)
+    if not m:
+        raise ValueError(f"unknown variant {name!r}; expected raw, ema_<decay>, swa, two_point_k<gap>, points_n<N>_g<gap>")
+    if name in ("raw", "swa"):
+        return Variant(name, name)
+    if m.group("decay"):
+        return Variant(name, "ema", decay=float(m.group("decay")))
+    if m.group("gap"):
+        return Variant(name, "two_point", gap=int(m.group("gap")))
+    return Variant(name, "points", n=int(m.group("n")), gap=int(m.group("g")))
+
+
+@dataclass
+class Setup:
+    """Base runs (seeds) of one configuration and the branch runs taken off them."""
+
+    base: list[Run] = field(default_factory=list)
+    branches: list[Run] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict:
+        return self.base[0].config.get("config", {}) if self.base else {}
+
+    def variants(self, split: str = "test") -> list[Variant]:
+        """Variants present in every base run (raw first)."""
+        sets = [{k[len(f"eval/{split}_loss_"):] for k in r.trajectory.series if k.startswith(f"eval/{split}_loss_")}
+                for r in self.base]
+        common = set.intersection(*sets) if sets else set()
+        out = [parse_variant(v) for v in sorted(common) if VARIANT_RE.match(v)]
+        return sorted(out, key=lambda v: (v.kind != "raw", v.kind, v.decay or 0, v.gap or 0, v.n or 0))
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    """Load every path as a run directory; RunDirError (one line) on the first bad one."""
+    if not paths:
+        raise RunDirError("no run directory given; pass one or more run directories (each holds config.json, ...)")
+    runs = []
+    for p in paths:
+        r = load_run(p)
+        if "eval/step" not in r.trajectory:
+            raise RunDirError(f"{p}: trajectory.npz has no 'eval/step' series; is this an empirical run (docs/run-series.md)?")
+        runs.append(r)
+    return runs
+
+
+def _key(cfg: dict, drop: set) -> str:
+    return repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in drop))
+
+
+def is_branch(run: Run) -> bool:
+    return bool(run.config.get("config", {}).get("branch_from"))
+
+
+def group_runs(runs: list[Run]) -> list[Setup]:
+    """Seeds → one Setup per base config; each branch joins the setup whose config it shares (minus schedule keys).
+    Raises RunDirError if a branch matches no base run."""
+    setups: dict[str, Setup] = {}
+    for r in runs:
+        if not is_branch(r):
+            setups.setdefault(_key(r.config.get("config", {}), PER_RUN_KEYS), Setup()).base.append(r)
+    loose = PER_RUN_KEYS | BRANCH_KEYS | {"lr"}
+    for r in runs:
+        if is_branch(r):
+            k = _key(r.config.get("config", {}), loose)
+            match = [s for s in setups.values() if _key(s.config, loose) == k]
+            if not match:
+                raise RunDirError(f"{r.path}: branch run whose parent setup was not given; pass its base run(s) too")
+            match[0].branches.append(r)
+    return list(setups.values())
+
+
+def branch_start(run: Run) -> int:
+    """Step at which a branch left its parent: config.branch_step if recorded, else its first logged step."""
+    cfg = run.config.get("config", {})
+    if cfg.get("branch_step") is not None:
+        return int(cfg["branch_step"])
+    tr = run.trajectory
+    key = "train/step" if "train/step" in tr else "eval/step"
+    return int(tr[key][0]) if tr[key].size else 0
+
+
+def stack(runs: list[Run], key: str, steps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seed matrix [n_runs, T] of a 1-D series on common steps (the first run's, or ``steps``), by interpolation.
+    Missing series or steps outside a run's range give NaN."""
+    group = key.split("/", 1)[0]
+    if steps is None:
+        steps = runs[0].trajectory[f"{group}/step"]
+    rows = []
+    for r in runs:
+        tr = r.trajectory
+        if key not in tr:
+            rows.append(np.full(steps.size, np.nan))
+            continue
+        s, y = tr[f"{group}/step"].astype(float), np.asarray(tr[key], dtype=float)
+        ok = np.isfinite(y)
+        if ok.sum() < 1:
+            rows.append(np.full(steps.size, np.nan))
+            continue
+        v = np.interp(steps, s[ok], y[ok], left=np.nan, right=np.nan)
+        v[(steps < s[ok].min()) | (steps > s[ok].max())] = np.nan
+        rows.append(v)
+    return np.asarray(steps), np.vstack(rows)
+
+
+def constant_phase(run: Run) -> tuple[int, int]:
+    """[first, last] logged step at which the LR equals its peak (the constant-LR phase the NQM calibrates on)."""
+    tr = run.trajectory
+    if "train/lr" not in tr or tr["train/lr"].size == 0:
+        s = tr["eval/step"]
+        return int(s[0]), int(s[-1])
+    lr, st = np.asarray(tr["train/lr"], float), tr["train/step"]
+    peak = np.nanmax(lr)
+    on = np.flatnonzero(np.abs(lr - peak) <= 1e-9 * peak)
+    # the longest run of consecutive peak-LR rows
+    breaks = np.flatnonzero(np.diff(on) > 1)
+    segs = np.split(on, breaks + 1)
+    seg = max(segs, key=len)
+    last = int(st[seg[-1]])
+    if seg[-1] == lr.size - 1:   # LR never left the peak: the phase runs to the end of the run
+        last = max(last, int(tr["eval/step"][-1]))
+    return int(st[seg[0]]), last

@@ -1,0 +1,148 @@
+"""Predict averaged-weight and branch loss curves from a raw-weight calibration (theory.md §3.3-§3.5, §3.9).
+
+The model state is stationary at the training LR λ when the window opens: the NQM is run through a burn-in of
+BURN_IN_RELAX slowest relaxation times at λ (exact moments, theory.moments), and run step t is model step B + t.
+Averages are the spec objects of the run's config (EMA start/every, SWA start/every, two-point gap, N points), so
+the prediction is the exact NQM moment of that same linear average; the loss is floor + ½Σh(m² + Var) (§2.3).
+Predictions are NaN outside the quasi-stationary window and where the run's variant is not yet defined.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import brentq
+
+from compare.calibrate import Calibration
+from compare.load import Variant
+from theory import moments as nqm_moments
+from theory import spec, stationary
+
+BURN_IN_RELAX = 20.0      # relaxation times 1/α_eff of the slowest scale: the state is stationary to e^-40
+
+
+def _burn_in(cal: Calibration) -> int:
+    return int(min(math.ceil(BURN_IN_RELAX / float(np.min(cal.alpha_eff))), 10_000_000))
+
+
+def avg_spec(v: Variant, cfg: dict, shift: int):
+    """The theory.spec averaging for a run variant; run steps shifted by ``shift`` burn-in steps."""
+    if v.kind == "raw":
+        return spec.NoAverage()
+    if v.kind == "ema":
+        return spec.EMA(decay=v.decay, start=shift + int(cfg.get("ema_start", 0) or 0), every=int(cfg.get("ema_every", 1) or 1))
+    if v.kind == "swa":
+        return spec.SWA(start=shift + int(cfg.get("swa_start", 0) or 0), every=int(cfg.get("swa_every", 1) or 1))
+    if v.kind == "two_point":
+        return spec.TwoPoint(gap=v.gap)
+    return spec.NPoint(n=v.n, gap=v.gap)
+
+
+def defined_from(v: Variant, cfg: dict) -> int:
+    """First run step at which the run's variant differs from the raw iterate (docs/run-series.md)."""
+    if v.kind == "ema":
+        return int(cfg.get("ema_start", 0) or 0)
+    if v.kind == "swa":
+        return int(cfg.get("swa_start", 0) or 0)
+    if v.kind == "two_point":
+        return v.gap
+    if v.kind == "points":
+        return (v.n - 1) * v.gap
+    return 0
+
+
+def _model(cal: Calibration, h=None, s=None) -> spec.NQM:
+    return spec.NQM(h=cal.h if h is None else h, sigma2=cal.s if s is None else s, m0=0.0, v0=0.0)
+
+
+def variant_excess(cal: Calibration, v: Variant, cfg: dict, steps: np.ndarray, h=None, s=None) -> np.ndarray:
+    """Predicted excess loss of variant ``v`` at run ``steps`` (NaN outside the window), loss units."""
+    steps = np.asarray(steps, dtype=np.int64)
+    lo, hi = cal.window
+    ok = (steps >= lo) & (steps <= hi) & (steps >= defined_from(v, cfg))
+    out = np.full(steps.size, np.nan)
+    if not ok.any():
+        return out
+    B = _burn_in(cal)
+    model = _model(cal, h, s)
+    lr0 = float(cal.lr)
+    mom = nqm_moments.moments_from_alpha(model, cal.momentum, avg_spec(v, cfg, B),
+                                         [(0, B + int(steps[ok].max()) + 1, lr0 * model.h)], B + steps[ok])
+    out[ok] = nqm_moments.excess_loss(model, mom.mean_avg, mom.var_avg)
+    return out
+
+
+def branch_excess(cal: Calibration, t0: int, lr_steps: np.ndarray, lr_values: np.ndarray,
+                  steps: np.ndarray, h=None, s=None) -> np.ndarray:
+    """Predicted raw excess of a branch stationary at λ until t0, then LR lr_values held from lr_steps on."""
+    steps = np.asarray(steps, dtype=np.int64)
+    ok = steps >= t0
+    out = np.full(steps.size, np.nan)
+    if not ok.any():
+        return out
+    B = _burn_in(cal)
+    model = _model(cal, h, s)
+    end = B + int(steps[ok].max()) + 1
+    phases, t = [(0, B + t0, cal.lr * model.h)], B + t0        # B >= 1, so the first phase is never empty
+    ls, lv = np.asarray(lr_steps, np.int64), np.asarray(lr_values, float)
+    keep = ls >= t0
+    ls, lv = ls[keep], lv[keep]
+    if ls.size == 0:
+        ls, lv = np.array([t0]), np.array([cal.lr])
+    # merge equal consecutive LRs so a constant branch is one phase (the engine's cost grows with phases)
+    cut = np.concatenate([[0], np.flatnonzero(np.diff(lv) != 0) + 1])
+    bounds = [B + int(ls[i]) for i in cut[1:]] + [end]
+    for i, b in zip(cut, bounds):
+        if b > t:
+            phases.append((t, b, float(lv[i]) * model.h))
+            t = b
+    mom = nqm_moments.moments_from_alpha(model, cal.momentum, spec.NoAverage(), phases, B + steps[ok])
+    out[ok] = nqm_moments.excess_loss(model, mom.mean_x, mom.var_x)
+    return out
+
+
+def raw_excess_at(cal: Calibration, lr: float) -> float:
+    """Stationary raw excess ½Σh v∞(lr·h) at a constant LR (theory.md §2.4, §2.6)."""
+    a = lr * cal.h
+    if np.any(a >= stationary.max_stable_alpha(cal.momentum)):
+        return float("inf")
+    return float(0.5 * np.sum(cal.h * stationary.iterate_variance(a, cal.s, cal.momentum)))
+
+
+def equivalent_lr(cal: Calibration, excess: float) -> float:
+    """Scalar LR whose stationary raw excess equals ``excess`` (= equivalent_alpha/h for one scale, §3.3)."""
+    if not np.isfinite(excess) or excess <= 0:
+        return float("nan")
+    top = cal.lr
+    while raw_excess_at(cal, top) < excess and top < 1e6 * cal.lr:
+        top *= 2
+    f = lambda lr: raw_excess_at(cal, lr) - excess   # noqa: E731
+    if f(top) < 0:
+        return float("nan")
+    return float(brentq(f, 1e-12 * cal.lr, top, xtol=1e-12 * cal.lr, rtol=1e-10))
+
+
+def stationary_excess(cal: Calibration, v: Variant, cfg: dict) -> float:
+    """Excess of a variant once everything is stationary (EMA/two-point/N-point, theory.md §3.3, §3.5); for SWA
+    the window up to the end of the constant phase (§3.4)."""
+    if v.kind == "raw":
+        return raw_excess_at(cal, cal.lr)
+    if v.kind == "swa":
+        start = int(cfg.get("swa_start", 0) or 0)
+        n = max((cal.window[1] - start) // int(cfg.get("swa_every", 1) or 1) + 1, 1)
+        avg = spec.SWA(start=0, length=n, every=int(cfg.get("swa_every", 1) or 1))
+    else:
+        avg = avg_spec(v, cfg, 0)
+        if v.kind == "ema":
+            avg = spec.EMA(decay=v.decay, every=avg.every)
+    var = stationary.averaged_variance(cal.lr * cal.h, avg, cal.s, cal.momentum)
+    return float(0.5 * np.sum(cal.h * var))
+
+
+def hyperbolic_tau(cal: Calibration) -> float:
+    """τ of the SWA-equivalent cooldown λ_n = λτ/(τ + n), τ = 1/α_eff (theory.md §3.4, momentum mapping §2.6);
+    for several scales the noise-weighted mean curvature is used. Steps."""
+    w = cal.h ** 2 * cal.s
+    hbar = float(np.sum(w * cal.h) / np.sum(w))
+    return 1.0 / (cal.lam_eff * hbar)

@@ -1,0 +1,46 @@
+"""Shared body of the EMA and SWA equivalence figures (theory.md §3.3, §3.4, §7.2 items 3-4).
+
+data = {"n": int, "window": (lo, hi), "ylabel": str,
+        "curves": [{"name", "steps"[T], "obs"[n, T], "pred"[T]}],            # raw first, then the averages
+        "branches": [{"label", "matches", "steps"[T], "obs"[1, T], "pred"[T]}]}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from figures import style
+
+
+def plot_equivalence(data: dict, title: str):
+    fig, axes = style.new_figure(width=4.6, height=2.9)
+    ax = axes[0, 0]
+    shade = {}
+    for c in data["curves"]:
+        i = shade.setdefault(c["name"].split("_")[0], -1) + 1
+        shade[c["name"].split("_")[0]] = i
+        col = style.colour(c["name"], i)
+        style.observed(ax, c["steps"], c["obs"], col, c["name"])
+        if np.any(np.isfinite(c["pred"])):
+            style.theory(ax, c["steps"], c["pred"], col, c["name"])
+    for b in data["branches"]:
+        col = next((style.colour(c["name"], k) for k, c in enumerate(data["curves"]) if c["name"] == b["matches"]),
+                   style.RAW)
+        ax.plot(b["steps"], np.nanmean(np.atleast_2d(b["obs"]), axis=0), color=col, label=f"{b['label']} (obs)",
+                **style.BRANCH_STYLE)
+        if np.any(np.isfinite(b["pred"])):
+            ax.plot(b["steps"], b["pred"], color=col, linestyle=":", linewidth=1.0, label=f"{b['label']} (NQM)")
+    lo, hi = data["window"]
+    ax.axvspan(lo, hi, color="#000000", alpha=0.04, linewidth=0)
+    finite = [np.nanmin(np.atleast_2d(c["obs"])[:, c["steps"] >= lo]) for c in data["curves"]
+              if np.any(c["steps"] >= lo) and np.any(np.isfinite(c["obs"]))]
+    top = [np.nanmax(np.atleast_2d(c["obs"])[:, c["steps"] >= lo]) for c in data["curves"]
+           if np.any(c["steps"] >= lo) and np.any(np.isfinite(c["obs"]))]
+    if finite and top:
+        pad = 0.1 * (max(top) - min(finite) + 1e-12)
+        ax.set_ylim(min(finite) - pad, max(top) + pad)
+    ax.set_xlabel("step")
+    ax.set_ylabel(data.get("ylabel", "eval loss"))
+    ax.set_title(f"{title} (n={data['n']} seeds; shaded: fit window)")
+    style.legend(ax)
+    return fig

@@ -1,0 +1,8 @@
+"""F-d SWA vs its equivalent 1/t cooldown (theory.md §3.4, §7.2 item 4). Data: see figures/_equivalence.py."""
+
+from figures._equivalence import plot_equivalence
+
+
+def plot(data: dict):
+    """One axis: raw + SWA (obs markers with seed band, NQM lines) and the dashed hyperbolic-cooldown branch."""
+    return plot_equivalence(data, "SWA ⇔ hyperbolic cooldown")

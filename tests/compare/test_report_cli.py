@@ -1,0 +1,48 @@
+"""compare.report end to end on synthetic runs, and its bad-input table (exit 2, one line, nothing written)."""
+
+import json
+
+import pytest
+
+from compare import report
+
+
+@pytest.mark.slow
+def test_report_end_to_end(synth_runs, synth_branches, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert report.main([*map(str, synth_runs), *map(str, synth_branches), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["setups"][0]["n_seeds"] == 3
+    ids = {c["id"]: c["verdict"] for c in m["setups"][0]["claims"]}
+    assert ids["quadratic"] == "reproduced" and ids["ema_branch"] == "reproduced"
+    assert ids["converge"] == "not testable here"
+    md = (out / "report.md").read_text()
+    assert "![ema_equivalence](ema_equivalence.png)" in md
+    assert len(list(out.glob("*.png"))) == 8
+
+
+def _bad_run(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    for f in ("config.json", "env.json", "summary.json"):
+        (d / f).write_text("{not json")
+    (d / "trajectory.npz").write_bytes(b"nope")
+    return d
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p / "missing", "not a directory"),
+    (lambda p: p, "not a run directory"),
+    (_bad_run, "unreadable JSON"),
+])
+def test_bad_input(tmp_path, capsys, make, fragment):
+    out = tmp_path / "out"
+    assert report.main([str(make(tmp_path)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_branch_without_parent_is_bad_input(synth_branches, tmp_path, capsys):
+    assert report.main([str(synth_branches[0]), "--out", str(tmp_path / "o")]) == 2
+    assert "parent" in capsys.readouterr().err
