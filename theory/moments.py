@@ -1,0 +1,421 @@
+"""Exact means and variances of the iterate and of its average, for any schedule, momentum and averaging.
+
+Per eigendirection (theory.md §2.2, §2.6) heavy-ball SGD is the linear Gaussian state-space model
+
+    x_{t+1} = (1 + μ − α_t) x_t − μ x_{t−1} + α_t ε_t,   α_t = λ_t h,   ε_t ~ (0, σ²),   x_{−1} = x_0,
+
+so the first two moments of the state s_t = (x_t, x_{t−1}[, y_t]) follow mean_{t+1} = A mean_t and the Lyapunov
+update P_{t+1} = A P_t Aᵀ + σ² b bᵀ (theory.md §2.3, §3.3, §8). ``y`` is the EMA, or for SWA the *unnormalised*
+running sum S (so every coefficient is constant within a constant-LR phase; the average is S/n).
+Averaging updates are instantaneous linear "events" (reset y ← x at ``start``, then every ``every`` steps
+y ← g y + (1−g) x with g = γ^every, or S ← S + x). Two-point / N-point averages need no lagged state:
+Cov(x_t, x_s) = [Φ(t, s) P_s]₀₀ with Φ the transition product (theory.md §3.5, §8).
+
+Each constant-rate phase is advanced in closed form by binary powering of the map M = (Φ, G):
+M^{2n} = (Φ_n Φ_n, G_n + Φ_n G_n Φ_nᵀ), with the powers cached per phase, so the cost grows with the number of
+phases and output points, not with the number of steps. Arrays are laid out component-first, (n, n, D), D the
+number of directions. Where α_t ≥ 2(1+μ) the moments grow without bound and are allowed to overflow to inf;
+use :func:`diverges` to say so instead of printing inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .spec import EMA, NQM, SGD, SWA, Averaging, NoAverage, NPoint, TwoPoint
+
+__all__ = ["Moments", "moments", "moments_from_alpha", "step_by_step", "excess_loss", "diverges", "alpha_phases"]
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Moments at the requested steps (iterate after t updates). Arrays are [T, D]."""
+
+    step: np.ndarray      # int64[T]
+    mean_x: np.ndarray    # E[x_t], parameter units
+    var_x: np.ndarray     # Var[x_t], parameter²
+    mean_avg: np.ndarray  # E[z_t] of the average (== x_t where the average is not yet defined / NoAverage)
+    var_avg: np.ndarray   # Var[z_t]
+    cov_x_avg: np.ndarray  # Cov(x_t, z_t): E‖θ_t − z_t‖² per direction = var_x + var_avg − 2 cov + (Δmean)²
+
+
+# ------------------------------------------------------------------------------------------- small map algebra
+
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ikd,kjd->ijd", a, b)
+
+
+def _sandwich(phi: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return _mm(_mm(phi, p), phi.transpose(1, 0, 2))
+
+
+def _compose(second, first):
+    """Map 'first, then second' of two (Φ, G) maps: (Φ₂Φ₁, Φ₂G₁Φ₂ᵀ + G₂)."""
+    return _mm(second[0], first[0]), _sandwich(second[0], first[1]) + second[1]
+
+
+def _apply(m, state):
+    mean, cov = state
+    return np.einsum("ikd,kd->id", m[0], mean), _sandwich(m[0], cov) + m[1]
+
+
+def _identity(n: int, d: int):
+    return np.repeat(np.eye(n)[:, :, None], d, axis=2), np.zeros((n, n, d))
+
+
+class _Powers:
+    """M^n for any n ≥ 0 by binary powering; the 2^j powers and every n asked for are cached."""
+
+    def __init__(self, base):
+        self.bits = [base]
+        self.cache = {1: base}
+
+    def __call__(self, n: int):
+        if n not in self.cache:
+            if n == 0:
+                return _identity(self.bits[0][0].shape[0], self.bits[0][0].shape[2])
+            out, j, rest = None, 0, n
+            while rest:
+                if j == len(self.bits):
+                    self.bits.append(_compose(self.bits[-1], self.bits[-1]))
+                if rest & 1:
+                    out = self.bits[j] if out is None else _compose(self.bits[j], out)
+                rest >>= 1
+                j += 1
+            self.cache[n] = out
+        return self.cache[n]
+
+
+def _step_map(alpha: np.ndarray, mu: float, sigma2: np.ndarray, n: int):
+    """One heavy-ball update of (x, x_prev[, y]) at rate α (y unchanged): theory.md §2.6."""
+    d = alpha.size
+    a = np.zeros((n, n, d))
+    a[0, 0], a[0, 1], a[1, 0] = 1.0 + mu - alpha, -mu, 1.0
+    if n == 3:
+        a[2, 2] = 1.0
+    g = np.zeros((n, n, d))
+    g[0, 0] = alpha * alpha * sigma2
+    return a, g
+
+
+def _one_step(state, alpha, mu, sigma2):
+    """The same update written out element-wise: the fast path for phases one step long (e.g. cosine decay)."""
+    mean, p = state
+    c = 1.0 + mu - alpha
+    mean = mean.copy()
+    mean[0], mean[1] = c * mean[0] - mu * mean[1], mean[0].copy()
+    row = c * p[0] - mu * p[1]             # Cov(x_{t+1}, s_t) before the noise, one entry per state component
+    q = p.copy()
+    q[0, 0] = c * row[0] - mu * row[1] + alpha * alpha * sigma2
+    q[0, 1] = q[1, 0] = row[0]
+    q[1, 1] = p[0, 0]
+    if p.shape[0] == 3:
+        q[0, 2] = q[2, 0] = row[2]
+        q[1, 2] = q[2, 1] = p[0, 2]
+    return mean, q
+
+
+# -------------------------------------------------------------------------------------------- averaging events
+
+class _Events:
+    """Event times of an EMA/SWA: reset at r = start, updates at r + j·c for 1 ≤ j ≤ last (None = no end)."""
+
+    def __init__(self, avg: Averaging):
+        self.kind = "ema" if isinstance(avg, EMA) else "swa"
+        self.r, self.c = int(avg.start), int(avg.every)
+        self.last = None if self.kind == "ema" or avg.length is None else int(avg.length) - 1
+        self.g = float(avg.decay) ** self.c if self.kind == "ema" else 1.0  # decay per EMA update
+
+    def next_after(self, t: int):
+        if t < self.r:
+            return self.r
+        j = (t - self.r) // self.c + 1
+        return None if self.last is not None and j > self.last else self.r + j * self.c
+
+    def updates_in(self, t: int, t_end: int) -> int:
+        """Number of update events in (t, t_end] for t ≥ r."""
+        lo, hi = (t - self.r) // self.c + 1, (t_end - self.r) // self.c
+        if self.last is not None:
+            hi = min(hi, self.last)
+        return max(0, hi - lo + 1)
+
+    def count(self, t: int) -> int:
+        """SWA: iterates in the sum at time t ≥ r."""
+        n = 1 + (t - self.r) // self.c
+        return n if self.last is None else min(n, self.last + 1)
+
+    def _coefs(self, t: int) -> tuple[float, float]:
+        """The event at t as y ← u·y + w·x."""
+        if t == self.r:
+            return 0.0, 1.0                                       # reset: y ← x
+        return (self.g, 1.0 - self.g) if self.kind == "ema" else (1.0, 1.0)   # EMA update / S ← S + x
+
+    def event_map(self, t: int, d: int):
+        phi, g = _identity(3, d)
+        phi[2, 2], phi[2, 0] = self._coefs(t)
+        return phi, g
+
+    def apply_event(self, t: int, state):
+        """Element-wise form of ``_apply(self.event_map(t, d), state)``."""
+        u, w = self._coefs(t)
+        mean, p = state[0].copy(), state[1].copy()
+        mean[2] = u * mean[2] + w * mean[0]
+        p[2, 2] = u * u * p[2, 2] + 2 * u * w * p[2, 0] + w * w * p[0, 0]
+        for j in (0, 1):
+            p[2, j] = p[j, 2] = u * p[2, j] + w * p[0, j]
+        return mean, p
+
+
+class _Phase:
+    """A constant-rate piece [start, stop) with lazily cached step powers and block (c steps + update) powers."""
+
+    def __init__(self, start, stop, alpha, mu, sigma2, n):
+        self.start, self.stop, self.alpha = start, stop, alpha
+        self.mu, self.sigma2, self.n = mu, sigma2, n
+        self._step = self._block = None
+
+    def steps(self, k: int):
+        if self._step is None:
+            self._step = _Powers(_step_map(self.alpha, self.mu, self.sigma2, self.n))
+        return self._step(k)
+
+    def blocks(self, q: int, ev: _Events):
+        if self._block is None:
+            self._block = _Powers(_compose(ev.event_map(ev.r + ev.c, self.alpha.size), self.steps(ev.c)))
+        return self._block(q)
+
+    def advance(self, state, t: int, t_end: int, ev: _Events | None):
+        """State after iterate t (events at t applied) → state after iterate t_end ≤ stop."""
+        while t < t_end:
+            if ev is not None and t >= ev.r and (t - ev.r) % ev.c == 0:
+                q = ev.updates_in(t, t_end)                   # whole blocks (c steps, then an update) in one map
+                if q > 1:                                     # (one update: the element-wise path is cheaper)
+                    state = _apply(self.blocks(q, ev), state)
+                    t += q * ev.c
+                    continue
+            tau = None if ev is None else ev.next_after(t)
+            nxt = t_end if tau is None or tau > t_end else tau
+            if nxt - t == 1:
+                state = _one_step(state, self.alpha, self.mu, self.sigma2)
+            else:
+                state = _apply(self.steps(nxt - t), state)
+            t = nxt
+            if t == tau:
+                state = ev.apply_event(t, state)
+        return state
+
+
+# ------------------------------------------------------------------------------------------------- public API
+
+def alpha_phases(model: NQM, opt: SGD, total: int) -> list[tuple[int, int, np.ndarray]]:
+    """The schedule's constant-LR phases over [0, total) as (start, stop, α = λh per direction)."""
+    return [(a, b, lr * model.h) for a, b, lr in opt.schedule.phases(int(total))]
+
+
+def diverges(model: NQM, opt: SGD, total: int | None = None) -> np.ndarray:
+    """Per direction: does the rate reach α = λ_t h ≥ 2(1+μ) (theory.md §2.6) at some step < total?
+
+    With ``total=None`` the schedule's peak LR is used (``lr``, or the largest of a Piecewise's ``lrs``).
+    Example: ``diverges(NQM(h=[1., 10.]), SGD(Constant(0.5)))`` → ``[False, True]``.
+    """
+    if total is None:
+        peak = max([opt.schedule.lr, *getattr(opt.schedule, "lrs", ())])
+    else:
+        peak = max((lr for _, _, lr in opt.schedule.phases(int(total))), default=0.0)
+    return peak * model.h >= opt.max_stable_alpha()
+
+
+def _steps(steps) -> np.ndarray:
+    s = np.atleast_1d(np.asarray(steps))
+    if s.ndim != 1 or s.size == 0 or not np.issubdtype(s.dtype, np.integer) or np.any(s < 0):
+        raise ValueError("steps must be a non-empty 1-D array of integers >= 0 (iterate after t updates)")
+    return s.astype(np.int64)
+
+
+def _lag(avg: Averaging) -> tuple[int, int]:
+    if isinstance(avg, TwoPoint):
+        return 2, int(avg.gap)
+    if isinstance(avg, NPoint):
+        return int(avg.n), int(avg.gap)
+    return 1, 0
+
+
+def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
+                       alpha_phases: list[tuple[int, int, np.ndarray]], steps) -> Moments:
+    """Exact moments for per-direction rate phases (start, stop, α[D]) covering [0, max(steps)).
+
+    Implements the recursions of theory.md §2.3/§2.6 with the EMA/SWA state of §3.3/§3.4/§8 and the two-point /
+    N-point cross-covariances Cov(x_t, x_{t−k}) = [Φ(t, t−k) P_{t−k}]₀₀ of §3.5/§8.
+
+    Example: ``moments_from_alpha(NQM(h=[1.]), 0., EMA(0.9), [(0, 10, np.array([0.1]))], [0, 10])``.
+    """
+    if not (np.isfinite(momentum) and 0 <= momentum < 1):
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if not isinstance(avg, (NoAverage, EMA, SWA, TwoPoint, NPoint)):
+        raise ValueError(f"avg must be one of NoAverage, EMA, SWA, TwoPoint, NPoint; got {type(avg).__name__}")
+    steps = _steps(steps)
+    times = np.unique(steps)
+    d, mu, sigma2 = model.dim, float(momentum), model.sigma2
+    ev = _Events(avg) if isinstance(avg, (EMA, SWA)) else None
+    n_state = 3 if ev else 2
+    phases, t = [], 0
+    for a, b, alpha in alpha_phases:
+        alpha = np.broadcast_to(np.asarray(alpha, dtype=float), (d,))
+        if a != t or b <= a or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
+            raise ValueError("alpha_phases must be contiguous (start, stop, alpha>=0 finite) pieces from step 0; "
+                             f"got a piece ({a}, {b}) after step {t}")
+        phases.append(_Phase(a, b, alpha, mu, sigma2, n_state))
+        t = b
+    if t < times[-1]:
+        raise ValueError(f"alpha_phases cover [0, {t}) but steps go up to {times[-1]}")
+    npts, gap = _lag(avg)
+    need = set(times.tolist())
+    if npts > 1 and gap > 0:
+        need |= {int(s) - i * gap for s in times if s >= (npts - 1) * gap for i in range(npts)}
+    need = sorted(need)
+    mean = np.zeros((n_state, d))
+    mean[:] = model.m0
+    cov = np.zeros((n_state, n_state, d))
+    cov[:2, :2] = model.v0                                        # x_{−1} = x_0: zero initial velocity
+    state = (mean, cov)
+    if ev is not None and ev.r == 0:
+        state = ev.apply_event(0, state)
+    out = {k: np.empty((times.size, d)) for k in ("mx", "vx", "ma", "va", "ca")}
+    kept: dict[int, tuple] = {}
+    row = {int(s): i for i, s in enumerate(times)}
+    t, pi = 0, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for target in need:
+            while t < target:
+                ph = phases[pi]
+                end = min(ph.stop, target)
+                state = ph.advance(state, t, end, ev)
+                t = end
+                if t == ph.stop:
+                    pi += 1
+            if npts > 1 and gap > 0:
+                kept[target] = state
+            if target in row:
+                i, (m, p) = row[target], state
+                out["mx"][i], out["vx"][i] = m[0], p[0, 0]
+                out["ma"][i], out["va"][i], out["ca"][i] = m[0], p[0, 0], p[0, 0]
+                if ev is not None and target >= ev.r:
+                    nrm = 1.0 if ev.kind == "ema" else float(ev.count(target))
+                    out["ma"][i], out["va"][i], out["ca"][i] = m[2] / nrm, p[2, 2] / nrm ** 2, p[0, 2] / nrm
+        if npts > 1 and gap > 0:
+            _lagged(out, times, kept, phases, npts, gap)
+    for k in ("mx", "vx", "ma", "va", "ca"):                    # NaN only arises as inf − inf past divergence:
+        nan = np.isnan(out[k])                                    # variances are +inf there, means ±inf, or 0
+        if nan.any():                                             # exactly where m0 = 0 (then E x_t = 0 for all t)
+            fill = np.where(model.m0 == 0, 0.0, np.inf) if k in ("mx", "ma") else np.full(d, np.inf)
+            out[k][nan] = np.broadcast_to(fill, nan.shape)[nan]
+    if not np.array_equal(times, steps):
+        inv = np.searchsorted(times, steps)
+        out = {k: v[inv] for k, v in out.items()}
+    return Moments(step=steps, mean_x=out["mx"], var_x=out["vx"], mean_avg=out["ma"], var_avg=out["va"],
+                   cov_x_avg=out["ca"])
+
+
+def _transition(phases: list[_Phase], s: int, t: int) -> np.ndarray:
+    """Φ(t, s): the product of the step matrices of updates s..t−1 (2×2×D)."""
+    phi = None
+    for ph in phases:
+        a, b = max(ph.start, s), min(ph.stop, t)
+        if a < b:
+            step = ph.steps(b - a)[0]
+            phi = step if phi is None else _mm(step, phi)
+    return phi if phi is not None else _identity(2, phases[0].alpha.size)[0]
+
+
+def _lagged(out, times, kept, phases, npts, gap):
+    """Mean and variance of (1/N) Σ_i x_{t−i·gap} from the kept states and the transition products."""
+    for i, t in enumerate(times):
+        if t < (npts - 1) * gap:
+            continue
+        pts = [int(t) - (npts - 1 - j) * gap for j in range(npts)]   # increasing
+        steps = [_transition(phases, pts[j - 1], pts[j]) for j in range(1, npts)]
+        mean = sum(kept[p][0][0] for p in pts) / npts
+        var = sum(kept[p][1][0, 0] for p in pts)
+        cross = kept[pts[-1]][1][0, 0]                            # Σ_j Cov(x_t, x_{p_j})
+        for j in range(npts - 1):
+            c = kept[pts[j]][1]                                   # Cov(s_{p_j}, s_{p_j})
+            for k in range(j + 1, npts):
+                c = _mm(steps[k - 1], c)                          # Cov(s_{p_k}, s_{p_j}) = Φ(p_k, p_j) P_{p_j}
+                var = var + 2.0 * c[0, 0]
+            cross = cross + c[0, 0]
+        out["ma"][i], out["va"][i], out["ca"][i] = mean, var / npts ** 2, cross / npts
+
+
+def moments(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:
+    """Exact moments of x_t and of its average under ``opt``'s schedule and momentum (theory.md §2.3, §2.6, §8).
+
+    Example: ``moments(NQM(h=[1.], m0=1.), SGD(Constant(0.1)), EMA(0.99), np.arange(0, 1001, 100))``.
+    """
+    steps = _steps(steps)
+    return moments_from_alpha(model, opt.momentum, avg, alpha_phases(model, opt, int(steps.max())), steps)
+
+
+def excess_loss(model: NQM, mean, var) -> np.ndarray:
+    """E L(θ) − L_floor = ½ Σ_k h_k (m_k² + v_k) over the last axis (theory.md §2.3)."""
+    mean, var = np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 0.5 * np.sum(model.h * (mean * mean + var), axis=-1)
+
+
+def step_by_step(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:
+    """Slow, obviously-correct reference: one plain Lyapunov update per optimiser step (theory.md §2.3, §8).
+
+    The state holds the lagged iterates x_t, x_{t−1}, …, x_{t−L} (L = (N−1)·gap for two-point / N-point) and the
+    EMA value or SWA sum; every update and every averaging event is an explicit matrix. Cost O(steps·D·L²).
+    """
+    steps = _steps(steps)
+    total, d, mu = int(steps.max()), model.dim, float(opt.momentum)
+    npts, gap = _lag(avg)
+    lag = max(1, (npts - 1) * gap)
+    n, iy = lag + 2, lag + 1                                      # slots: x_t … x_{t−lag}, then y
+    mean = np.zeros((n, d))
+    mean[:iy] = model.m0
+    cov = np.zeros((n, n, d))
+    cov[:iy, :iy] = model.v0                                      # x_{−i} = x_0: zero initial velocity
+    a = np.zeros((n, n, d))
+    for i in range(1, iy):
+        a[i, i - 1] = 1.0
+    a[iy, iy] = 1.0
+    lrs = opt.schedule.lr_at(np.arange(total)) if total else np.zeros(0)
+    kind = "ema" if isinstance(avg, EMA) else "swa" if isinstance(avg, SWA) else None
+    count = 0
+    res = {k: np.empty((total + 1, d)) for k in ("mx", "vx", "ma", "va", "ca")}
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(total + 1):
+            if t > 0:
+                alpha = lrs[t - 1] * model.h
+                a[0, 0], a[0, 1] = 1.0 + mu - alpha, -mu
+                mean = np.einsum("ikd,kd->id", a, mean)
+                cov = _sandwich(a, cov)
+                cov[0, 0] += alpha * alpha * model.sigma2
+            if kind is not None and t >= avg.start and (t - avg.start) % avg.every == 0:
+                e = np.repeat(np.eye(n)[:, :, None], d, axis=2)
+                if t == avg.start:
+                    e[iy, iy], e[iy, 0], count = 0.0, 1.0, 1
+                elif kind == "ema":
+                    g = avg.decay ** avg.every
+                    e[iy, iy], e[iy, 0] = g, 1.0 - g
+                elif avg.length is None or count < avg.length:
+                    e[iy, 0], count = 1.0, count + 1
+                mean, cov = np.einsum("ikd,kd->id", e, mean), _sandwich(e, cov)
+            w = np.zeros(n)
+            if kind is not None and t >= avg.start:
+                w[iy] = 1.0 if kind == "ema" else 1.0 / count
+            elif npts > 1 and t >= (npts - 1) * gap:
+                for i in range(npts):
+                    w[i * gap] += 1.0 / npts
+            else:
+                w[0] = 1.0
+            res["mx"][t], res["vx"][t] = mean[0], cov[0, 0]
+            res["ma"][t] = np.einsum("i,id->d", w, mean)
+            res["va"][t] = np.einsum("i,ijd,j->d", w, cov, w)
+            res["ca"][t] = np.einsum("jd,j->d", cov[0], w)
+    return Moments(step=steps, mean_x=res["mx"][steps], var_x=res["vx"][steps], mean_avg=res["ma"][steps],
+                   var_avg=res["va"][steps], cov_x_avg=res["ca"][steps])

@@ -1,0 +1,265 @@
+"""Stationary variances at a constant LR, and the forward map "averaging → equivalent constant rate".
+
+Everything is per direction in the dimensionless rate α = λh and vectorised: array arguments broadcast. With
+momentum μ = 0 the closed forms of theory.md §8 are used; with μ > 0 the stationary state of the heavy-ball
+recursion (theory.md §2.6) is computed from its small discrete Lyapunov equation (EMA) or from the exact
+autocovariance of the AR(2) iterate (SWA, two-point, N-point), batched over directions.
+
+Where α ≥ 2(1+μ) the iterate has no stationary distribution: variances are ``np.inf``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .moments import _compose, _identity, _Powers, _sandwich, _step_map
+from .spec import EMA, SWA, Averaging, NoAverage, NPoint, TwoPoint
+
+__all__ = ["max_stable_alpha", "iterate_variance", "ema_variance", "swa_variance", "two_point_variance",
+           "n_point_variance", "averaged_variance", "equivalent_alpha", "equivalent_alpha_approx"]
+
+
+def max_stable_alpha(momentum: float = 0.0) -> float:
+    """Heavy-ball stability bound 2(1+μ) on α = λh (theory.md §2.2, §2.6). Example: ``max_stable_alpha(0.9)`` → 3.8."""
+    _check_mu(momentum)
+    return 2.0 * (1.0 + momentum)
+
+
+def _check_mu(mu: float) -> None:
+    if not (np.isfinite(mu) and 0 <= mu < 1):
+        raise ValueError(f"momentum must be in [0, 1), got {mu}")
+
+
+def _prep(alpha, sigma2, mu):
+    _check_mu(mu)
+    alpha, sigma2 = np.broadcast_arrays(np.asarray(alpha, dtype=float), np.asarray(sigma2, dtype=float))
+    if np.any(~np.isfinite(alpha)) or np.any(alpha < 0):
+        raise ValueError("alpha = λh must be finite and >= 0")
+    if np.any(~np.isfinite(sigma2)) or np.any(sigma2 < 0):
+        raise ValueError("sigma2 must be finite and >= 0")
+    return alpha, sigma2, alpha >= 2.0 * (1.0 + mu)
+
+
+def _int(name: str, v, lo: int) -> int:
+    if int(v) != v or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v}")
+    return int(v)
+
+
+def iterate_variance(alpha, sigma2=1.0, momentum: float = 0.0) -> np.ndarray:
+    """v∞ = (1+μ)ασ² / ((1−μ)(2(1+μ) − α)); μ = 0: ασ²/(2−α) (theory.md §2.4, §2.6). inf where unstable.
+
+    Example: ``iterate_variance(0.05)`` → 0.025641.
+    """
+    alpha, sigma2, bad = _prep(alpha, sigma2, momentum)
+    mu = momentum
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = (1 + mu) * alpha * sigma2 / ((1 - mu) * (2 * (1 + mu) - alpha))
+    return np.where(bad, np.inf, v)
+
+
+def _acf(alpha: np.ndarray, mu: float, lag: int) -> np.ndarray:
+    """Stationary autocorrelation Cov(x_t, x_{t−lag})/v∞ of the heavy-ball iterate (flat α, stable entries)."""
+    if mu == 0:
+        return (1.0 - alpha) ** lag
+    phi1 = 1.0 + mu - alpha
+    rho1 = phi1 / (1.0 + mu)                                      # Yule-Walker for the AR(2) (φ₁, φ₂ = −μ)
+    m = np.zeros(alpha.shape + (2, 2))
+    m[..., 0, 0], m[..., 0, 1], m[..., 1, 0] = phi1, -mu, 1.0
+    if lag == 0:
+        return np.ones_like(alpha)
+    p = np.linalg.matrix_power(m, lag)                            # (ρ_l, ρ_{l−1}) = M^l (ρ_0, ρ_{−1}) = M^l (1, ρ₁)
+    return p[..., 0, 0] + p[..., 0, 1] * rho1
+
+
+def _f_mean(n: int, q: np.ndarray) -> np.ndarray:
+    """f = Σ_{d,e<n} q^{|d−e|} = n² Var(mean of n points)/v∞ for correlation q^{lag}, without cancellation.
+
+    For 0 < q < 1 with n·s small (q = e^{−s}) the closed form n(1+q)/(1−q) − 2q(1−qⁿ)/(1−q)² loses
+    ~1/(ns)² digits, so there the series n² − sM₁ + s²M₂/2 − s³M₃/6 (M_k = Σ|d−e|^k, exact integers) is used.
+    """
+    q = np.asarray(q, dtype=float)
+    out = np.empty_like(q)
+    pos = q > 0
+    s = np.where(pos, -np.log(np.where(pos, q, 1.0)), np.inf)
+    small = pos & (n * s < 5e-3)
+    m1, m2 = (n ** 3 - n) / 3.0, n * n * (n * n - 1) / 6.0
+    m3 = n * (n - 1) * (n + 1) * (3 * n * n - 2) / 30.0
+    ss = s[small]
+    out[small] = n * n - ss * m1 + ss ** 2 * m2 / 2 - ss ** 3 * m3 / 6
+    big = ~small
+    qb = q[big]
+    one_q = np.where(qb > 0, -np.expm1(-s[big]), 1.0 - qb)
+    one_qn = np.where(qb > 0, -np.expm1(-n * s[big]), 1.0 - qb ** n)
+    out[big] = n * (1 + qb) / one_q - 2 * qb * one_qn / one_q ** 2
+    return out
+
+
+def ema_variance(alpha, decay: float, sigma2=1.0, momentum: float = 0.0, every: int = 1) -> np.ndarray:
+    """Stationary Var of the EMA (decay γ per step, updated every c steps with γ^c) of the iterate.
+
+    μ = 0 (theory.md §3.3, §8): Var/v∞ = (1−g)(1+qg)/((1+g)(1−qg)), g = γ^c, q = a^c, a = 1 − α.
+    μ > 0: P = B P Bᵀ + G_B for the block map B (c heavy-ball steps, then the EMA update) of (x, x_prev, y).
+    Example: ``ema_variance(0.05, 0.995)`` → 2.283252e-3.
+    """
+    if not (np.isfinite(decay) and 0 <= decay < 1):
+        raise ValueError(f"EMA decay must be in [0, 1) per step, got {decay}")
+    c = _int("every", every, 1)
+    alpha, sigma2, bad = _prep(alpha, sigma2, momentum)
+    v = iterate_variance(np.where(bad, 0.0, alpha), sigma2, momentum)
+    if momentum == 0:
+        a = 1.0 - alpha
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if c == 1:
+                one_qg = alpha + (1 - decay) - alpha * (1 - decay)   # 1 − aγ without cancellation
+            else:
+                log_qg = np.log1p(-np.minimum(alpha, 1.0)) + np.log(decay)
+                one_qg = np.where((a > 0) & (decay > 0), -np.expm1(c * log_qg), 1.0 - (a * decay) ** c)
+            g = decay ** c
+            one_g = -np.expm1(c * np.log(decay)) if decay > 0 else 1.0
+            ratio = one_g * (1 + a ** c * g) / ((1 + g) * one_qg)
+        out = np.where(alpha == 0, 0.0, v * ratio)
+    else:
+        out = _ema_lyapunov(alpha.ravel(), decay, momentum, c, sigma2.ravel()).reshape(alpha.shape)
+    return np.where(bad, np.inf, out)
+
+
+def _ema_lyapunov(alpha, decay, mu, c, sigma2):
+    """Solve (I − B⊗B) vec P = vec G_B for the (x, x_prev, y) block map; return P_yy (flat, stable α)."""
+    d = alpha.size
+    steps = _Powers(_step_map(alpha, mu, sigma2, 3))(c)
+    e, zero = _identity(3, d)
+    g = decay ** c
+    e[2, 2], e[2, 0] = g, 1.0 - g
+    b, gb = _compose((e, zero), steps)
+    bt = np.moveaxis(b, 2, 0)                                     # (D, 3, 3)
+    kron = np.einsum("dij,dkl->dikjl", bt, bt).reshape(d, 9, 9)
+    rhs = np.moveaxis(gb, 2, 0).reshape(d, 9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lhs = np.eye(9) - kron + np.where(alpha == 0, 1.0, 0.0)[:, None, None] * np.eye(9)   # α = 0: singular
+        p = np.linalg.solve(lhs, rhs[..., None])
+    return np.where(alpha == 0, 0.0, p[:, 8, 0])
+
+
+def _mean_of_points(alpha, n: int, c: int, sigma2, mu):
+    """Var of the mean of n stationary iterates c steps apart (SWA with every=c; N-point with gap=c)."""
+    n = _int("number of averaged points", n, 1)
+    c = _int("spacing", c, 0)
+    alpha, sigma2, bad = _prep(alpha, sigma2, mu)
+    safe = np.where(bad, 0.0, alpha)
+    v = iterate_variance(safe, sigma2, mu)
+    if n == 1 or c == 0:
+        return np.where(bad, np.inf, v)
+    if mu == 0:
+        ratio = _f_mean(n, (1.0 - safe) ** c) / n ** 2
+    else:
+        ratio = _mean_points_numeric(safe.ravel(), n, c, mu).reshape(safe.shape)
+    return np.where(bad, np.inf, np.where(safe == 0, 0.0, v * ratio))
+
+
+def _mean_points_numeric(alpha, n, c, mu):
+    """Var(S/n)/v∞ for S the sum of n stationary iterates c steps apart: the block map of (x, x_prev, S)
+    (c heavy-ball steps with σ² = 1, then S ← S + x) is applied n−1 times by binary powering, starting from the
+    stationary (x, x_prev) with S = x. Only covariances are added, so there is no cancellation (flat, stable α)."""
+    d = alpha.size
+    e, zero = _identity(3, d)
+    e[2, 0] = 1.0
+    block = _Powers(_compose((e, zero), _Powers(_step_map(alpha, mu, np.ones(d), 3))(c)))(n - 1)
+    v1 = iterate_variance(alpha, 1.0, mu)
+    rho1 = (1.0 + mu - alpha) / (1.0 + mu)                        # lag-1 autocorrelation (Yule-Walker)
+    p0 = np.ones((3, 3, d))
+    p0[0, 1] = p0[1, 0] = p0[1, 2] = p0[2, 1] = rho1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = _sandwich(block[0], p0 * v1) + block[1]
+        return np.where(alpha == 0, 0.0, p[2, 2] / n ** 2 / v1)
+
+
+def swa_variance(alpha, n: int, sigma2=1.0, momentum: float = 0.0, every: int = 1) -> np.ndarray:
+    """Var of the uniform mean of n stationary iterates sampled every c steps (theory.md §3.4, §8):
+    μ = 0: (v∞/n)[(1+q)/(1−q) − 2q(1−qⁿ)/(n(1−q)²)], q = a^c. Example: ``swa_variance(0.05, 400)`` → 2.378205e-3.
+    """
+    return _mean_of_points(alpha, n, _int("every", every, 1), sigma2, momentum)
+
+
+def two_point_variance(alpha, gap: int, sigma2=1.0, momentum: float = 0.0) -> np.ndarray:
+    """Var(½(x_t + x_{t−k})) = v∞(1 + ρ_k)/2, ρ_k = a^k for μ = 0 (theory.md §3.5).
+
+    Example: ``two_point_variance(0.05, 200)`` → 1.282096e-2.
+    """
+    k = _int("gap", gap, 0)
+    alpha, sigma2, bad = _prep(alpha, sigma2, momentum)
+    safe = np.where(bad, 0.0, alpha)
+    v = iterate_variance(safe, sigma2, momentum)
+    rho = _acf(safe.ravel(), momentum, k).reshape(safe.shape)
+    return np.where(bad, np.inf, v * (1.0 + rho) / 2.0)
+
+
+def n_point_variance(alpha, n: int, gap: int, sigma2=1.0, momentum: float = 0.0) -> np.ndarray:
+    """Var((1/N) Σ_{i<N} x_{t−i·gap}) at stationarity (theory.md §3.5); N = 2 is the two-point average."""
+    return _mean_of_points(alpha, n, gap, sigma2, momentum)
+
+
+def averaged_variance(alpha, avg: Averaging, sigma2=1.0, momentum: float = 0.0) -> np.ndarray:
+    """Dispatch on the averaging spec; SWA needs a finite ``length`` (the window, in iterates)."""
+    if isinstance(avg, NoAverage):
+        return iterate_variance(alpha, sigma2, momentum)
+    if isinstance(avg, EMA):
+        return ema_variance(alpha, avg.decay, sigma2, momentum, avg.every)
+    if isinstance(avg, SWA):
+        if avg.length is None:
+            raise ValueError("stationary SWA variance needs a window: give SWA(length=n iterates)")
+        return swa_variance(alpha, avg.length, sigma2, momentum, avg.every)
+    if isinstance(avg, TwoPoint):
+        return two_point_variance(alpha, avg.gap, sigma2, momentum)
+    if isinstance(avg, NPoint):
+        return n_point_variance(alpha, avg.n, avg.gap, sigma2, momentum)
+    raise ValueError(f"avg must be NoAverage, EMA, SWA, TwoPoint or NPoint; got {type(avg).__name__}")
+
+
+def equivalent_alpha(variance, sigma2=1.0, momentum: float = 0.0) -> np.ndarray:
+    """The constant rate whose stationary iterate variance equals ``variance``: exact inverse of
+    :func:`iterate_variance`. With r = v/σ², K = (1+μ)/(1−μ): α = 2(1+μ) r/(K + r); μ = 0: 2r/(1+r)
+    (theory.md §3.3). NaN where σ² = 0 and v = 0 (no noise: every rate has zero variance).
+    Example: ``equivalent_alpha(2.283252e-3)`` → 4.556101e-3.
+    """
+    _check_mu(momentum)
+    v, s2 = np.broadcast_arrays(np.asarray(variance, dtype=float), np.asarray(sigma2, dtype=float))
+    if np.any(np.isnan(v)) or np.any(v < 0) or np.any(~np.isfinite(s2)) or np.any(s2 < 0):
+        raise ValueError("variance must be >= 0 (inf allowed) and sigma2 finite and >= 0")
+    k = (1 + momentum) / (1 - momentum)
+    with np.errstate(invalid="ignore", divide="ignore"):       # σ² = 0, v = 0: every α fits → NaN (undefined)
+        r = v / s2
+        out = 2 * (1 + momentum) * r / (k + r)
+    return np.where(np.isinf(r), 2 * (1 + momentum), out)
+
+
+def equivalent_alpha_approx(alpha, avg: Averaging, momentum: float = 0.0) -> np.ndarray:
+    """Small-rate rules for the equivalent rate, in the same (nominal) units as α (theory.md §3.3-3.5, §3.9).
+
+    With α_eff = α/(1−μ) (theory.md §2.6):
+    * EMA (harmonic rule): 1/α_eq,eff = 1/α_eff + 1/β, β = 1 − γ; α_eq = (1−μ) α_eq,eff.
+    * SWA (n iterates every c), N-point (N points gap c), two-point (N = 2): α_eq = α f(n, q)/n², the variance
+      ratio of a mean of n points with correlation q = e^{−c α_eff} (small-rate AR(1)); it tends to α/n for
+      points far apart (two-point: α/2, theory.md §3.5), to 2/n for a long SWA window (Var → σ²/n), and to α
+      for n = 1 or c = 0.
+    Example: ``equivalent_alpha_approx(0.05, EMA(0.995))`` → 4.545455e-3.
+    """
+    _check_mu(momentum)
+    alpha = np.asarray(alpha, dtype=float)
+    a_eff = alpha / (1 - momentum)
+    if isinstance(avg, NoAverage):
+        return alpha * 1.0
+    if isinstance(avg, EMA):
+        beta = 1.0 - avg.decay
+        return (1 - momentum) * a_eff * beta / (a_eff + beta)
+    if isinstance(avg, SWA):
+        if avg.length is None:
+            raise ValueError("SWA equivalent rate needs a window: give SWA(length=n iterates)")
+        n, c = int(avg.length), int(avg.every)
+    elif isinstance(avg, TwoPoint):
+        n, c = 2, int(avg.gap)
+    elif isinstance(avg, NPoint):
+        n, c = int(avg.n), int(avg.gap)
+    else:
+        raise ValueError(f"avg must be NoAverage, EMA, SWA, TwoPoint or NPoint; got {type(avg).__name__}")
+    return alpha * _f_mean(n, np.exp(-c * a_eff)) / n ** 2
