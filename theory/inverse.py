@@ -31,18 +31,24 @@ def schedule_kernel(alphas: np.ndarray, momentum: float = 0.0) -> np.ndarray:
     """Noise kernel κ_s (s < T) of x_T for the per-step rates α_0..α_{T−1} in one direction (theory.md §3.6).
 
     κ_s = α_s [Φ(T, s+1)]₀₀; μ = 0: κ_s = α_s Π_{r>s}(1 − α_r). Example: ``schedule_kernel([0.5, 0.5])`` → [0.25, 0.5].
+    With momentum the step s map is torch.optim.SGD's: momentum term μ ρ_s (x_s − x_{s−1}), ρ_s = α_s/α_{s−1}
+    (theory/spec.py docstring).
     """
     _check_mu(momentum)
     al = np.asarray(alphas, dtype=float)
     if al.ndim != 1 or np.any(~np.isfinite(al)) or np.any(al < 0):
         raise ValueError("alphas must be a 1-D array of finite rates >= 0")
     t = al.size
+    if momentum and np.any((al[:-1] == 0) & (al[1:] != 0)):
+        raise ValueError("with momentum, a rate of exactly 0 followed by a non-zero rate is not supported")
+    rho = np.ones(t)
+    rho[1:] = np.divide(al[1:], al[:-1], out=np.ones(t - 1), where=al[:-1] != 0) if t > 1 else rho[1:]
     out = np.empty(t)
     r0, r1 = 1.0, 0.0                       # row e₀ᵀ Φ(T, s+1) = (∂x_T/∂x_{s+1}, ∂x_T/∂x_s), built backwards
     for s in range(t - 1, -1, -1):
         out[s] = al[s] * r0
-        c = 1.0 + momentum - al[s]
-        r0, r1 = r0 * c + r1, -momentum * r0
+        c = 1.0 + momentum * rho[s] - al[s]
+        r0, r1 = r0 * c + r1, -momentum * rho[s] * r0
     return out
 
 

@@ -295,6 +295,8 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
                 t = end
                 if t == ph.stop:
                     pi += 1
+                    if pi < len(phases):
+                        state = _apply(_lr_change(phases[pi - 1], phases[pi]), state)
             if npts > 1 and gap > 0:
                 kept[target] = state
             if target in row:
@@ -318,10 +320,33 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
                    cov_x_avg=out["ca"])
 
 
+def _lr_change(prev: _Phase, new: _Phase):
+    """Map at a phase boundary that makes the heavy-ball state follow torch.optim.SGD when the LR changes.
+
+    PyTorch keeps a velocity buffer b (b ← μb + g, θ ← θ − λ_t b), so across an LR change from λ' to λ the momentum
+    term is μ(λ/λ')(x_t − x_{t−1}), not μ(x_t − x_{t−1}). Replacing the stored x_{t−1} by the virtual
+    x_t − r(x_t − x_{t−1}), r = λ/λ' = α/α' per direction, makes the constant-coefficient step of the new phase exact.
+    Without momentum the x_{t−1} slot is unused and the map is the identity. A phase at α' = 0 followed by α > 0
+    (an LR of exactly zero, then non-zero) has no displacement to rescale: the buffer is not representable here.
+    """
+    phi, g = _identity(new.n, new.alpha.size)
+    if new.mu == 0.0:
+        return phi, g
+    if np.any((prev.alpha == 0) & (new.alpha != 0)):
+        raise ValueError("with momentum, an LR of exactly 0 followed by a non-zero LR is not supported "
+                         "(the momentum buffer built up at LR 0 has no displacement to rescale); use a tiny LR instead")
+    r = np.divide(new.alpha, prev.alpha, out=np.ones_like(new.alpha), where=prev.alpha != 0)
+    phi[1, 0], phi[1, 1] = 1.0 - r, r
+    return phi, g
+
+
 def _transition(phases: list[_Phase], s: int, t: int) -> np.ndarray:
-    """Φ(t, s): the product of the step matrices of updates s..t−1 (2×2×D)."""
+    """Φ(t, s): the product of the step matrices of updates s..t−1 and of the LR-change maps between them (2×2×D)."""
     phi = None
-    for ph in phases:
+    for i, ph in enumerate(phases):
+        if i > 0 and s < ph.start <= t:  # kept states are taken after the change map at their own step
+            change = _lr_change(phases[i - 1], ph)[0][:2, :2]
+            phi = change if phi is None else _mm(change, phi)
         a, b = max(ph.start, s), min(ph.stop, t)
         if a < b:
             step = ph.steps(b - a)[0]
@@ -391,7 +416,9 @@ def step_by_step(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:
         for t in range(total + 1):
             if t > 0:
                 alpha = lrs[t - 1] * model.h
-                a[0, 0], a[0, 1] = 1.0 + mu - alpha, -mu
+                # torch.optim.SGD: the momentum term is μ(λ_t/λ_{t−1})(x_t − x_{t−1}) when the LR changes
+                r = 1.0 if t == 1 or lrs[t - 2] == lrs[t - 1] else lrs[t - 1] / lrs[t - 2]
+                a[0, 0], a[0, 1] = 1.0 + mu * r - alpha, -mu * r
                 mean = np.einsum("ikd,kd->id", a, mean)
                 cov = _sandwich(a, cov)
                 cov[0, 0] += alpha * alpha * model.sigma2

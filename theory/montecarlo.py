@@ -4,9 +4,10 @@
 Per direction (deviation x = u_kᵀ(θ − θ*), parameter units), with ε_t ~ N(0, σ²) drawn independently per step,
 direction and chain:
 
-    x_{t+1} = (1 + μ − α_t) x_t − μ x_{t−1} + α_t ε_t,   α_t = λ_t h,   x_{−1} = x_0 ~ N(m0, v0)
+    b_t = μ b_{t−1} + h (x_t − ε_t),   x_{t+1} = x_t − λ_t b_t,   b_{−1} = 0,   x_0 ~ N(m0, v0)
 
-(the recursion of theory/spec.py's module docstring). Averages follow the spec.py docstrings: EMA reset to the
+i.e. torch.optim.SGD's momentum buffer written out (theory/spec.py's module docstring). At constant LR this is the
+heavy-ball recursion x_{t+1} = (1 + μ − α) x_t − μ x_{t−1} + α ε_t with α = λh. Averages follow the spec.py docstrings: EMA reset to the
 iterate at ``start`` then y ← g y + (1 − g) θ every ``every`` steps (g = γ^every); SWA a running sum of θ_start,
 θ_{start+every}, … (at most ``length`` of them); two-point / N-point from a ring buffer of past iterates; before an
 average exists it equals the iterate. Steps loop in Python, chains and directions are numpy-vectorised.
@@ -105,15 +106,18 @@ def simulate(model: NQM, opt: SGD, avg: Averaging, steps, n_chains: int, rng: np
     lrs = opt.schedule.lr_at(np.arange(total)) if total else np.zeros(0)
     sd = np.sqrt(model.sigma2)
     x = model.m0 + np.sqrt(model.v0) * rng.standard_normal((n_chains, d))
-    x_prev = x.copy()                                             # x_{−1} = x_0: zero initial velocity
+    # torch.optim.SGD literally: buf ← μ·buf + g (buf = g at the first step, i.e. buf_{−1} = 0), θ ← θ − λ_t·buf.
+    # Per direction g = h(x − ε). With a changing LR this differs from the textbook heavy ball
+    # x_{t+1} = x_t − α_t(x_t − ε) + μ(x_t − x_{t−1}) by the factor λ_t/λ_{t−1} on the momentum term.
+    buf = np.zeros_like(x)
     averager = _Averager(avg, (n_chains, d))
     want = {int(s) for s in steps}
     rec_x, rec_a = {}, {}
     for t in range(total + 1):
         if t > 0:
-            alpha = lrs[t - 1] * model.h                          # update t−1 uses λ_{t−1}
-            eps = sd * rng.standard_normal((n_chains, d))
-            x, x_prev = (1.0 + mu - alpha) * x - mu * x_prev + alpha * eps, x
+            eps = sd * rng.standard_normal((n_chains, d))         # update t−1 uses λ_{t−1}
+            buf = mu * buf + model.h * (x - eps)
+            x = x - lrs[t - 1] * buf
         z = averager.value(t, x)
         if t in want:
             rec_x[t], rec_a[t] = x.copy(), np.array(z, copy=True)

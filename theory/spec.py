@@ -2,9 +2,11 @@
 
 Notation (theory.md §2.0): per eigendirection k the deviation x = u_kᵀ(θ − θ*) follows heavy-ball SGD
 
-    x_{t+1} = (1 + μ − α_t) x_t − μ x_{t−1} + α_t ε_t,     α_t = λ_t h_k,   ε_t ~ (0, σ_k²) i.i.d.
+    b_t = μ b_{t−1} + h_k (x_t − ε_t),   x_{t+1} = x_t − λ_t b_t,   b_{−1} = 0,   ε_t ~ (0, σ_k²) i.i.d.
 
-(theory.md §2.2, §2.6; PyTorch's SGD momentum convention). Units:
+which is torch.optim.SGD's momentum buffer (theory.md §2.2, §2.6). At a constant LR it is the heavy-ball recursion
+x_{t+1} = (1 + μ − α) x_t − μ x_{t−1} + α ε_t with α = λh; across an LR change the momentum term carries the factor
+λ_t/λ_{t−1} (theory/moments.py applies it at each phase boundary). Units:
 
 * ``h``       curvature, 1 / (LR units): α = λh is dimensionless (the step fraction).
 * ``sigma2``  variance of the batch minimisers θ_B along u_k, parameter² units.

@@ -10,10 +10,11 @@ KERNEL_TOL = 1e-12   # the brief's bar: weights reproduce the scheduled kernel t
 
 
 def simulate(alphas, mu, eps, x0):
-    """Plain heavy-ball path x_{t+1} = (1+μ−α_t)x_t − μx_{t−1} + α_t ε_t with x_{−1} = x_0: all iterates."""
-    xs, prev, x = [x0], x0, x0
+    """torch.optim.SGD path per direction, buffer c = b/h: c ← μc + (x − ε), x ← x − α_t c, c_{−1} = 0: all iterates."""
+    xs, c, x = [x0], 0.0, x0
     for a, e in zip(alphas, eps):
-        prev, x = x, (1 + mu - a) * x - mu * prev + a * e
+        c = mu * c + (x - e)
+        x = x - a * c
         xs.append(x)
     return np.array(xs)
 

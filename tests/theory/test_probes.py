@@ -71,10 +71,11 @@ def test_fixed_batch_with_momentum_and_schedule_matches_simulation_covariance():
     sched = spec.Step(lr=0.3, milestones=(9,), factor=0.5)
     f = P.fixed_batch_loss(model, spec.SGD(sched, momentum=mu), s, np.arange(25))
     lrs = sched.lr_at(np.arange(25)) * 0.8
-    prev = x = 0.0
+    c = x = 0.0                      # torch.optim.SGD buffer per direction, c = b/h
     resp = []
     for t in range(24):
-        prev, x = x, (1 + mu - lrs[t]) * x - mu * prev + (lrs[t] if t == s else 0.0)
+        c = mu * c + x - (1.0 if t == s else 0.0)
+        x = x - lrs[t] * c
         resp.append(x)
     np.testing.assert_allclose((f.loss_unseen - f.loss_seen)[1:], 0.8 * np.array(resp), rtol=1e-12, atol=1e-15)
 
