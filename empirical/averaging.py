@@ -1,0 +1,326 @@
+"""All online weight averages of one model, kept at once (theory.md §3.3-3.5; semantics of theory/spec.py EMA, SWA,
+TwoPoint, NPoint, mirrored by theory/moments.py so that the overlays compare the same algorithm).
+
+Time: θ_t is the iterate after t optimiser steps. The constructor sees θ_0; ``update(model, t)`` is called right
+after optimiser step t (t = 1, 2, ... with no gaps), when the model holds θ_t. Evaluation at step t happens after
+``update(model, t)`` and before ``update(model, t + 1)``.
+
+* ``ema_<γ>``: y_s = θ_s at s = ema_start; then at every t > s with (t − s) % c == 0 (c = ema_every),
+  y ← γ^c·y + (1 − γ^c)·θ_t. γ is per OPTIMISER STEP; γ^c is the decay per EMA update (both in ``config()``).
+  Before ema_start the EMA equals the iterate, so it is not listed by ``names()`` (the recorder writes NaN).
+* ``swa``: uniform mean of θ_r, θ_{r+c}, ... (r = swa_start, c = swa_every, at most ``swa_length`` iterates).
+* ``two_point_k<k>``: ½(θ_t + θ_{t−k}); defined for t ≥ k. ``points_n<N>_g<G>``: (1/N) Σ_{i<N} θ_{t−iG}; for t ≥ (N−1)G.
+
+Memory of the multi-point averages: they are only needed at evaluation steps e (multiples of ``eval_every`` up to
+``total_steps``, ``total_steps`` itself, and steps passed to ``will_need``), so only the snapshots θ_s with
+s = e − L (L a lag: 0, k, or i·G) for a future such e are kept. Pass ``total_steps`` (the loop's last step) so the
+final evaluation gets its snapshots even when it is not a multiple of eval_every. A gap k costs ≈ k/eval_every + 1
+copies of the weights (stored in the model's dtype, so they are exact), not k. ``stored_steps()`` lists them.
+Asking for a multi-point variant at a step whose snapshots were not kept raises ValueError naming the missing step.
+
+Why not torch.optim.swa_utils.AveragedModel: it deep-copies the whole module once per average (3 EMA decays + SWA
+= 4 module copies, incl. buffers and hooks, and deepcopy fails on some wrapped/sharded models, pytorch #82070) and
+keeps the model's dtype (a bf16 model gets a bf16 average whose updates (1−γ)Δ round to zero, landscape.md Part
+4.4). Here each average is a flat list of fp32 tensors (fp64 for an fp64 model) keyed by POSITION in
+``model.parameters()`` (names change under torch.compile's ``_orig_mod.`` prefix, Part 4.8), updated with one
+``torch._foreach_lerp_`` per decay, as swa_utils.get_ema_multi_avg_fn / get_swa_multi_avg_fn do (SWA's running mean
+is lerp with weight 1/(n+1)). Measured on one CPU thread, ResNet-20 (0.27M parameters, 59 tensors), per step:
+3 EMAs 0.45-0.53 ms; 3 EMAs + gaps 100 and 1000 (eval_every 20, 51 snapshots held) 0.54 ms; + SWA 0.62-0.67 ms;
+versus 2.2-2.3 ms for three AveragedModel(get_ema_multi_avg_fn) (plus 15 ms of deepcopy) and 1.23 ms for a
+per-tensor mul_/add_ loop.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+FORMAT = 1
+# config() keys that must match between a checkpoint and the averages it is loaded into.
+_SEMANTIC = ("variants", "ema_decay_per_step", "ema_start", "ema_every", "swa_start", "swa_every", "swa_length",
+             "two_point_gaps", "n_points", "n_point_gap", "eval_every", "average_buffers", "n_tensors", "shapes")
+
+
+def _int(name: str, v, lo: int = 0) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _acc_dtype(dt: torch.dtype) -> torch.dtype:
+    """Accumulator dtype: fp32 for fp16/bf16/fp32 models (bf16 EMA updates round to zero), fp64 kept as fp64."""
+    return torch.float64 if dt == torch.float64 else torch.float32
+
+
+class WeightAverages:
+    """EMAs (several decays), SWA, two-point and N-point averages of one model's weights (module docstring)."""
+
+    def __init__(self, model: nn.Module, *, ema_decays: Sequence[float] = (), ema_start: int = 0, ema_every: int = 1,
+                 swa_start: int | None = None, swa_every: int = 1, swa_length: int | None = None,
+                 two_point_gaps: Sequence[int] = (), n_points: Sequence[int] = (), n_point_gap: int = 0,
+                 eval_every: int = 1, average_buffers: bool = False, total_steps: int | None = None):
+        self.decays = [float(d) for d in ema_decays]
+        for d in self.decays:
+            if not (math.isfinite(d) and 0 <= d < 1):
+                raise ValueError(f"EMA decay must be in [0, 1) per optimiser step, got {d}")
+        if len(set(self.decays)) != len(self.decays):
+            raise ValueError(f"each EMA decay at most once, got {list(ema_decays)}")
+        self.ema_start, self.ema_every = _int("ema_start", ema_start), _int("ema_every", ema_every, 1)
+        self.swa_start = None if swa_start is None else _int("swa_start", swa_start)
+        self.swa_every = _int("swa_every", swa_every, 1)
+        self.swa_length = None if swa_length is None else _int("swa_length (iterates)", swa_length, 1)
+        self.gaps = [_int("two-point gap", k) for k in two_point_gaps]
+        self.n_points = [_int("n_points N", n, 1) for n in n_points]
+        self.n_point_gap = _int("n_point_gap", n_point_gap)
+        if len(set(self.gaps)) != len(self.gaps) or len(set(self.n_points)) != len(self.n_points):
+            raise ValueError(f"each two-point gap and each N at most once, got {list(two_point_gaps)}, "
+                             f"{list(n_points)}")
+        self.eval_every = _int("eval_every (0 = only total_steps / will_need steps)", eval_every)
+        self.average_buffers = bool(average_buffers)
+        # multi-point variants: name -> lags (steps back from the evaluation step), defined once t >= max(lags)
+        self._multi = {f"two_point_k{k}": (0, k) for k in self.gaps}
+        self._multi.update({f"points_n{n}_g{self.n_point_gap}": tuple(i * self.n_point_gap for i in range(n))
+                            for n in self.n_points})
+        ref = self._tensors(model)
+        if not ref:
+            raise ValueError("the model has no parameters to average")
+        self._n_params = sum(1 for _ in model.parameters())
+        self._shapes = [tuple(t.shape) for t in ref]
+        self._acc = [_acc_dtype(t.dtype) for t in ref]
+        self._devices = [t.device for t in ref]
+        new = lambda: [torch.zeros_like(t, dtype=a) for t, a in zip(ref, self._acc)]  # noqa: E731
+        self._ema = [new() for _ in self.decays]
+        self._swa, self._swa_n = (new() if self.swa_start is not None else None), 0
+        # fp32 staging copy of a low-precision model's weights (one per update, shared by all averages)
+        self._stage = new() if any(t.dtype != a for t, a in zip(ref, self._acc)) else None
+        self._nonfloat = [b.detach().clone() for b in self._other_buffers(model)] if self.average_buffers else []
+        self._snaps: dict[int, list[torch.Tensor]] = {}
+        self._extra: set[int] = set()
+        self.step = 0
+        # last step of the run: evaluation steps after it never come, so their snapshots are not kept
+        self.total_steps = None if total_steps is None else _int("total_steps", total_steps)
+        if self.total_steps is not None:
+            self._extra.add(self.total_steps)
+        self._observe(model, 0)
+
+    # ------------------------------------------------------------------------------------------ tensors
+    def _tensors(self, model: nn.Module) -> list[torch.Tensor]:
+        """Parameters by position, then (average_buffers) floating buffers by position; detached views."""
+        out = [p.detach() for p in model.parameters()]
+        if self.average_buffers:
+            out += [b.detach() for b in model.buffers() if b.is_floating_point()]
+        return out
+
+    @staticmethod
+    def _other_buffers(model: nn.Module) -> list[torch.Tensor]:
+        return [b for b in model.buffers() if not b.is_floating_point()]  # e.g. BN num_batches_tracked
+
+    def _checked(self, model: nn.Module) -> list[torch.Tensor]:
+        ts = self._tensors(model)
+        if [tuple(t.shape) for t in ts] != self._shapes:
+            raise ValueError(f"model does not match the averaged one: {len(ts)} tensors vs {len(self._shapes)} "
+                             f"(or different shapes); averages are keyed by position in model.parameters()")
+        return ts
+
+    def _high(self, ts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``ts`` in accumulator precision (the staging copy for a low-precision model)."""
+        if self._stage is None:
+            return ts
+        torch._foreach_copy_(self._stage, ts)
+        return self._stage
+
+    # ------------------------------------------------------------------------------------------ updates
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """Call after every optimiser step; ``step`` = optimiser steps done (1-based), the model holds θ_step."""
+        if isinstance(step, bool) or int(step) != step or step != self.step + 1:
+            raise ValueError(f"update must be called after every optimiser step with step = {self.step + 1} "
+                             f"(steps done so far + 1), got {step!r}")
+        self._observe(model, int(step))
+
+    def _observe(self, model: nn.Module, t: int) -> None:
+        ts = self._checked(model)
+        s, r = self.ema_start, self.swa_start
+        ema_event = t >= s and (t - s) % self.ema_every == 0 and bool(self.decays)
+        swa_event = r is not None and t >= r and (t - r) % self.swa_every == 0 and (
+            self.swa_length is None or self._swa_n < self.swa_length)
+        high = self._high(ts) if ema_event or swa_event else None
+        if ema_event:
+            for d, y in zip(self.decays, self._ema):
+                if t == s:
+                    torch._foreach_copy_(y, high)
+                else:  # one multi-tensor kernel per decay: y ← y + (1 − γ^c)(θ − y)
+                    torch._foreach_lerp_(y, high, 1.0 - d ** self.ema_every)
+        if swa_event:
+            if t == r:
+                torch._foreach_copy_(self._swa, high)
+            else:  # running mean: S_{n+1} = S_n + (θ − S_n)/(n + 1)
+                torch._foreach_lerp_(self._swa, high, 1.0 / (self._swa_n + 1))
+            self._swa_n += 1
+        if self._keep(t, t):
+            self._snaps[t] = [x.clone() for x in ts]
+        for old in [u for u in self._snaps if not self._keep(u, t)]:
+            del self._snaps[old]
+        if self.average_buffers:
+            for dst, src in zip(self._nonfloat, self._other_buffers(model)):
+                dst.copy_(src)
+        self.step = t
+
+    def _is_eval(self, e: int) -> bool:
+        periodic = self.eval_every > 0 and e % self.eval_every == 0 and (
+            self.total_steps is None or e <= self.total_steps)
+        return periodic or e in self._extra
+
+    def _keep(self, s: int, now: int) -> bool:
+        """Is θ_s a point of some multi-point variant at an evaluation step e >= now?"""
+        return any(e >= now and e >= max(lags) and self._is_eval(e)
+                   for lags in self._multi.values() for e in (s + lag for lag in lags))
+
+    def will_need(self, step: int) -> None:
+        """Also keep what the multi-point variants need at ``step`` (e.g. the final step when it is not a multiple
+        of eval_every). Raises ValueError when a needed iterate is already gone."""
+        step = _int("step", step)
+        if step < self.step:
+            raise ValueError(f"will_need({step}): step {step} is already past (now at step {self.step})")
+        missing = self._missing(step)
+        if missing:
+            raise ValueError(f"will_need({step}): too late for {missing}; call it before step {min(missing.values())}"
+                             f" (e.g. pass total_steps to the constructor)")
+        self._extra.add(step)
+
+    def _missing(self, e: int) -> dict[str, int]:
+        """{variant: earliest missing snapshot step} for multi-point variants defined at e, if it were now or later."""
+        out = {}
+        for name, lags in self._multi.items():
+            gone = [e - lag for lag in lags if e >= max(lags) and e - lag <= self.step and e - lag not in self._snaps]
+            if gone:
+                out[name] = min(gone)
+        return out
+
+    def stored_steps(self) -> list[int]:
+        """Steps s whose iterate θ_s is held for the multi-point averages (memory: one weight copy each)."""
+        return sorted(self._snaps)
+
+    # ------------------------------------------------------------------------------------------ read-out
+    def all_names(self) -> list[str]:
+        return ([f"ema_{d!r}" for d in self.decays] + (["swa"] if self.swa_start is not None else [])
+                + list(self._multi))
+
+    def names(self) -> list[str]:
+        """Variants defined at the current step (before that each equals the raw iterate; spec.py)."""
+        t = self.step
+        return ([f"ema_{d!r}" for d in self.decays if t >= self.ema_start]
+                + (["swa"] if self.swa_start is not None and t >= self.swa_start else [])
+                + [n for n, lags in self._multi.items() if t >= max(lags)])
+
+    def _value(self, name: str) -> list[torch.Tensor]:
+        """The variant's tensors now, in accumulator precision (the stored list itself for EMA / SWA)."""
+        if name not in self.all_names():
+            raise ValueError(f"unknown variant {name!r}; this WeightAverages has {self.all_names()}")
+        if name not in self.names():
+            raise ValueError(f"variant {name!r} is not defined yet at step {self.step} (it equals the raw iterate "
+                             f"until it starts); use names() for the defined ones")
+        if name.startswith("ema_"):
+            return self._ema[[f"ema_{d!r}" for d in self.decays].index(name)]
+        if name == "swa":
+            return self._swa
+        lags, t = self._multi[name], self.step
+        gone = [t - lag for lag in lags if t - lag not in self._snaps]
+        if gone:
+            raise ValueError(
+                f"{name} at step {t} needs the iterate of step {min(gone)}, which was not kept: snapshots are kept "
+                f"only for evaluation steps (multiples of eval_every={self.eval_every}, total_steps and will_need "
+                f"steps {sorted(self._extra)}); call will_need({t}) before step {min(gone)}")
+        out = [x.to(dtype=a, copy=True) for x, a in zip(self._snaps[t - lags[0]], self._acc)]
+        for lag in lags[1:]:
+            torch._foreach_add_(out, self._high_list(self._snaps[t - lag]))
+        if len(lags) > 1:
+            torch._foreach_mul_(out, 1.0 / len(lags))
+        return out
+
+    @staticmethod
+    def _high_list(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [x if x.dtype == _acc_dtype(x.dtype) else x.to(_acc_dtype(x.dtype)) for x in ts]
+
+    @torch.no_grad()
+    def copy_into(self, name: str, target: nn.Module) -> None:
+        """Load variant ``name`` into ``target`` (same architecture): parameters, and with average_buffers the
+        averaged floating buffers plus the latest non-float buffers (BN num_batches_tracked). Other buffers of
+        ``target`` are left as they are (empirical.bn.prepare_variant sets them)."""
+        vals = self._value(name)
+        torch._foreach_copy_(self._checked(target), vals)
+        if self.average_buffers:
+            for dst, src in zip(self._other_buffers(target), self._nonfloat):
+                dst.copy_(src)
+
+    @torch.no_grad()
+    def distances(self, model: nn.Module) -> dict[str, float]:
+        """{variant: ‖θ_variant − θ‖₂ over all parameters (not buffers)} for the defined variants; θ from ``model``."""
+        cur = self._high_list(self._checked(model)[:self._n_params])
+        out = {}
+        for name in self.names():
+            diff = torch._foreach_sub(self._value(name)[:self._n_params], cur)
+            norms = torch.stack([n.double() for n in torch._foreach_norm(diff)])
+            out[name] = float(torch.linalg.vector_norm(norms))
+        return out
+
+    # ------------------------------------------------------------------------------------------ semantics / state
+    def config(self) -> dict:
+        """Resolved semantics for config.json (units: optimiser steps)."""
+        c = self.ema_every
+        acc = sorted({str(a).replace("torch.", "") for a in self._acc})
+        return {
+            "variants": self.all_names(),
+            "ema_decay_per_step": list(self.decays), "ema_every": c,
+            "ema_decay_per_update": [d ** c for d in self.decays],
+            "ema_time_constant_steps": [math.inf if d == 0 else 1.0 / (1.0 - d) for d in self.decays],
+            "ema_start": self.ema_start, "ema_init": "iterate at ema_start (no zero init, no debiasing)",
+            "swa_start": self.swa_start, "swa_every": self.swa_every, "swa_length": self.swa_length,
+            "two_point_gaps": list(self.gaps), "n_points": list(self.n_points), "n_point_gap": self.n_point_gap,
+            "eval_every": self.eval_every,
+            "snapshots": "theta_s kept only for s = e - lag, e an evaluation step (multiple of eval_every, "
+                         "total_steps, will_need), stored in the model dtype",
+            "average_buffers": self.average_buffers, "accumulator_dtype": acc,
+            "update_op": "torch._foreach_lerp_, one call per EMA decay and one for SWA",
+            "keyed_by": "position in model.parameters() (then floating buffers)",
+            "n_tensors": len(self._shapes), "shapes": [list(s) for s in self._shapes],
+        }
+
+    def state_dict(self) -> dict:
+        """Tensors and plain Python only (``torch.load(weights_only=True)``). Like nn.Module.state_dict the tensors
+        are the live ones: save (or clone) before the next update."""
+        return {"format": FORMAT, "config": {k: self.config()[k] for k in _SEMANTIC}, "step": self.step,
+                "ema": self._ema, "swa": self._swa, "swa_n": self._swa_n,
+                "snapshots": {int(s): v for s, v in self._snaps.items()}, "extra_steps": sorted(self._extra),
+                "nonfloat_buffers": self._nonfloat}
+
+    @torch.no_grad()
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore exactly (bit for bit). The configuration must match; total_steps / will_need steps of both
+        are kept, and ValueError is raised at once if one of them can no longer be served."""
+        if not isinstance(sd, dict) or sd.get("format") != FORMAT:
+            raise ValueError(f"not a WeightAverages state (format {FORMAT}); got keys {list(sd)[:8]}")
+        mine = self.config()
+        diff = [k for k in _SEMANTIC if sd["config"].get(k) != mine[k]]
+        if diff:
+            raise ValueError(f"checkpoint averages differ from this configuration in {diff}: "
+                             + "; ".join(f"{k}: saved {sd['config'].get(k)!r} vs now {mine[k]!r}" for k in diff))
+        for dst, src in zip(self._ema, sd["ema"]):
+            torch._foreach_copy_(dst, list(src))
+        if self._swa is not None:
+            torch._foreach_copy_(self._swa, list(sd["swa"]))
+        for dst, src in zip(self._nonfloat, sd["nonfloat_buffers"]):
+            dst.copy_(src)
+        self._snaps = {int(s): [x.to(device=dev, copy=True) for x, dev in zip(v, self._devices)]
+                       for s, v in sd["snapshots"].items()}
+        self.step, self._swa_n = int(sd["step"]), int(sd["swa_n"])
+        self._extra |= {int(e) for e in sd["extra_steps"]}
+        horizon = self.step + max((max(lags) for lags in self._multi.values()), default=0)
+        for e in (e for e in range(self.step, horizon + 1) if self._is_eval(e)):
+            missing = self._missing(e)
+            if missing:
+                raise ValueError(f"resumed at step {self.step}: cannot produce {sorted(missing)} at step {e} "
+                                 f"(iterates {sorted(missing.values())} were not kept); keep the original "
+                                 f"total_steps / --max-steps")

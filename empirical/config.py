@@ -1,0 +1,471 @@
+"""Run configuration of ``python -m empirical.run``: one frozen dataclass, presets, and the CLI built from it.
+
+Every field of :class:`RunConfig` carries its unit and meaning in its ``help`` metadata; the argparse parser is
+generated from the fields (design.md §3.3, §3.9): ``--batch-size 128`` sets ``batch_size``, tuples are
+comma-separated (``--ema-decays 0.99,0.999``), optional integers accept ``none``, booleans have ``--no-`` forms.
+
+The LR schedule is a ``theory.spec`` schedule (:func:`build_schedule`), so the LR used by training at step t is
+by construction the one the theory side computes (``lr_table``). Steps are optimiser steps, 0-based for updates:
+update t uses ``lr_table(cfg)[t]``.
+
+This module does not import torch, so a bad command line fails in well under a second.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+from theory import spec
+
+DATASETS = ("digits", "mnist", "smoke", "cifar10", "cifar100", "imagenet")  # = empirical.data.NAMES (tested)
+ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet18_cifar", "resnet18", "resnet34", "resnet50")
+SCHEDULES = ("constant", "step", "cosine", "linear", "wsd", "hyperbolic")
+BN_MODES = ("recompute", "averaged", "raw")  # = empirical.bn.BN_MODES (tested)
+# Fields that control how a run is executed, not what it computes: they may differ between a run and its resume.
+RUN_CONTROL = ("out", "resume", "device", "workers", "max_steps", "checkpoint_every", "checkpoint_keep_every")
+
+
+class ConfigError(ValueError):
+    """Bad command-line input. One line: what is wrong and how to fix it. The CLI prints it and exits with 2."""
+
+
+def _f(default, help: str, group: str):
+    return field(default=default, metadata={"help": help, "group": group})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # ---- what to train
+    preset: str = _f("smoke", "preset these values started from (positional PRESET)", "data and model")
+    dataset: str = _f("smoke", f"dataset, one of {', '.join(DATASETS)}", "data and model")
+    data_dir: typing.Optional[str] = _f(None, "folder holding cifar10/cifar100/imagenet files (imagenet: else "
+                                              "$IMAGENET_DIR)", "data and model")
+    max_train: typing.Optional[int] = _f(None, "keep this many training examples (stratified); none = all",
+                                         "data and model")
+    max_test: typing.Optional[int] = _f(None, "keep this many test examples (stratified); none = all",
+                                        "data and model")
+    train_eval_size: int = _f(0, "training examples used for eval/train_* (un-augmented, fixed); 0 = all",
+                              "data and model")
+    arch: str = _f("resnet8", f"network, one of {', '.join(ARCHS)}", "data and model")
+    seed: int = _f(0, "seed of init, data order, data split, bank choice (integer >= 0)", "data and model")
+    # ---- optimiser (PyTorch SGD convention: v <- mu v + g + wd theta; theta <- theta - lr v; theory.md §2.6)
+    steps: int = _f(80, "run length T in optimiser steps (the schedule's horizon)", "optimiser and schedule")
+    max_steps: int = _f(0, "stop after this many steps without changing the schedule; 0 = --steps",
+                        "optimiser and schedule")
+    batch_size: int = _f(32, "global batch size B in examples per step (split evenly across DDP ranks)",
+                         "optimiser and schedule")
+    lr: float = _f(0.05, "peak learning rate lambda (LR units)", "optimiser and schedule")
+    lr_ref_batch: int = _f(0, "if > 0, --lr is the LR at this batch size and the used peak LR is "
+                              "lr * batch_size / lr_ref_batch (linear scaling); 0 = use --lr as is",
+                           "optimiser and schedule")
+    momentum: float = _f(0.9, "heavy-ball momentum mu in [0, 1)", "optimiser and schedule")
+    weight_decay: float = _f(5e-4, "L2 weight decay coefficient (per step, added to the gradient), >= 0",
+                             "optimiser and schedule")
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing in [0, 1)", "optimiser and schedule")
+    schedule: str = _f("constant", f"LR schedule after warmup, one of {', '.join(SCHEDULES)} (theory.spec)",
+                       "optimiser and schedule")
+    warmup_steps: int = _f(0, "linear warmup: lr * (t + 1) / warmup_steps for steps t < warmup_steps",
+                           "optimiser and schedule")
+    decay_start: int = _f(0, "step where cosine/linear/wsd/hyperbolic leave the constant phase",
+                          "optimiser and schedule")
+    final_lr: float = _f(0.0, "LR at the end of a cosine/linear/wsd decay (LR units)", "optimiser and schedule")
+    milestones: typing.Tuple[int, ...] = _f((), "step schedule: steps at which the LR is multiplied by "
+                                                "--step-factor, e.g. 3000,6000", "optimiser and schedule")
+    step_factor: float = _f(0.1, "step schedule: factor per milestone, in (0, 1]", "optimiser and schedule")
+    hyperbolic_tau: float = _f(100.0, "hyperbolic schedule: lr * tau / (tau + t - decay_start), tau in steps",
+                               "optimiser and schedule")
+    wsd_shape: str = _f("linear", "wsd decay shape: linear or sqrt", "optimiser and schedule")
+    diverge_factor: float = _f(1e3, "stop as diverged when the training loss exceeds this multiple of the "
+                                    "first step's loss (or is NaN/inf)", "optimiser and schedule")
+    # ---- weight averaging (theory.md §3.3-3.5; semantics recorded from WeightAverages.config())
+    ema_decays: typing.Tuple[float, ...] = _f((0.9, 0.98), "EMA decays gamma per optimiser step, each in [0, 1)",
+                                              "averaging")
+    ema_start: int = _f(0, "step at which every EMA is initialised to the iterate", "averaging")
+    ema_every: int = _f(1, "update EMAs every this many steps (decay gamma**every per update)", "averaging")
+    swa_start: typing.Optional[int] = _f(10, "step where the uniform (SWA) average starts; none = no SWA",
+                                         "averaging")
+    swa_every: int = _f(1, "SWA sampling period in steps", "averaging")
+    two_point_gaps: typing.Tuple[int, ...] = _f((5,), "two-point averages (theta_t + theta_{t-k}) / 2, "
+                                                       "gaps k in steps", "averaging")
+    n_points: typing.Tuple[int, ...] = _f((), "N-point averages over theta_{t - i * gap}, i < N; N values",
+                                          "averaging")
+    n_point_gap: int = _f(0, "gap between the N points, in steps", "averaging")
+    bn_mode: str = _f("recompute", f"BatchNorm statistics of averaged weights, one of {', '.join(BN_MODES)}",
+                      "averaging")
+    bn_batches: int = _f(4, "fixed un-augmented training batches used to recompute BN statistics", "averaging")
+    # ---- measurements (cadences in optimiser steps; 0 = never)
+    eval_every: int = _f(20, "evaluate raw and averaged weights every this many steps (and at the end)",
+                         "measurements")
+    log_every: int = _f(1, "record train/loss and train/lr every this many steps", "measurements")
+    bank_every: int = _f(5, "eval-mode loss of the fixed bank batches every this many steps; 0 = off",
+                         "measurements")
+    bank_size: int = _f(4, "K: number of fixed training batches (and of held-out batches) in the bank",
+                        "measurements")
+    probe_every: int = _f(20, "one-step probe every this many steps; 0 = off", "measurements")
+    probe_etas: int = _f(13, "number of log-spaced probe LRs eta", "measurements")
+    probe_lo: float = _f(1e-3, "smallest probe LR, as a multiple of lambda_eff = lr / (1 - mu)", "measurements")
+    probe_hi: float = _f(1e3, "largest probe LR, as a multiple of lambda_eff", "measurements")
+    align_every: int = _f(20, "gradient alignment cos(g_B, mean bank gradient) every this many steps; 0 = off",
+                          "measurements")
+    align_batches: int = _f(4, "bank batches averaged for the reference gradient of the alignment",
+                            "measurements")
+    curv_every: int = _f(40, "top Hessian eigenvalue every this many steps; 0 = off", "measurements")
+    curv_batches: int = _f(2, "bank batches whose mean loss the curvature is measured on", "measurements")
+    curv_iters: int = _f(10, "power-iteration steps (one HVP each) for the top eigenvalue", "measurements")
+    # ---- system and run control
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N (auto: cuda if available)", "system")
+    bf16: bool = _f(False, "bfloat16 autocast for training and evaluation (CUDA only; ignored on CPU)", "system")
+    channels_last: bool = _f(False, "channels_last memory format for the model and inputs", "system")
+    workers: int = _f(0, "DataLoader worker processes for datasets with per-sample transforms", "system")
+    out: typing.Optional[str] = _f(None, "run directory (default runs/empirical/<stamp>-<preset>-s<seed>-xxxx)",
+                                   "system")
+    resume: bool = _f(False, "continue the run in --out from its newest valid checkpoint", "system")
+    checkpoint_every: int = _f(0, "checkpoint every this many steps (and always at the end); 0 = end only",
+                               "system")
+    checkpoint_keep_every: int = _f(0, "never delete checkpoints at multiples of this step (branch points); "
+                                       "0 = keep only the newest two", "system")
+    branch_from: typing.Optional[str] = _f(None, "checkpoint file to branch from: same data order, new LR "
+                                                 "schedule from its step on", "system")
+    branch_schedule: typing.Optional[str] = _f(None, "LR from the branch step on: half | scale:F | constant:LR | "
+                                                     "ema:GAMMA:H | swa:H | hyperbolic:TAU (H: curvature, "
+                                                     "1/LR units; TAU: steps)", "system")
+
+    # --------------------------------------------------------------------------------------------- derived
+    @property
+    def peak_lr(self) -> float:
+        """The peak LR actually used (after linear batch-size scaling when ``lr_ref_batch`` > 0)."""
+        return self.lr * self.batch_size / self.lr_ref_batch if self.lr_ref_batch > 0 else self.lr
+
+    @property
+    def stop(self) -> int:
+        """Number of optimiser steps this invocation trains to."""
+        return self.max_steps if self.max_steps > 0 else self.steps
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["peak_lr"] = self.peak_lr
+        return d
+
+
+_PRESET_BASE = RunConfig()
+PRESETS: dict[str, RunConfig] = {
+    # Synthetic 3x16x16, 512 examples: the whole pipeline in seconds (tests).
+    "smoke": _PRESET_BASE,
+    # Embedded default: sklearn digits (1437 train / 360 test, 8x8). Constant LR for 1200 steps (~55 epochs,
+    # long enough for the loss to plateau: quasi-stationary), then a 300-step cosine cooldown to 0.
+    "digits": replace(_PRESET_BASE, preset="digits", dataset="digits", arch="resnet8", steps=1500, batch_size=64,
+                      lr=0.05, weight_decay=5e-4, schedule="cosine", decay_start=1200, ema_decays=(0.99, 0.998),
+                      ema_start=200, swa_start=600, two_point_gaps=(50, 300), eval_every=100, bank_every=10,
+                      bank_size=4, probe_every=100, align_every=50, curv_every=300, bn_batches=8,
+                      checkpoint_every=500),
+    "mnist": replace(_PRESET_BASE, preset="mnist", dataset="mnist", arch="resnet14", steps=3000, batch_size=128,
+                     lr=0.05, schedule="cosine", decay_start=2400, ema_decays=(0.99, 0.999), ema_start=500,
+                     swa_start=1200, two_point_gaps=(100, 1000), eval_every=200, bank_every=20, bank_size=8,
+                     probe_every=200, align_every=100, curv_every=600, bn_batches=8, checkpoint_every=1000),
+    # CIFAR (theory.md §4.3): B 128, lr 0.1, wd 5e-4; 390 steps/epoch; 200 epochs = 78,000 steps, constant for
+    # 120 epochs, then cosine. EMA 0.999/0.9999, SWA from epoch 60, two-point gaps of 1 and 10 epochs.
+    "cifar10": replace(_PRESET_BASE, preset="cifar10", dataset="cifar10", arch="resnet20", steps=78000,
+                       batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine", decay_start=46800,
+                       ema_decays=(0.999, 0.9999), ema_start=3900, swa_start=23400, two_point_gaps=(390, 3900),
+                       train_eval_size=10000, eval_every=1950, bank_every=50, bank_size=8, probe_every=1950,
+                       align_every=390, curv_every=7800, bn_batches=32, channels_last=True, bf16=True,
+                       workers=4, checkpoint_every=3900, checkpoint_keep_every=7800),
+}
+PRESETS["cifar100"] = replace(PRESETS["cifar10"], preset="cifar100", dataset="cifar100")
+# ImageNet (theory.md §4.1/4.3): ResNet-34, SGD mu 0.9, wd 1e-4, B 256, lr 0.1 x B/256; 5005 steps/epoch,
+# 90 epochs; constant for 60 epochs (quasi-stationary phase to branch from), then a cosine over the last 30.
+PRESETS["imagenet"] = replace(_PRESET_BASE, preset="imagenet", dataset="imagenet", arch="resnet34",
+                              steps=450450, batch_size=256, lr=0.1, lr_ref_batch=256, weight_decay=1e-4,
+                              schedule="cosine", decay_start=300300, ema_decays=(0.999, 0.9999),
+                              ema_start=25025, ema_every=1, swa_start=150150, swa_every=1,
+                              two_point_gaps=(5005, 50050), train_eval_size=10000, eval_every=5005, log_every=10,
+                              bank_every=500, bank_size=8, probe_every=5005, probe_etas=25, align_every=1001,
+                              align_batches=4, curv_every=25025, bn_batches=100, channels_last=True, bf16=True,
+                              workers=8, checkpoint_every=5005, checkpoint_keep_every=50050)
+
+
+# ------------------------------------------------------------------------------------------------- schedules
+
+class WarmupSchedule:
+    """``base.lr_at(t) * min(1, (t + 1) / warmup)``: a linear warmup in front of a theory.spec schedule (the same
+    ramp as spec.WSD's warmup)."""
+
+    def __init__(self, base: spec.Schedule, warmup: int):
+        self.base, self.warmup = base, int(warmup)
+
+    def lr_at(self, t) -> np.ndarray:
+        t = np.asarray(t)
+        lr = self.base.lr_at(t)
+        return lr * np.minimum(1.0, (t + 1) / self.warmup) if self.warmup > 0 else lr
+
+    def params(self) -> dict:
+        return {"name": self.base.name, **self.base.params(), "warmup_steps": self.warmup}
+
+
+def build_schedule(cfg: RunConfig):
+    """The theory.spec schedule of ``cfg`` (wrapped in a linear warmup unless it is WSD, which has its own)."""
+    lr, s = cfg.peak_lr, cfg.schedule
+    if s == "constant":
+        base = spec.Constant(lr)
+    elif s == "step":
+        base = spec.Step(lr, milestones=tuple(cfg.milestones), factor=cfg.step_factor)
+    elif s in ("cosine", "linear"):
+        base = spec.make_schedule(s, lr=lr, total=cfg.steps, start=cfg.decay_start, final_lr=cfg.final_lr)
+    elif s == "wsd":
+        return WarmupSchedule(spec.WSD(lr, warmup=cfg.warmup_steps, decay_start=cfg.decay_start,
+                                       decay=cfg.steps - cfg.decay_start, final_lr=cfg.final_lr,
+                                       shape=cfg.wsd_shape), 0)
+    elif s == "hyperbolic":
+        base = spec.Hyperbolic(lr, start=cfg.decay_start, tau=cfg.hyperbolic_tau)
+    else:
+        raise ConfigError(f"--schedule {s!r}: choose one of {', '.join(SCHEDULES)}")
+    return WarmupSchedule(base, cfg.warmup_steps)
+
+
+def branch_lr(text: str, lr0: float, momentum: float, start: int) -> spec.Schedule:
+    """LR schedule from the branch step ``start`` on, given the parent's LR ``lr0`` there (theory.md §3.3-3.5).
+
+    * ``half`` / ``scale:F``: constant lr0/2 (two-point ⇔ λ/2, §3.5) / F·lr0; ``constant:LR``: LR.
+    * ``ema:GAMMA:H``: constant λ_eq = lr0·β / (β + λ_eff·H), β = 1 − γ, λ_eff = lr0/(1 − μ): the harmonic rule
+      1/α_eq = 1/α + 1/β of §3.3 with α = λ_eff·H (momentum via λ_eff, §2.6).
+    * ``swa:H``: hyperbolic with τ = (1 − μ)/(lr0·H) = 1/α (§3.4); ``hyperbolic:TAU``: τ = TAU steps.
+    """
+    parts = text.split(":")
+    kind, args = parts[0], parts[1:]
+    want = {"half": 0, "scale": 1, "constant": 1, "ema": 2, "swa": 1, "hyperbolic": 1}
+    if kind not in want or len(args) != want[kind]:
+        raise ConfigError(f"--branch-schedule {text!r}: use half, scale:F, constant:LR, ema:GAMMA:H, swa:H or "
+                          f"hyperbolic:TAU")
+    try:
+        vals = [float(a) for a in args]
+    except ValueError:
+        raise ConfigError(f"--branch-schedule {text!r}: the values after ':' must be numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in vals):
+        raise ConfigError(f"--branch-schedule {text!r}: values must be finite and > 0")
+    lam_eff = lr0 / (1.0 - momentum)
+    if kind == "half":
+        return spec.Constant(lr0 / 2)
+    if kind == "scale":
+        return spec.Constant(lr0 * vals[0])
+    if kind == "constant":
+        return spec.Constant(vals[0])
+    if kind == "ema":
+        gamma, h = vals
+        if not gamma < 1:
+            raise ConfigError(f"--branch-schedule {text!r}: GAMMA must be in (0, 1)")
+        beta = 1.0 - gamma
+        return spec.Constant(lr0 * beta / (beta + lam_eff * h))
+    tau = vals[0] if kind == "hyperbolic" else 1.0 / (lam_eff * vals[0])
+    return spec.Hyperbolic(lr0, start=start, tau=tau)
+
+
+def lr_table(cfg: RunConfig, branch: tuple[int, str] | None = None) -> np.ndarray:
+    """LR of every update t in [0, steps) as float64; with ``branch=(T0, text)`` the branch schedule from T0."""
+    t = np.arange(cfg.steps)
+    lrs = build_schedule(cfg).lr_at(t)
+    if branch is not None:
+        t0, text = branch
+        b = branch_lr(text, float(lrs[min(t0, cfg.steps - 1)]), cfg.momentum, t0)
+        lrs[t0:] = b.lr_at(t[t0:])
+    return lrs
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(tp) -> tuple[type, bool, bool]:
+    """(element type, is_tuple, is_optional) of a field annotation."""
+    optional = False
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional, tp = True, args[0]
+    if typing.get_origin(tp) is tuple:
+        return typing.get_args(tp)[0], True, optional
+    return tp, False, optional
+
+
+def _converter(name: str, tp):
+    elem, is_tuple, optional = _base_type(tp)
+
+    def one(text: str):
+        try:
+            return elem(text)
+        except ValueError:
+            kind = "an integer" if elem is int else "a number" if elem is float else "a string"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+
+    def convert(text: str):
+        if optional and text.lower() in ("none", ""):
+            return None
+        if is_tuple:
+            return tuple(one(x) for x in text.split(",") if x.strip() != "")
+        return one(text)
+
+    return convert
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of argparse's usage block (the bad-input contract)
+        raise ConfigError(f"{message} (see --help)")
+
+
+def _show(v) -> str:
+    if isinstance(v, tuple):
+        return ",".join(map(str, v)) or "(none)"
+    return "none" if v is None else str(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m empirical.run", allow_abbrev=False,
+                description="Train a ResNet and record trajectories comparable to theory.predict. Every flag "
+                            "overrides the preset's value; '[digits: X; imagenet: Y]' shows two presets' defaults.")
+    p.add_argument("preset", nargs="?", default=None,
+                   help=f"one of {', '.join(PRESETS)} (optional with --resume: the run's saved config is used)")
+    hints = typing.get_type_hints(RunConfig)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(RunConfig):
+        if f.name == "preset":
+            continue
+        g = f.metadata["group"]
+        grp = groups.get(g) or groups.setdefault(g, p.add_argument_group(g))
+        tp = hints[f.name]
+        help_text = f"{f.metadata['help']} [digits: {_show(getattr(PRESETS['digits'], f.name))}; " \
+                    f"imagenet: {_show(getattr(PRESETS['imagenet'], f.name))}]"
+        if tp is bool:
+            grp.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                             default=argparse.SUPPRESS, help=help_text)
+        else:
+            elem, is_tuple, _ = _base_type(tp)
+            meta = f"{elem.__name__.upper()}[,...]" if is_tuple else elem.__name__.upper()
+            grp.add_argument(_flag(f.name), dest=f.name, type=_converter(f.name, tp), default=argparse.SUPPRESS,
+                             metavar=meta,
+                             help=help_text)
+    return p
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError naming the first bad value and what is allowed; return ``cfg`` unchanged otherwise."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.dataset in DATASETS, f"--dataset {cfg.dataset!r}: choose one of {', '.join(DATASETS)}")
+    need(cfg.arch in ARCHS, f"--arch {cfg.arch!r}: choose one of {', '.join(ARCHS)}")
+    need(cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    need(cfg.bn_mode in BN_MODES, f"--bn-mode {cfg.bn_mode!r}: choose one of {', '.join(BN_MODES)}")
+    need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.split(":")[0] == "cuda",
+         f"--device {cfg.device!r}: use auto, cpu, cuda or cuda:N")
+    need(cfg.wsd_shape in ("linear", "sqrt"), f"--wsd-shape {cfg.wsd_shape!r}: choose linear or sqrt")
+    for name in ("lr", "weight_decay", "final_lr", "hyperbolic_tau", "diverge_factor", "probe_lo", "probe_hi",
+                 "step_factor", "label_smoothing", "momentum"):
+        v = getattr(cfg, name)
+        need(_is_num(v) and v >= 0, f"{_flag(name)} {v}: must be a finite number >= 0")
+    need(cfg.lr > 0, f"--lr {cfg.lr}: must be > 0 (LR units)")
+    need(cfg.momentum < 1, f"--momentum {cfg.momentum}: must be in [0, 1)")
+    need(cfg.label_smoothing < 1, f"--label-smoothing {cfg.label_smoothing}: must be in [0, 1)")
+    need(0 < cfg.step_factor <= 1, f"--step-factor {cfg.step_factor}: must be in (0, 1]")
+    need(cfg.final_lr <= cfg.peak_lr, f"--final-lr {cfg.final_lr}: must be <= the peak LR {cfg.peak_lr}")
+    need(cfg.hyperbolic_tau > 0 and cfg.diverge_factor > 1, "--hyperbolic-tau must be > 0 and --diverge-factor > 1")
+    need(0 < cfg.probe_lo < cfg.probe_hi, f"--probe-lo/--probe-hi: need 0 < lo < hi, got {cfg.probe_lo}, "
+                                          f"{cfg.probe_hi}")
+    positive = ("steps", "batch_size", "ema_every", "swa_every", "eval_every", "log_every", "bank_size",
+                "bn_batches", "probe_etas", "align_batches", "curv_batches", "curv_iters")
+    for name in positive:
+        v = getattr(cfg, name)
+        need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1")
+    non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
+                    "train_eval_size", "bank_every", "probe_every", "align_every", "curv_every", "workers",
+                    "checkpoint_every", "checkpoint_keep_every")
+    for name in non_negative:
+        v = getattr(cfg, name)
+        need(isinstance(v, int) and v >= 0, f"{_flag(name)} {v}: must be an integer >= 0")
+    for name in ("max_train", "max_test"):
+        v = getattr(cfg, name)
+        need(v is None or v >= 1, f"{_flag(name)} {v}: must be an integer >= 1 or none")
+    T = cfg.steps
+    need(cfg.max_steps <= T, f"--max-steps {cfg.max_steps}: must be <= --steps {T} (0 = --steps)")
+    need(cfg.warmup_steps < T and cfg.decay_start < T,
+         f"--warmup-steps {cfg.warmup_steps} / --decay-start {cfg.decay_start}: must be shorter than the run "
+         f"(--steps {T})")
+    if cfg.schedule == "wsd":
+        need(cfg.decay_start >= cfg.warmup_steps, "--decay-start must be >= --warmup-steps for wsd")
+    need(all(0 <= m < T for m in cfg.milestones) and list(cfg.milestones) == sorted(set(cfg.milestones)),
+         f"--milestones {','.join(map(str, cfg.milestones))}: increasing steps in [0, {T})")
+    for d in cfg.ema_decays:
+        need(_is_num(d) and 0 <= d < 1, f"--ema-decays: decay {d} is outside [0, 1); give the per-step decay "
+                                        f"gamma, e.g. 0.999")
+    need(len(set(cfg.ema_decays)) == len(cfg.ema_decays), "--ema-decays: each decay at most once")
+    need(cfg.ema_start < T, f"--ema-start {cfg.ema_start}: must be < --steps {T}")
+    need(cfg.swa_start is None or 0 <= cfg.swa_start < T,
+         f"--swa-start {cfg.swa_start}: must be a step in [0, {T}) or none")
+    for k in cfg.two_point_gaps:
+        need(1 <= k < T, f"--two-point-gaps: gap {k} must be in [1, --steps {T}); a gap as long as the run "
+                         f"never yields an average")
+    need(len(set(cfg.two_point_gaps)) == len(cfg.two_point_gaps), "--two-point-gaps: each gap at most once")
+    for n in cfg.n_points:
+        need(n >= 2, f"--n-points: N = {n} must be >= 2")
+        need(cfg.n_point_gap >= 1 and (n - 1) * cfg.n_point_gap < T,
+             f"--n-points {n} with --n-point-gap {cfg.n_point_gap}: need gap >= 1 and (N-1)*gap < --steps {T}")
+    if cfg.branch_from is not None or cfg.branch_schedule is not None:
+        need(cfg.branch_from is not None and cfg.branch_schedule is not None,
+             "--branch-from and --branch-schedule go together: give both")
+        need(not cfg.resume, "--branch-from starts a new run; use --out NEW_DIR without --resume")
+        branch_lr(cfg.branch_schedule, cfg.peak_lr, cfg.momentum, 0)  # syntax check
+    need(not cfg.resume or cfg.out is not None, "--resume needs --out RUN_DIR (the run to continue)")
+    try:
+        build_schedule(cfg)
+    except ValueError as e:
+        raise ConfigError(f"schedule: {e}") from None
+    return cfg
+
+
+def parse_cli(argv: list[str] | None = None) -> tuple[str | None, dict]:
+    """(PRESET or None, {field: value} of the flags actually given). Raises ConfigError on bad syntax."""
+    args = build_parser().parse_args(argv)
+    if args.preset is not None and args.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    return args.preset, {k: v for k, v in vars(args).items() if k != "preset"}  # only flags actually given
+
+
+def from_cli(argv: list[str] | None = None) -> RunConfig:
+    """Preset + ``--flag value`` overrides -> validated RunConfig. Raises ConfigError (one line) on bad input.
+
+    (``--resume`` without PRESET is resolved by ``empirical.run`` from the run's saved config.)"""
+    preset, overrides = parse_cli(argv)
+    if preset is None:
+        raise ConfigError(f"missing PRESET: choose one of {', '.join(PRESETS)} "
+                          f"(e.g. python -m empirical.run digits)")
+    return validate(replace(PRESETS[preset], **overrides))
+
+
+def from_dict(d: dict) -> RunConfig:
+    """RunConfig from a saved ``config.json['config']`` (lists back to tuples; derived keys ignored)."""
+    hints = typing.get_type_hints(RunConfig)
+    kw = {}
+    for f in fields(RunConfig):
+        if f.name in d:
+            v = d[f.name]
+            kw[f.name] = tuple(v) if _base_type(hints[f.name])[1] and v is not None else v
+    return RunConfig(**kw)
+
+
+def differing(a: RunConfig, b: RunConfig, ignore=RUN_CONTROL) -> list[str]:
+    """Names of fields (outside ``ignore``) whose values differ."""
+    return [f.name for f in fields(RunConfig) if f.name not in ignore and getattr(a, f.name) != getattr(b, f.name)]
+
+
+def to_json(cfg: RunConfig) -> str:
+    return json.dumps(cfg.to_dict(), separators=(",", ":"), sort_keys=False)

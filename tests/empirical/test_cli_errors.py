@@ -1,0 +1,59 @@
+"""Bad input to ``python -m empirical.run``: exit status 2, one line on stderr, no traceback, nothing written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from empirical import run
+
+REPO = Path(__file__).resolve().parents[2]
+
+BAD = [
+    (["nope"], "unknown preset"),
+    ([], "missing PRESET"),
+    (["smoke", "--lr", "-0.1"], "--lr"),
+    (["smoke", "--lr", "nan"], "--lr"),
+    (["smoke", "--lr", "abc"], "not a number"),
+    (["smoke", "--ema-decays", "0.99,1.5"], "outside [0, 1)"),
+    (["smoke", "--two-point-gaps", "500"], "gap 500"),
+    (["smoke", "--arch", "resnet99"], "--arch"),
+    (["smoke", "--schedule", "exponential"], "--schedule"),
+    (["smoke", "--bn-mode", "magic"], "--bn-mode"),
+    (["smoke", "--unknown-flag", "3"], "unrecognized"),
+    (["smoke", "--batch-size", "0"], "--batch-size"),
+    (["smoke", "--batch-size", "100000"], "batch size"),          # larger than the training set
+    (["smoke", "--device", "tpu"], "--device"),
+    (["smoke", "--branch-from", "missing.pt", "--branch-schedule", "half"], "--branch-from"),
+    (["smoke", "--branch-from", "x.pt", "--branch-schedule", "quarter"], "--branch-schedule"),
+    (["cifar10"], "cifar10"),                                       # DataError: no --data-dir
+    (["smoke", "--resume", "--out", "nowhere"], "not a run directory"),
+]
+
+
+@pytest.mark.parametrize("argv, words", BAD)
+def test_bad_input_exit_2_one_line_nothing_written(argv, words, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder, no --out folder
+
+
+def test_out_nonempty_without_resume_refuses(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "keep.txt").write_text("x")
+    assert run.cli(["smoke", "--out", "r"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--resume" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["keep.txt"]
+
+
+def test_real_process_exit_status(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "empirical.run", "smoke", "--ema-decays", "2"], cwd=tmp_path,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []

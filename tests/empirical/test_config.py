@@ -1,0 +1,118 @@
+"""RunConfig, presets, CLI parsing, LR tables (vs hand-derived values) and the deterministic sampler."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from empirical import config as C
+from empirical.sampler import EpochSampler
+
+
+def test_every_field_has_help_and_group():
+    for f in C.fields(C.RunConfig):
+        assert f.metadata.get("help") and f.metadata.get("group"), f.name
+
+
+@pytest.mark.parametrize("name", list(C.PRESETS))
+def test_presets_validate(name):
+    cfg = C.validate(C.PRESETS[name])
+    assert cfg.preset == name and cfg.dataset in C.DATASETS and cfg.arch in C.ARCHS
+
+
+def test_digits_preset_has_a_constant_phase_and_averaging_on():
+    d = C.PRESETS["digits"]
+    lrs = C.lr_table(d)
+    assert np.all(lrs[:d.decay_start] == d.lr) and lrs[-1] < 0.01 * d.lr  # constant, then a cooldown
+    assert d.ema_decays and d.swa_start is not None and d.two_point_gaps
+
+
+def test_imagenet_preset_recipe():
+    i = C.PRESETS["imagenet"]
+    assert (i.arch, i.batch_size, i.momentum, i.weight_decay) == ("resnet34", 256, 0.9, 1e-4)
+    assert C.from_cli(["imagenet", "--batch-size", "512"]).peak_lr == pytest.approx(0.2)  # 0.1 x 512/256
+    assert C.from_cli(["imagenet", "--arch", "resnet50"]).arch == "resnet50"
+
+
+def test_names_match_the_modules():
+    from empirical import data, models
+    assert set(C.DATASETS) == set(data.NAMES)
+    assert set(C.ARCHS) == set(models.ARCHS)
+    bn = pytest.importorskip("empirical.bn")
+    assert set(C.BN_MODES) == set(bn.BN_MODES)
+
+
+def test_cli_parsing_types():
+    cfg = C.from_cli(["digits", "--ema-decays", "0.99,0.999", "--swa-start", "none", "--two-point-gaps", "5,50",
+                      "--bf16", "--no-channels-last", "--lr", "0.02", "--bn-mode", "raw"])
+    assert cfg.ema_decays == (0.99, 0.999) and cfg.swa_start is None and cfg.two_point_gaps == (5, 50)
+    assert cfg.bf16 is True and cfg.channels_last is False and cfg.lr == 0.02 and cfg.bn_mode == "raw"
+    assert cfg.steps == C.PRESETS["digits"].steps  # untouched fields keep the preset's value
+    assert C.from_dict(cfg.to_dict()) == cfg  # config.json round trip
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["nope"], "unknown preset"), (["smoke", "--lr", "-1"], "--lr"), (["smoke", "--lr", "nan"], "--lr"),
+    (["smoke", "--ema-decays", "1.0"], "[0, 1)"), (["smoke", "--two-point-gaps", "80"], "gap 80"),
+    (["smoke", "--arch", "vgg"], "--arch"), (["smoke", "--schedule", "exp"], "--schedule"),
+    (["smoke", "--bogus", "1"], "unrecognized"), (["smoke", "--momentum", "1"], "--momentum"),
+    (["smoke", "--swa-start", "500"], "--swa-start"), ([], "missing PRESET"),
+    (["smoke", "--branch-schedule", "half"], "--branch-from"),
+])
+def test_bad_values_raise_one_line(argv, words):
+    with pytest.raises(C.ConfigError) as e:
+        C.from_cli(argv)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_lr_table_by_hand():
+    # cosine from step 60 to 100, lr 0.1 -> 0: halfway (step 80) the LR is 0.05, at step 70 it is 0.1*(1+cos(pi/4))/2
+    cfg = C.from_cli(["smoke", "--steps", "100", "--schedule", "cosine", "--decay-start", "60", "--lr", "0.1",
+                      "--warmup-steps", "4", "--swa-start", "none"])
+    lrs = C.lr_table(cfg)
+    assert lrs[:4].tolist() == pytest.approx([0.025, 0.05, 0.075, 0.1])  # (t+1)/4 * 0.1
+    assert lrs[59] == pytest.approx(0.1) and lrs[80] == pytest.approx(0.05)
+    assert lrs[70] == pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)
+    step = C.lr_table(C.from_cli(["smoke", "--schedule", "step", "--milestones", "10,20", "--lr", "1"]))
+    assert step[[9, 10, 19, 20, 79]].tolist() == pytest.approx([1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_branch_schedules_by_hand():
+    # lr0 = 0.05, mu = 0.9 -> lambda_eff = 0.5. EMA gamma 0.99, h = 1: 0.05 * 0.01 / (0.01 + 0.5) = 9.80392e-4
+    assert C.branch_lr("ema:0.99:1", 0.05, 0.9, 10).lr_at(np.array([10]))[0] == pytest.approx(0.05 * 0.01 / 0.51)
+    assert C.branch_lr("half", 0.05, 0.9, 10).lr_at(np.array([10]))[0] == pytest.approx(0.025)
+    # SWA with h = 1: tau = (1 - mu) / (lr0 h) = 2 steps -> 2 steps after the branch the LR has halved
+    swa = C.branch_lr("swa:1", 0.05, 0.9, 10)
+    assert swa.lr_at(np.array([10, 12]))[:].tolist() == pytest.approx([0.05, 0.025])
+    cfg = C.from_cli(["smoke", "--lr", "0.05"])
+    lrs = C.lr_table(cfg, branch=(30, "scale:0.25"))
+    assert lrs[29] == 0.05 and np.all(lrs[30:] == pytest.approx(0.0125))
+
+
+# ------------------------------------------------------------------------------------------------- sampler
+
+@settings(deadline=None, max_examples=30)
+@given(n=st.integers(8, 200), b=st.integers(1, 8), seed=st.integers(0, 10), world=st.sampled_from([1, 2, 4]))
+def test_sampler_epochs_are_permutations_and_shards_tile(n, b, seed, world):
+    b = b * world
+    if b > n:
+        return
+    s = EpochSampler(n, b, seed)
+    spe = n // b
+    epoch1 = np.concatenate([s.global_indices(spe + j) for j in range(spe)])
+    assert len(set(epoch1.tolist())) == spe * b and epoch1.min() >= 0 and epoch1.max() < n  # no repeats
+    shards = [EpochSampler(n, b, seed, r, world) for r in range(world)]
+    step = 3 * spe + spe // 2  # mid-epoch
+    assert np.array_equal(np.concatenate([sh.indices(step) for sh in shards]), s.global_indices(step))
+    assert np.array_equal(EpochSampler(n, b, seed).global_indices(step), s.global_indices(step))  # stateless
+
+
+def test_sampler_epochs_differ_and_seeds_differ():
+    a, b = EpochSampler(100, 10, 0), EpochSampler(100, 10, 1)
+    assert not np.array_equal(a.global_indices(0), a.global_indices(10))
+    assert not np.array_equal(a.global_indices(0), b.global_indices(0))
+    with pytest.raises(ValueError, match="batch size"):
+        EpochSampler(5, 10, 0)

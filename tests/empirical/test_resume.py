@@ -1,0 +1,118 @@
+"""Crash safety: a run killed with SIGKILL (or stopped with SIGINT) and resumed equals, bit for bit on CPU, the
+same run done in one go; corrupt checkpoints are detected and skipped; finished runs are not re-run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from empirical import checkpoint, run
+from theory import rundir
+
+REPO = Path(__file__).resolve().parents[2]
+# 160 steps = 10 epochs of smoke; checkpoints every 10 steps (mid-epoch: 16 steps per epoch).
+ARGS = ["smoke", "--steps", "160", "--eval-every", "20", "--checkpoint-every", "10", "--swa-start", "30",
+        "--two-point-gaps", "7,25", "--curv-every", "0", "--bank-every", "3", "--probe-every", "40"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "empirical.run", *ARGS, "--out", str(out), *extra], cwd=REPO,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(p: subprocess.Popen, out: Path) -> None:
+    deadline = time.time() + 120
+    while not list((out / "checkpoints").glob("*.sha256")) if (out / "checkpoints").exists() else True:
+        assert p.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.002)
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    ta, tb = (rundir.Trajectory.load(d / "trajectory.npz") for d in (a, b))
+    assert sorted(ta.series) == sorted(tb.series)
+    for k in ta.series:
+        assert np.array_equal(ta[k], tb[k], equal_nan=True), k
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa["status"] == sb["status"] == "ok" and sa["steps"] == sb["steps"] and sa["eval"] == sb["eval"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    p = _start(out)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference, tmp_path):
+    out = tmp_path / "killed"
+    p = _start(out)
+    _wait_for_checkpoint(p, out)
+    p.kill()  # SIGKILL: no handler runs
+    p.wait()
+    steps = [int(x.name[5:14]) for x in checkpoint.list_checkpoints(out)]
+    assert steps and max(steps) < 160, f"killed too late to test anything: {steps}"
+    # a newer checkpoint that is garbage (e.g. a torn copy) must be detected and skipped
+    bogus = checkpoint.path_for(out, 999)
+    bogus.write_bytes(b"not a checkpoint")
+    bogus.with_name(bogus.name + ".sha256").write_text("0" * 64 + "\n")
+    r = subprocess.run([sys.executable, "-m", "empirical.run", "--out", str(out), "--resume"], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "checksum mismatch" in r.stderr and r.stdout.strip().splitlines()[-1] == str(out)
+    _assert_same_run(reference, out)
+    again = subprocess.run([sys.executable, "-m", "empirical.run", "--out", str(out), "--resume"], cwd=REPO,
+                           env=ENV, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.slow
+def test_sigint_writes_interrupted_and_resumes_identically(reference, tmp_path):
+    out = tmp_path / "stopped"
+    p = _start(out)
+    _wait_for_checkpoint(p, out)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=120) == 130
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "interrupted" and (s["steps"] == 160 or checkpoint.path_for(out, s["steps"]).exists())
+    rundir.load_run(out)  # valid run directory while interrupted
+    r = subprocess.run([sys.executable, "-m", "empirical.run", "smoke", *ARGS[1:], "--out", str(out), "--resume"],
+                       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _assert_same_run(reference, out)
+
+
+def test_resume_with_different_flags_refuses(tmp_path, capsys):
+    out = tmp_path / "r"
+    run.main(["smoke", "--steps", "10", "--eval-every", "5", "--swa-start", "2", "--two-point-gaps", "3", "--out",
+              str(out)])
+    capsys.readouterr()
+    assert run.cli(["--out", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert "lr" in capsys.readouterr().err
+    assert run.cli(["--out", str(out), "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_corrupt_checkpoints_fall_back(tmp_path):
+    import torch
+
+    for step in (10, 20):
+        checkpoint.save(tmp_path, step, {"w": torch.full((3,), float(step))})
+    newest = checkpoint.path_for(tmp_path, 20)
+    newest.write_bytes(newest.read_bytes()[:-7])  # truncated
+    warnings = []
+    state, path = checkpoint.load_latest(tmp_path, warn=warnings.append)
+    assert path == checkpoint.path_for(tmp_path, 10) and state["w"].tolist() == [10.0] * 3
+    assert len(warnings) == 1 and "checksum mismatch" in warnings[0]
+    checkpoint.save(tmp_path, 30, {"w": torch.zeros(1)})
+    checkpoint.save(tmp_path, 40, {"w": torch.zeros(1)})
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_000000040.pt", "step_000000030.pt"]
