@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench reproduce setup clean
 
 setup: $(STAMP)
 
@@ -14,14 +14,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[empirical,test]'
 	@touch $(STAMP)
 
+# The main job: what the theory predicts for an EMA, then a real run on the embedded digits data, then its report.
+# Output lands in runs/demo/<stamp>/ (gitignored); each stage prints the path it wrote last.
+DEMO := runs/demo/$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
-	$(PY) -m theory.predict --avg ema --lr 0.05 --decay 0.995 --steps 4000 --start 2000
+	$(PY) -m theory.predict --avg ema --lr 0.05 --momentum 0.9 --decay 0.99 --steps 1500 --start 200 --out $(DEMO)/predict
+	$(PY) -m empirical.run digits --out $(DEMO)/digits
+	$(PY) -m compare.report $(DEMO)/digits --out $(DEMO)/report
+	@echo "demo report: $(DEMO)/report/report.md"
+
+reproduce: $(STAMP)
+	$(PY) scripts/reproduce.py --jobs 2
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) scripts/bench_theory.py
+	$(PY) scripts/bench_empirical.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

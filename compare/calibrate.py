@@ -137,11 +137,17 @@ def fit_scales(pm: ProbeMoments, lr: float, mu: float, J: int = 1, top_eig=None)
     se = np.array([pm.S[1], pm.G[1], pm.C[1], np.nan if top_eig is None else top_eig[1]])
     use = np.array([True, True, True, J >= 2 and top_eig is not None and np.isfinite(obs[3])])
     se = np.maximum(np.nan_to_num(se, nan=0.0), MIN_REL_SE * np.abs(obs))
-    if np.any(obs[:3] <= 0):
+    excluded = []
+    if obs[0] <= 0 < min(obs[1], obs[2]) and J == 1:
+        # The held-out batch is a TEST batch: once the network has a generalisation gap, a step on a training batch
+        # can raise the test loss at every η (S ≤ 0), which no NQM with one batch-minimum distribution produces.
+        # The training-batch curve alone still fixes (h, s) through G = h²s and C; S is then a prediction, not data.
+        use[0] = False
+        excluded.append(f"S={obs[0]:.3g}≤0 (held-out test batch shows a generalisation gap)")
+    elif np.any(obs[:3] <= 0):
         raise ValueError(f"one-step probe moments must be positive (S={obs[0]:.3g}, G={obs[1]:.3g}, C={obs[2]:.3g}); "
                          "the constant-LR phase may be too short to be quasi-stationary")
-    h0 = (obs[0] + obs[1]) / (2 * obs[2])                  # 1/η*: the one-scale (M3) curvature
-    h0 = 1.0 / h0
+    h0 = 2 * obs[2] / (max(obs[0], 0.0) + obs[1])          # 1/η*: the one-scale (M3) curvature
     h_init = h0 * np.logspace(0.5 * (J - 1), -0.5 * (J - 1), J) if J > 1 else np.array([h0])
     s_init = np.full(J, obs[1] / (J * h0 ** 2))
     p0 = np.log(np.concatenate([h_init, s_init]))
@@ -156,7 +162,7 @@ def fit_scales(pm: ProbeMoments, lr: float, mu: float, J: int = 1, top_eig=None)
         cov = np.linalg.inv(jac.T @ jac) * (max(chi2 / dof, 1.0) if dof > 0 else 1.0)
     except np.linalg.LinAlgError:
         cov = np.full((2 * J, 2 * J), np.nan)
-    return fit.x, cov, {"chi2": chi2, "dof": dof, "normalised_residuals": fit.fun.tolist()}
+    return fit.x, cov, {"chi2": chi2, "dof": dof, "normalised_residuals": fit.fun.tolist(), "excluded": excluded}
 
 
 def calibrate(setup: Setup, scales: int = 1, split: str = "test", frac: float = STATIONARY_FROM) -> Calibration:

@@ -78,7 +78,8 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
               f"* Fitted scales (J = {c.h.size}): h = {', '.join(_f(x) for x in c.h)} (fit rel. s.e. "
               f"{', '.join(_f(x, 2) for x in cj['h_rel_se_fit'])}; seed s.d. {cj['h_seed_sd'] or 'n/a (one seed)'}); "
               f"noise mass = {', '.join(_f(x) for x in c.s)} (rel. s.e. {', '.join(_f(x, 2) for x in cj['noise_rel_se_fit'])}); "
-              f"α_eff = {', '.join(_f(x) for x in c.alpha_eff)}; χ² = {_f(c.residuals['chi2'])} on {c.residuals['dof']} dof.",
+              f"α_eff = {', '.join(_f(x) for x in c.alpha_eff)}; χ² = {_f(c.residuals['chi2'])} on {c.residuals['dof']} dof"
+              + (f"; left out of the fit: {'; '.join(c.residuals['excluded'])}." if c.residuals.get("excluded") else "."),
               f"* Floor ({a.floor_mode}) = {_f(a.floor, 5)}; model floor {_f(c.floor, 5)} ± {_f(c.floor_se, 2)}; "
               f"min-avg floor {_f(a.metrics['floor']['min_avg_floor'], 5)}. {FLOOR_NOTE}", "",
               "### Predicted vs observed (averaged weights, never used in the fit)", "",

@@ -8,6 +8,7 @@ modified (its train/eval flags are restored on return). ``loss_fn(output, target
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterable, Sequence
 
@@ -16,6 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
+
+# torch.func.jvp's first call registers its decompositions through torch.jit.script, which torch ≥ 2.9 flags as
+# deprecated: torch's own internals, nothing a user can act on, so keep it off their terminal.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -24,7 +24,7 @@ def _arg(cmd, flag):
     return cmd[cmd.index(flag) + 1] if flag in cmd else None
 
 
-def fake_runner(cmd, cwd=None):
+def fake_runner(cmd, cwd=None, **kw):
     """Stands in for subprocess.run: empirical.run → a synthetic run dir; compare/figures → their main()."""
     mod = cmd[2]
     if mod == "empirical.run":
