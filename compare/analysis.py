@@ -163,11 +163,31 @@ def _avg_vs_branch(a: Analysis, name: str, run, steps, obs, m, pred) -> dict:
         "rel_diff_excess": metrics.mean_abs_relative_error(obs[0, m] - a.floor, avg[0, m] - a.floor),
         "branch_gain_rel_err_pred": metrics.mean_abs_relative_error(np.nanmean(g_pred), np.mean(g_br)),
     })
-    key = f"dist/parent_{name}"
-    if key in run.trajectory:
-        d = np.asarray(run.trajectory[key], float)
-        out["path_distance_first"], out["path_distance_last"] = float(d[0]), float(d[-1])
+    out.update(_sketch_distances(parent[0], run, name, branch_start(run), a.cal.window[1]))
     return out
+
+
+def _sketch_distances(parent, branch, name: str, t0: int, until: int) -> dict:
+    """‖θ_branch − θ_parent-average‖ (and ‖θ_branch − θ_parent-raw‖ for scale) at the common evaluation steps in
+    [t0, until] (from the branch point to the end of the parent's constant phase; before t0 a branch's series are
+    its parent's), from the CountSketch series sketch/* (empirical/sketch.py: one shared S,
+    so differences of sketches of two runs estimate distances between them; rel. s.d. ≤ 1/√(2d))."""
+    tp, tb = parent.trajectory, branch.trajectory
+    if not all(k in t for t, k in ((tp, f"sketch/{name}"), (tp, "sketch/raw"), (tb, "sketch/raw"))):
+        return {}
+    sp, sb = np.asarray(tp["sketch/step"]), np.asarray(tb["sketch/step"])
+    common = np.intersect1d(sp, sb)
+    common = common[(common >= t0) & (common <= until)]
+    ip, ib = np.searchsorted(sp, common), np.searchsorted(sb, common)
+    d_avg = np.linalg.norm(np.asarray(tb["sketch/raw"])[ib] - np.asarray(tp[f"sketch/{name}"])[ip], axis=1)
+    d_raw = np.linalg.norm(np.asarray(tb["sketch/raw"])[ib] - np.asarray(tp["sketch/raw"])[ip], axis=1)
+    ok = np.isfinite(d_avg)
+    if ok.sum() < 2:
+        return {}
+    return {"path_distance_steps": common[ok].tolist(), "path_distance": d_avg[ok].tolist(),
+            "path_distance_to_raw": d_raw[ok].tolist(),
+            "path_distance_first": float(d_avg[ok][0]), "path_distance_last": float(d_avg[ok][-1]),
+            "path_distance_to_raw_last": float(d_raw[ok][-1])}
 
 
 def analyse(setup: Setup, scales: int = 1, split: str = "test", floor: str = "model", frac: float = 0.5) -> Analysis:

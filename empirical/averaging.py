@@ -215,6 +215,10 @@ class WeightAverages:
                 + (["swa"] if self.swa_start is not None and t >= self.swa_start else [])
                 + [n for n, lags in self._multi.items() if t >= max(lags)])
 
+    def parameters_of(self, name: str) -> list[torch.Tensor]:
+        """The variant's parameter tensors now (no buffers), in accumulator precision; do not modify them."""
+        return self._value(name)[:self._n_params]
+
     def _value(self, name: str) -> list[torch.Tensor]:
         """The variant's tensors now, in accumulator precision (the stored list itself for EMA / SWA)."""
         if name not in self.all_names():

@@ -118,6 +118,8 @@ class RunConfig:
     curv_every: int = _f(40, "top Hessian eigenvalue every this many steps; 0 = off", "measurements")
     curv_batches: int = _f(2, "bank batches whose mean loss the curvature is measured on", "measurements")
     curv_iters: int = _f(10, "power-iteration steps (one HVP each) for the top eigenvalue", "measurements")
+    sketch_dim: int = _f(1024, "d of the CountSketch S θ recorded for raw and averaged weights at each evaluation "
+                              "(distances across runs, rel. s.d. <= 1/sqrt(2d)); 0 = off", "measurements")
     # ---- system and run control
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (auto: cuda if available)", "system")
     bf16: bool = _f(False, "bfloat16 autocast for training and evaluation (CUDA only; ignored on CPU)", "system")
@@ -387,7 +389,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1")
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
-                    "train_eval_size", "bank_every", "probe_every", "align_every", "curv_every", "workers",
+                    "train_eval_size", "bank_every", "probe_every", "align_every", "curv_every", "workers", "sketch_dim",
                     "checkpoint_every", "checkpoint_keep_every")
     for name in non_negative:
         v = getattr(cfg, name)

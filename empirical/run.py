@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from empirical import checkpoint, config, distributed, sampler
+from empirical.sketch import CountSketch
 from empirical.recorder import Recorder
 from theory import rundir
 
@@ -76,6 +77,10 @@ def evaluate_all(step, cfg, raw_model, eval_model, avg, fixed, env, rec) -> None
         row[f"test_loss_{name}"], row[f"test_acc_{name}"] = evaluate(model, fixed["test"], env)
     rec.log("eval", step, **row)
     rec.log("dist", step, **avg.distances(raw_model))
+    if "sketch" in fixed:   # S θ of raw and each defined average: distances across runs (branch vs parent average)
+        sk = fixed["sketch"]
+        rec.log("sketch", step, raw=sk(list(raw_model.parameters())),
+                **{name: sk(avg.parameters_of(name)) for name in avg.names()})
     raw_model.train()
 
 
@@ -267,6 +272,9 @@ def main(argv: list[str] | None = None) -> Path:
                          average_buffers=cfg.bn_mode == "averaged", total_steps=cfg.stop)
     variants = ["raw", *avg.all_names()]
     fixed = fixed_batches(cfg, data, smp, env)
+    if cfg.sketch_dim:
+        params = list(raw_model.parameters())
+        fixed["sketch"] = CountSketch([p.shape for p in params], cfg.sketch_dim, [p.device for p in params])
     run_dir = Path(cfg.out) if cfg.out else None
     if env.is_main and kind != "resume":
         run_dir = rundir.new_run_dir("empirical", f"{cfg.preset}-s{cfg.seed}", out=cfg.out)

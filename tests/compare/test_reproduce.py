@@ -75,3 +75,24 @@ def test_pipeline_with_synthetic_runs(tmp_path, monkeypatch):
     assert (tmp_path / "digits" / "figures" / "ema_equivalence.png").is_file()
     md = (rep / "report.md").read_text()
     assert "branch from step 1500" in md
+
+
+@pytest.mark.slow
+def test_quick_reproduction_with_real_training(tmp_path):
+    """The reduced pipeline CI keeps alive (~2 min on 2 cores): real digits runs, branches, report, figures."""
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce.py"), "--quick", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    root = tmp_path / "digits"
+    import json
+    m = json.loads((root / "report" / "metrics.json").read_text())
+    (setup,) = m["setups"]
+    assert setup["n_seeds"] == 1 and len(setup["branches"]) == 4
+    assert {c["verdict"] for c in setup["claims"]} <= {"reproduced", "not reproduced", "not testable here"}
+    assert len(setup["claims"]) == 8
+    h = setup["calibration"]["h"][0]
+    assert f"swa:{h:.6g}" in r.stdout           # the SWA branch used the curvature the calibration printed
+    for fig in ("one_step_probe", "ema_equivalence", "swa_equivalence", "two_point_vs_distance"):
+        assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
+    md = (root / "report" / "report.md").read_text()
+    assert "## Setup 1: 1 seed run(s), 4 branch run(s)" in md and "| claim |" in md
