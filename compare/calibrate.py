@@ -128,30 +128,43 @@ def _moments(logp: np.ndarray, lr: float, mu: float) -> np.ndarray:
     J = logp.size // 2
     h, s = np.exp(logp[:J]), np.exp(logp[J:])
     v = stationary.iterate_variance(lr * h, s, mu)
-    return np.array([np.sum(h ** 2 * v), np.sum(h ** 2 * s), 0.5 * np.sum(h ** 3 * (v + s)), np.max(h)])
+    # the last entry is the Rayleigh curvature gᵀHg/‖g‖² along g_B = the noise-weighted mean curvature Σh³s/Σh²s
+    return np.array([np.sum(h ** 2 * v), np.sum(h ** 2 * s), 0.5 * np.sum(h ** 3 * (v + s)), np.max(h),
+                     np.sum(h ** 3 * s) / np.sum(h ** 2 * s)])
 
 
 def fit_scales(pm: ProbeMoments, lr: float, mu: float, J: int = 1, top_eig=None):
     """Weighted least squares of (S, G, C[, top_eig]) for J scales. Returns (log-params, cov, residuals)."""
-    obs = np.array([pm.S[0], pm.G[0], pm.C[0], np.nan if top_eig is None else top_eig[0]])
-    se = np.array([pm.S[1], pm.G[1], pm.C[1], np.nan if top_eig is None else top_eig[1]])
-    use = np.array([True, True, True, J >= 2 and top_eig is not None and np.isfinite(obs[3])])
+    obs = np.array([pm.S[0], pm.G[0], pm.C[0], np.nan if top_eig is None else top_eig[0], pm.taylor_curv[0]])
+    se = np.array([pm.S[1], pm.G[1], pm.C[1], np.nan if top_eig is None else top_eig[1], pm.taylor_curv[1]])
+    use = np.array([True, True, True, J >= 2 and top_eig is not None and np.isfinite(obs[3]), False])
     se = np.maximum(np.nan_to_num(se, nan=0.0), MIN_REL_SE * np.abs(obs))
     excluded = []
-    if obs[0] <= 0 < min(obs[1], obs[2]) and J == 1:
-        # The held-out batch is a TEST batch: once the network has a generalisation gap, a step on a training batch
-        # can raise the test loss at every η (S ≤ 0), which no NQM with one batch-minimum distribution produces.
-        # The training-batch curve alone still fixes (h, s) through G = h²s and C; S is then a prediction, not data.
-        use[0] = False
-        excluded.append(f"S={obs[0]:.3g}≤0 (held-out test batch shows a generalisation gap)")
-    elif np.any(obs[:3] <= 0):
+    names = ("S", "G", "C")
+    bad = [i for i in range(3) if not obs[i] > 0]
+    if J == 1 and len(bad) == 1:
+        # One moment non-positive. S ≤ 0: the held-out batch is a TEST batch, and with a generalisation gap a step on
+        # a training batch can raise the test loss at every η. G ≤ 0: the training batch gains no more than the
+        # test batch (an interpolating network has nothing batch-specific left to fit). Neither is possible in the
+        # NQM; the other two moments still fix (h, s) for one scale, and the dropped one becomes a prediction.
+        use[bad[0]] = False
+        if bad[0] == 1 and np.isfinite(obs[4]) and obs[4] > 0:
+            # S and C fix only h³s and S/C ≈ λ_eff, not h: take the curvature from the probes' Taylor term instead
+            use[4] = True
+        why = {0: "held-out test batch shows a generalisation gap", 1: "no batch-specific gain left to fit",
+               2: "the probes see no curvature"}[bad[0]]
+        excluded.append(f"{names[bad[0]]}={obs[bad[0]]:.3g}≤0 ({why})")
+    elif bad:
         raise ValueError(f"one-step probe moments must be positive (S={obs[0]:.3g}, G={obs[1]:.3g}, C={obs[2]:.3g}); "
                          "the constant-LR phase may be too short to be quasi-stationary")
-    h0 = 2 * obs[2] / (max(obs[0], 0.0) + obs[1])          # 1/η*: the one-scale (M3) curvature
+    if not obs[2] > 0:
+        raise ValueError(f"one-step probe curvature moment C={obs[2]:.3g} must be positive")
+    h0 = (obs[4] if use[4] else                               # 1/η*: the one-scale (M3) curvature
+          2 * obs[2] / max(max(obs[0], 0.0) + max(obs[1], 0.0), 1e-300))
     h_init = h0 * np.logspace(0.5 * (J - 1), -0.5 * (J - 1), J) if J > 1 else np.array([h0])
-    s_init = np.full(J, obs[1] / (J * h0 ** 2))
-    p0 = np.log(np.concatenate([h_init, s_init]))
+    s_init = np.full(J, (obs[1] if obs[1] > 0 else obs[0]) / (J * h0 ** 2))
     lam_max = stationary.max_stable_alpha(mu) / lr          # keep every α inside the stability region
+    p0 = np.log(np.concatenate([np.minimum(h_init, 0.9 * lam_max), s_init]))
     res_fn = lambda p: ((_moments(p, lr, mu) - obs) / se)[use]   # noqa: E731
     fit = least_squares(res_fn, p0, bounds=(np.full(2 * J, -50.0),
                                             np.concatenate([np.full(J, np.log(0.999 * lam_max)), np.full(J, 50.0)])))

@@ -18,7 +18,8 @@ from theory.rundir import Run, RunDirError, load_run
 
 # Keys that differ between seeds / branches of one setup, or only record where output went.
 PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_step", "branch_schedule", "device",
-                "checkpoint", "checkpoint_every", "resume"}
+                "checkpoint", "checkpoint_every", "checkpoint_keep_every", "resume", "workers",
+                "data"}   # "data": the loader's description, which names the seed of the split (dataset is its own key)
 BRANCH_KEYS = {"schedule", "lr_schedule", "schedule_params", "steps", "epochs", "ema_decays", "swa_start",
                "two_point_gaps", "n_points", "n_point_gap", "final_lr"}
 

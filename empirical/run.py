@@ -112,6 +112,20 @@ def measure(step, cfg, model, fixed, lr, x, y, env, rec) -> None:
     model.train()
 
 
+def with_shift(data, pad: int, seed: int):
+    """``data`` whose training set is randomly shifted by up to ``pad`` pixels (train_eval, test stay plain)."""
+    import dataclasses
+
+    base = sampler.in_memory(data.train)
+    if base is None or data.train is not data.train_eval:
+        raise config.ConfigError(f"--shift-augment applies to the in-memory datasets (digits, mnist, smoke); "
+                                 f"{data.name} has its own augmentation: use --shift-augment 0")
+    fill = base[0].amin(dim=(0, 2, 3))   # per-channel minimum = the background of digits / MNIST after normalising
+    details = {**data.details, "augmentation": f"random shift of up to {pad} px per axis (border = channel minimum "
+                                               f"{[round(float(f), 4) for f in fill]}), seeded by (seed, step, rank)"}
+    return dataclasses.replace(data, train=sampler.RandomShift(data.train, pad, fill, seed), details=details)
+
+
 def fixed_batches(cfg, data, smp, env) -> dict:
     """Fixed, un-augmented batches: the bank (K training batches that update ``bank_used_at[k]`` trains on, and K
     held-out test batches), BN-recompute batches, and the train-eval / test sets for evaluation."""
@@ -251,6 +265,8 @@ def main(argv: list[str] | None = None) -> Path:
             return Path(cfg.out)
     env = distributed.setup(cfg.device, cfg.bf16)
     data = load_data(cfg.dataset, cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train, max_test=cfg.max_test)
+    if cfg.shift_augment:
+        data = with_shift(data, cfg.shift_augment, cfg.seed)
     try:
         smp = sampler.EpochSampler(len(data.train), cfg.batch_size, cfg.seed, env.rank, env.world_size)
     except ValueError as e:

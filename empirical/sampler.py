@@ -86,6 +86,40 @@ class SeededSamples(Dataset):
             return self.base[i]
 
 
+class RandomShift(Dataset):
+    """In-memory training images translated by a random integer offset in [−pad, pad]² per sample (the zero-padded
+    random crop of the CIFAR references, done on whole batches of tensors), empty border filled with ``fill``
+    (per channel, e.g. the normalised background). Offsets of update t come from a generator seeded by
+    (seed, t, rank): a pure function of the step, so resume and branches see the same augmented batches."""
+
+    def __init__(self, base: TensorDataset, pad: int, fill: torch.Tensor, seed: int):
+        if pad < 1:
+            raise ValueError(f"shift pad must be >= 1 pixel, got {pad}")
+        self.x, self.y, self.pad, self.seed = base.tensors[0], base.tensors[1], int(pad), int(seed)
+        self.fill = torch.as_tensor(fill, dtype=self.x.dtype).reshape(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, idx: torch.Tensor, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        x, p = self.x[idx], self.pad
+        n, c, h, w = x.shape
+        g = torch.Generator().manual_seed(_mix(self.seed, step, rank, 0x5A1F7))
+        off = torch.randint(0, 2 * p + 1, (n, 2), generator=g)
+        big = self.fill.expand(n, c, h + 2 * p, w + 2 * p).clone()
+        big[:, :, p:p + h, p:p + w] = x
+        out = torch.empty_like(x)
+        for dy in range(2 * p + 1):          # (2p+1)² slices of the whole batch: no per-sample Python loop
+            for dx in range(2 * p + 1):
+                m = (off[:, 0] == dy) & (off[:, 1] == dx)
+                if m.any():
+                    out[m] = big[m, :, dy:dy + h, dx:dx + w]
+        return out, self.y[idx]
+
+    def __getitem__(self, i):
+        raise TypeError("RandomShift is read in whole batches through sampler.train_batches")
+
+
 def in_memory(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(x, y) tensors of a TensorDataset (fast path: index instead of a DataLoader), else None."""
     return (ds.tensors[0], ds.tensors[1]) if isinstance(ds, TensorDataset) else None
@@ -123,6 +157,10 @@ class _StepKeys:
 def train_batches(ds: Dataset, sampler: EpochSampler, start: int, stop: int, workers: int = 0,
                   pin_memory: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(step, x, y) for updates start, ..., stop-1, this rank's share of each batch; prefetched by ``workers``."""
+    if isinstance(ds, RandomShift):
+        for step in range(start, stop):
+            yield (step, *ds.batch(torch.from_numpy(sampler.indices(step)), step, sampler.rank))
+        return
     t = in_memory(ds)
     if t is not None:  # already tensors: slicing is faster than any loader, and has no randomness
         for step in range(start, stop):

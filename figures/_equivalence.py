@@ -13,7 +13,7 @@ from figures import style
 
 
 def plot_equivalence(data: dict, title: str):
-    fig, axes = style.new_figure(width=4.6, height=2.9)
+    fig, axes = style.new_figure(width=6.8, height=3.0)
     ax = axes[0, 0]
     shade = {}
     for c in data["curves"]:
@@ -23,13 +23,18 @@ def plot_equivalence(data: dict, title: str):
         style.observed(ax, c["steps"], c["obs"], col, c["name"])
         if np.any(np.isfinite(c["pred"])):
             style.theory(ax, c["steps"], c["pred"], col, c["name"])
+    groups: dict[str, list[dict]] = {}   # the same branch of several seeds: one mean curve
     for b in data["branches"]:
+        groups.setdefault(b["label"], []).append(b)
+    for label, bs in groups.items():
+        b = bs[0]
         col = next((style.colour(c["name"], k) for k, c in enumerate(data["curves"]) if c["name"] == b["matches"]),
                    style.RAW)
-        ax.plot(b["steps"], np.nanmean(np.atleast_2d(b["obs"]), axis=0), color=col, label=f"{b['label']} (obs)",
+        obs = np.vstack([np.atleast_2d(x["obs"]) for x in bs if len(x["steps"]) == len(b["steps"])])
+        ax.plot(b["steps"], np.nanmean(obs, axis=0), color=col, label=f"{label} (obs, n={obs.shape[0]})",
                 **style.BRANCH_STYLE)
         if np.any(np.isfinite(b["pred"])):
-            ax.plot(b["steps"], b["pred"], color=col, linestyle=":", linewidth=1.0, label=f"{b['label']} (NQM)")
+            ax.plot(b["steps"], b["pred"], color=col, linestyle=":", linewidth=1.0, label=f"{label} (NQM)")
     lo, hi = data["window"]
     ax.axvspan(lo, hi, color="#000000", alpha=0.04, linewidth=0)
     finite = [np.nanmin(np.atleast_2d(c["obs"])[:, c["steps"] >= lo]) for c in data["curves"]
@@ -42,5 +47,5 @@ def plot_equivalence(data: dict, title: str):
     ax.set_xlabel("step")
     ax.set_ylabel(data.get("ylabel", "eval loss"))
     ax.set_title(f"{title} (n={data['n']} seeds; shaded: fit window)")
-    style.legend(ax)
+    style.legend(ax, outside=True)
     return fig

@@ -72,6 +72,8 @@ def theory(ax, x, y, colour_: str, label: str) -> None:
     ax.plot(x, y, color=colour_, label=f"{label} (NQM)", **THEORY_STYLE)
 
 
-def legend(ax) -> None:
+def legend(ax, outside: bool = False) -> None:
+    """Legend inside the axis, or (``outside``) in a column to its right, for figures with many entries."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(frameon=False, fontsize=RC["legend.fontsize"])
+        kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0} if outside else {}
+        ax.legend(frameon=False, fontsize=RC["legend.fontsize"], **kw)
