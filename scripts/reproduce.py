@@ -12,6 +12,8 @@ Stages, per dataset (everything is a subprocess, so this script never imports to
      `ema:GAMMA:h` per EMA decay (harmonic rule, theory.md §3.3), `swa:h` (1/t cooldown, theory.md §3.4);
   4. `python -m compare.report` on base + branch runs, and `python -m figures.build`.
 Output: OUT/<preset>/{s<seed>, s<seed>-<branch>, report/, figures/}; default OUT = runs/reproduce/<stamp>.
+Interrupted? Run the same command with the same --out: started runs resume from their last checkpoint, finished ones
+are skipped.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Per-run wall-clock on 2 CPU cores (minutes), measured with `make`-free runs of the presets below.
-MINUTES_PER_RUN = {"digits": 0.5, "mnist": 5.0}
+# Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run), from the logs of
+# the full reproduction (digits: 1,500 / 900 steps; mnist: 0.63 s/step × 1,500 / 900 steps + start-up).
+MINUTES_PER_RUN = {"digits": (0.7, 0.55), "mnist": (16.0, 10.0)}
 # Full mode: digits runs its preset as is; mnist is shortened to the digits timeline (1,500 steps = 38 epochs of the
-# 5,000-image subset; constant LR to step 1,200) so 3 seeds and their branches fit in under an hour on a CPU.
+# 5,000-image subset; constant LR to step 1,200) so 3 seeds and their branches fit in about 1.5 hours on 2 cores.
 FULL = {"digits": [],
         "mnist": ["--steps", "1500", "--decay-start", "1200", "--ema-start", "200", "--swa-start", "600",
                   "--two-point-gaps", "50,300", "--eval-every", "100", "--probe-every", "50", "--bank-every", "10",
@@ -83,13 +86,17 @@ def calibrated_h(dirs: list[Path]) -> tuple[float, list[float]]:
 
 
 def expected_cost(entries: list[dict], seeds: list[int], quick: bool) -> str:
+    """Wall-clock estimate for --jobs 2 on 2 CPU cores (runs two at a time); fewer cores or --jobs 1 take longer."""
     lines, total = [], 0.0
     for e in entries:
-        n_runs = len(seeds) * (1 + 2 + 2)           # base + half + swa + 2 EMA branches
-        per = MINUTES_PER_RUN[e["preset"]] * (0.3 if quick else 1.0)
-        total += n_runs * per
-        lines.append(f"  {e['preset']}: {n_runs} runs × ~{per:.1f} min")
-    return "expected cost (2 CPU cores; GPU faster):\n" + "\n".join(lines) + f"\n  total ≈ {total:.0f} min + report/figures ≈ 1 min"
+        base, branch = (m * (0.4 if quick else 1.0) for m in MINUTES_PER_RUN[e["preset"]])
+        n = len(seeds)                               # branches: half + swa + 2 EMA decays per seed
+        wall = (n * base + 4 * n * branch) / 2
+        total += wall
+        lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + {4 * n} branches × ~{branch:.1f} min, "
+                     f"two at a time ≈ {wall:.0f} min")
+    return ("expected cost (--jobs 2 on 2 CPU cores; GPU faster):\n" + "\n".join(lines)
+            + f"\n  total ≈ {total:.0f} min + report/figures ≈ 1 min per dataset")
 
 
 def _run(cmd: list[str], runner, log: Path | None = None) -> None:
@@ -101,19 +108,27 @@ def _run(cmd: list[str], runner, log: Path | None = None) -> None:
     else:
         print(f"+ {shown}  > {log}", flush=True)
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as f:
+        with open(log, "a") as f:
             r = runner(cmd, cwd=str(ROOT), stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         raise SystemExit(f"reproduce: command failed with exit {r.returncode}: {shown}"
                          + (f" (see {log})" if log else ""))
 
 
+def resumable(run: dict) -> list[str]:
+    """The run's command, or `--resume` of its directory if an earlier (interrupted) reproduction started it:
+    re-running the same reproduce command continues from the last checkpoint and skips finished runs."""
+    if (run["dir"] / "config.json").is_file():
+        return [sys.executable, "-m", "empirical.run", "--out", str(run["dir"]), "--resume"]
+    return run["cmd"]
+
+
 def _run_all(runs: list[dict], runner, jobs: int) -> None:
     """Independent training runs, ``jobs`` at a time (each child gets cores/jobs intra-op threads); each run's
-    output goes to OUT/<preset>/logs/<run name>.log."""
+    output goes to OUT/<preset>/logs/<run name>.log (appended to when a run is resumed)."""
     logs = [r["dir"].parent / "logs" / f"{r['dir'].name}.log" for r in runs]
     with ThreadPoolExecutor(max(jobs, 1)) as pool:
-        for f in [pool.submit(_run, r["cmd"], runner, lg) for r, lg in zip(runs, logs)]:
+        for f in [pool.submit(_run, resumable(r), runner, lg) for r, lg in zip(runs, logs)]:
             f.result()
 
 

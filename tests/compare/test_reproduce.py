@@ -66,6 +66,20 @@ def test_branch_commands_use_calibrated_curvature(tmp_path):
     assert all("step_000000600.pt" in c for c in cmds)
 
 
+def test_rerun_resumes_started_runs_and_starts_the_rest(tmp_path):
+    """An interrupted reproduction is continued by the same command: a run whose directory holds a config.json is
+    resumed (`--out DIR --resume`, its own saved config), a run not yet started gets its full command."""
+    e = reproduce.plan(False, [0, 1], tmp_path, ("mnist",))[0]
+    started, fresh = e["base"]
+    started["dir"].mkdir(parents=True)
+    (started["dir"] / "config.json").write_text("{}")
+    assert reproduce.resumable(started)[2:] == ["empirical.run", "--out", str(started["dir"]), "--resume"]
+    assert reproduce.resumable(fresh) == fresh["cmd"] and "--resume" not in fresh["cmd"]
+    seen = []
+    reproduce._run_all(e["base"], lambda cmd, **kw: seen.append(cmd) or SimpleNamespace(returncode=0), jobs=1)
+    assert sorted("--resume" in c for c in seen) == [False, True]
+
+
 @pytest.mark.slow
 def test_pipeline_with_synthetic_runs(tmp_path, monkeypatch):
     monkeypatch.setitem(reproduce.QUICK_T0, "digits", CFG.swa_start)
