@@ -122,9 +122,12 @@ def _branch(a: Analysis, run) -> dict:
     if m.any():
         info["rel_err_pred_window_mean_abs"] = metrics.mean_abs_relative_error(pred[m] - a.floor, obs[0, m] - a.floor)
         info["rel_err_pred_final"] = float(metrics.relative_error(pred[m][-1] - a.floor, obs[0, m][-1] - a.floor))
-    # which averaged variant this branch is the equivalent run of
-    best = None
-    for name, v in a.variants.items():
+    # which averaged variant this branch is the equivalent run of: by its declared --branch-schedule if it names
+    # one (half, ema:GAMMA:H, swa:H), else by the LR closest to a variant's calibrated equivalent LR
+    declared = _declared_variant(a, run, t0)
+    best = None if declared is None else (0.0, declared[0]) if declared[0] else None
+    info["matched_by"] = "branch schedule" if declared is not None else "equivalent LR"
+    for name, v in ([] if declared is not None else a.variants.items()):
         vm = a.metrics["variants"].get(name, {})
         if v.kind == "raw" or not vm.get("n_seeds"):
             continue
@@ -139,6 +142,32 @@ def _branch(a: Analysis, run) -> dict:
     if best:
         info.update(_avg_vs_branch(a, best[1], run, steps, obs, m, pred))
     return info
+
+
+def _declared_variant(a: Analysis, run, t0: int) -> tuple[str | None] | None:
+    """The variant a branch was built to reproduce, read from its ``branch_schedule`` (empirical.run
+    --branch-schedule, as scripts/reproduce.py writes them): ``half`` → the two-point average with the largest gap
+    (two points far apart ⇔ λ/2, theory.md §3.5), ``ema:GAMMA:H`` → ema_GAMMA, ``swa:H`` → swa if the branch starts
+    at the SWA start. Matching by intent means a poor calibration (an equivalent LR far from the one the branch was
+    given) cannot pair a branch with the wrong average. Returns None when the schedule names no variant (constant,
+    scale, hyperbolic, or no schedule recorded), (None,) when it names one the runs did not record."""
+    text = run.config.get("config", {}).get("branch_schedule")
+    kind, *vals = str(text).split(":") if text else ("",)
+    have = {n: v for n, v in a.variants.items() if a.metrics["variants"].get(n, {}).get("n_seeds")}
+    if kind == "half":
+        tps = [n for n, v in have.items() if v.kind == "two_point"]
+        return (max(tps, key=lambda n: have[n].gap) if tps else None,)
+    if kind == "ema" and vals:
+        try:
+            g = float(vals[0])
+        except ValueError:
+            return None
+        return (next((n for n, v in have.items() if v.kind == "ema" and np.isclose(v.decay, g, rtol=1e-9)), None),)
+    if kind == "swa":
+        on_time = abs(t0 - int(a.setup.config.get("swa_start", -10 ** 9))) <= max(
+            int(a.setup.config.get("eval_every", 1) or 1), 1)
+        return ("swa" if "swa" in have and on_time else None,)
+    return None
 
 
 def _avg_vs_branch(a: Analysis, name: str, run, steps, obs, m, pred) -> dict:

@@ -99,7 +99,7 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
             L.append("No branch run given: the equivalent-LR claims are not testable here.")
         for b in a.branches:
             L.append(f"* `{b['path']}`: {b['kind']} branch from step {b['t0']}, λ_b = {_f(b['lr'])} ({_f(b['lr_ratio'])} λ); "
-                     f"equivalent run of: {b['matches'] or 'no variant'}; predicted-vs-observed excess mean abs rel. err "
+                     f"equivalent run of: {b['matches'] or 'no variant'} (matched by {b.get('matched_by', 'equivalent LR')}); predicted-vs-observed excess mean abs rel. err "
                      f"{_f(b.get('rel_err_pred_window_mean_abs'), 2)} (floor-free gain L_raw − L_branch: rel. err "
                      f"{_f(b.get('branch_gain_rel_err_pred'), 2)}); gain captured {_f(b.get('gain_capture'), 2)}; "
                      f"avg − branch {_f(b.get('avg_minus_branch_mean'), 3)}; path distance "

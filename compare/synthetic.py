@@ -255,7 +255,8 @@ def write_run(path, cfg: SynthSetup, seed: int = 0, *, branch: dict | None = Non
             "n_points": cfg.n_points, "n_point_gap": cfg.n_point_gap, "bn_mode": "none", "seed": seed,
             "eval_every": cfg.eval_every, "probe_every": cfg.probe_every, "bank_every": cfg.bank_every,
             "branch_from": None if branch is None else f"synthetic-parent-s{seed}@{branch['t0']}",
-            "branch_step": None if branch is None else int(branch["t0"])}
+            "branch_step": None if branch is None else int(branch["t0"]),
+            "branch_schedule": None if branch is None else branch.get("spec")}
     rundir.write_config(run, "synthetic", conf, command=["compare.synthetic"])
     rundir.write_env(run)
     final = {nm: {"loss": float(series[f"eval/test_loss_{nm}"][-1]), "acc": float(series[f"eval/test_acc_{nm}"][-1]),

@@ -49,5 +49,20 @@ def test_branches_matched_and_captured(an):
     assert by["half"]["rel_err_pred_window_mean_abs"] < 0.2
 
 
+def test_branches_match_by_declared_schedule_even_with_a_wrong_lr(synth_runs, synth_cfg, tmp_path):
+    """A branch that declares `ema:0.99:H` / `half` is compared with ema_0.99 / the largest two-point gap even when
+    its LR is 5x the parent's (far from any calibrated equivalent LR: a poor calibration must not re-pair
+    branches); the same branch without a declared schedule falls back to LR matching and matches nothing."""
+    from compare import synthetic
+    CFG, lr = synth_cfg, synth_cfg.lr
+    off = [synthetic.write_run(tmp_path / n, CFG, seed=0, branch={"t0": 2000, "lr_fn": lambda t: lr * 5, **kw})
+           for n, kw in (("ema_decl", {"spec": "ema:0.99:1"}), ("half_decl", {"spec": "half"}), ("plain", {}))]
+    a = analysis.analyse(load.group_runs([load_run(p) for p in [*synth_runs, *off]])[0])
+    by = {b["path"].split("/")[-1]: b for b in a.branches}
+    assert by["ema_decl"]["matches"] == "ema_0.99" and by["ema_decl"]["matched_by"] == "branch schedule"
+    assert by["half_decl"]["matches"] == "two_point_k1000"
+    assert by["plain"]["matches"] is None and by["plain"]["matched_by"] == "equivalent LR"
+
+
 def test_equivalent_lr_of_raw_is_lr(an):
     assert predict.equivalent_lr(an.cal, an.cal.raw_excess) == pytest.approx(an.cal.lr, rel=1e-6)
