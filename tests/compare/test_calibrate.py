@@ -53,3 +53,15 @@ def test_two_scale_fit_runs(synth_runs):
     setup = load.group_runs([load_run(p) for p in synth_runs])[0]
     c2 = calibrate.calibrate(setup, scales=2)
     assert c2.h.size == 2 and np.all(c2.h > 0)
+
+
+def test_quadratic_range_keeps_a_parabola_and_drops_an_overshoot():
+    """An exact parabola g = η(2 − η) (max 1 at η = 1) on a log grid stays in range until g < −4, i.e. η > 1 + √5
+    (by hand: η² − 2η − 4 = 0); an overshooting row (mnist-like: +0.01 then −2.7, −600) is cut at the explosion."""
+    from compare.calibrate import _quadratic_range
+    eta = np.array([0.1, 0.3, 1.0, 2.0, 3.0, 3.3, 10.0])
+    keep = _quadratic_range(eta * (2 - eta))
+    assert keep.tolist() == [True, True, True, True, True, False, False]      # 1 + √5 ≈ 3.236
+    row = np.array([6.8e-4, 2.0e-3, 5.4e-3, 1.03e-2, 2.7e-3, -2.68, -29.2, -575.0, np.nan])
+    assert _quadratic_range(row).tolist() == [True] * 5 + [False] * 4
+    assert not _quadratic_range(np.array([-1.0, -2.0])).any()                 # no positive gain: nothing to fit
