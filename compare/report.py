@@ -9,7 +9,6 @@ Bad input: one line on stderr naming the problem and the fix, exit status 2, not
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from compare.analysis import Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
 from compare.load import group_runs, load_runs
+from theory.cli import OneLineParser
 from theory.rundir import RunDirError, atomic_write_bytes, atomic_write_json
 
 
@@ -115,7 +115,7 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m compare.report", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m compare.report", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (seeds and/or branches)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare/<stamp>-report)")
     p.add_argument("--scales", type=int, default=1, choices=(1, 2, 3), help="curvature scales J in the fit")
@@ -137,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = ["python", "-m", "compare.report", *argv_used]
     figs = []
-    if not args.no_figures:
-        from figures.build import render
-        figs = render(analyses, out, command)
-    atomic_write_json(out / "metrics.json", metrics_json(analyses, tables))
-    atomic_write_bytes(out / "report.md", report_md(analyses, tables, figs, command).encode())
+    try:
+        if not args.no_figures:
+            from figures.build import render
+            figs = render(analyses, out, command)
+        atomic_write_json(out / "metrics.json", metrics_json(analyses, tables))
+        atomic_write_bytes(out / "report.md", report_md(analyses, tables, figs, command).encode())
+    except OSError as e:   # every file is written atomically: none is left half written
+        print(f"compare.report: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(out / "report.md")
     return 0
 

@@ -10,7 +10,6 @@ and from theory/ closed forms. Bad input: one line on stderr, exit 2, nothing wr
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from figures import (ellipsoid, ema_equivalence, fixed_batch_along_trajectory, gradient_alignment,
                      nqm_equivalence_grid, one_step_probe, style, swa_equivalence, two_point_vs_distance)
+from theory.cli import OneLineParser
 
 FIGURES = {"one_step_probe": one_step_probe.plot, "fixed_batch_along_trajectory": fixed_batch_along_trajectory.plot,
            "ema_equivalence": ema_equivalence.plot, "swa_equivalence": swa_equivalence.plot,
@@ -216,7 +216,7 @@ def render(analyses: list, out: Path, command: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m figures.build", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m figures.build", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="*", help="run directories (seeds and branches of one or more setups)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default figures/out/)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which eval loss to compare")
@@ -229,7 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     except (RunDirError, ValueError, KeyError) as e:
         print(f"figures.build: {e}", file=sys.stderr)
         return 2
-    paths = render(analyses, Path(args.out), ["python", "-m", "figures.build", *(argv if argv is not None else sys.argv[1:])])
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"figures.build: --out {out} is a file; give a folder for the PNGs", file=sys.stderr)
+        return 2
+    try:
+        paths = render(analyses, out, ["python", "-m", "figures.build", *(argv if argv is not None else sys.argv[1:])])
+    except OSError as e:   # each figure is written atomically: the ones before the failure are complete
+        print(f"figures.build: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     for path in paths:
         print(path)
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from theory import rundir, spec
+from theory.cli import OneLineParser
 
 AVG_CHOICES = ("none", "ema", "swa", "two-point", "points")
 N_OUTPUT_POINTS = 200  # trajectory points written and printed (the engine's cost grows with these, not with steps)
@@ -33,13 +34,8 @@ class UsageError(ValueError):
 
 # ------------------------------------------------------------------------------------------------ parsing
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block (the bad-input contract)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m theory.predict", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m theory.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model (theory.md §2)")
     g.add_argument("--curvature", type=float, default=1.0, help="one curvature h (1/LR units); α = λh")

@@ -116,3 +116,38 @@ def test_corrupt_checkpoints_fall_back(tmp_path):
     checkpoint.save(tmp_path, 30, {"w": torch.zeros(1)})
     checkpoint.save(tmp_path, 40, {"w": torch.zeros(1)})
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_000000040.pt", "step_000000030.pt"]
+
+
+# The step-40 checkpoint write fails the way a full disk fails (ENOSPC at the final rename of the atomic writer),
+# in a real process: every earlier file must stay valid, no temp file may be left, and --resume must finish the run
+# bit for bit. Without the temp-file + os.replace writer, a torn step_40.pt would be left under its final name.
+_FULL_DISK_AT_40 = """
+import errno, os, sys
+real_replace = os.replace
+def replace(src, dst):
+    if os.path.basename(dst).startswith("step_000000040.pt"):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+    return real_replace(src, dst)
+os.replace = replace
+from empirical import run
+sys.exit(run.cli(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_full_disk_at_a_checkpoint_keeps_earlier_files_and_resumes(reference, tmp_path):
+    out = tmp_path / "full"
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK_AT_40, *ARGS, "--out", str(out)], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "intact" in err[0], r.stderr
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a temp file was left behind"
+    state, path = checkpoint.load_latest(out, warn=pytest.fail)
+    assert path == checkpoint.path_for(out, 30) and state["step"] == 30
+    loaded = rundir.load_run(out)          # config, env, trajectory and summary all still parse
+    assert loaded.summary["status"] == "running" and loaded.summary["steps"] == 40
+    res = subprocess.run([sys.executable, "-m", "empirical.run", "--out", str(out), "--resume"], cwd=REPO, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    _assert_same_run(reference, out)
