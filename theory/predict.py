@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from theory import rundir, spec
-from theory.cli import OneLineParser
+from theory.cli import OneLineParser, keep_freed_memory
 
 AVG_CHOICES = ("none", "ema", "swa", "two-point", "points")
 N_OUTPUT_POINTS = 200  # trajectory points written and printed (the engine's cost grows with these, not with steps)
@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 def cli(argv: list[str] | None = None) -> int:
     """Entry point with the error contract: bad input -> one line on stderr, exit 2, nothing written."""
+    keep_freed_memory()
     try:
         main(argv)
     except (UsageError, ValueError, rundir.RunDirError) as e:
