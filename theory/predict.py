@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         result, series = forward(model, opt, avg, args.steps)
         name = f"nqm-{args.avg}"
-    cfg = {"avg": args.avg, "avg_label": _avg_label(avg), "avg_params": getattr(avg, "__dict__", {}),
+    cfg = {"avg": args.avg, "avg_label": "inverse (schedule -> weights over constant-LR iterates)" if args.inverse
+           else _avg_label(avg), "avg_params": getattr(avg, "__dict__", {}),
            "lr": args.lr, "momentum": args.momentum, "schedule": opt.schedule.name,
            "schedule_params": opt.schedule.params(), "steps": args.steps, "noise": args.noise,
            "directions": model.dim, "curvature": args.curvature, "spectrum": args.spectrum,
@@ -340,6 +341,10 @@ def cli(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, rundir.RunDirError) as e:
         print(f"theory.predict: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:   # stdout closed early (`... | head`): the run directory is written; leave quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 
