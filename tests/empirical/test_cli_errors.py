@@ -1,6 +1,7 @@
 """Bad input to ``python -m empirical.run``: exit status 2, one line on stderr, no traceback, nothing written."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,16 @@ def test_real_process_exit_status(tmp_path):
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_closed_stdout_does_not_kill_the_run(tmp_path):
+    """`python -m empirical.run ... | head -1`: the reader goes away after the first line; training must finish."""
+    out = tmp_path / "r"
+    p = subprocess.Popen([sys.executable, "-m", "empirical.run", "smoke", "--steps", "60", "--eval-every", "10",
+                          "--out", str(out)], cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+    assert json.loads((out / "summary.json").read_text())["status"] == "ok"
