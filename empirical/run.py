@@ -32,6 +32,7 @@ from empirical import checkpoint, config, distributed, sampler
 from empirical.sketch import CountSketch
 from empirical.recorder import Recorder
 from theory import rundir
+from theory.cli import pipe_safe_stdout
 
 
 class Stopped(Exception):
@@ -388,41 +389,10 @@ def main(argv: list[str] | None = None) -> Path:
     return run_dir
 
 
-class _PipeSafeStdout:
-    """sys.stdout that goes quiet instead of raising when its reader has gone (``... | head``): a training run must
-    not die of BrokenPipeError in a progress row. Everything else is delegated to the real stream."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def _closed_reader(self):  # the fix Python's docs give for SIGPIPE: point fd 1 at /dev/null, keep going
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
-
-    def write(self, text):
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            self._closed_reader()
-            return len(text)
-
-    def flush(self):
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            self._closed_reader()
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
 def cli(argv: list[str] | None = None) -> int:
     """Entry point with the error contract (see the module docstring for exit codes)."""
-    real = sys.stdout
-    sys.stdout = real if isinstance(real, _PipeSafeStdout) else _PipeSafeStdout(real)
-    try:
+    with pipe_safe_stdout():   # `... | head` must not kill a training run in a progress row
         return _cli(argv)
-    finally:
-        sys.stdout = real
 
 
 def _cli(argv: list[str] | None) -> int:

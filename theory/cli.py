@@ -1,11 +1,16 @@
-"""The command-line contract shared by theory.predict, compare.report and figures.build (no torch here).
+"""The command-line contract shared by the entry points (theory.predict, empirical.run, compare.report,
+figures.build); imports no torch.
 
 Bad input gets ONE line on stderr naming the problem, exit status 2 and nothing written. argparse's own
 ``error`` prints a usage block of several lines first; ``OneLineParser`` keeps only the message.
+A reader that goes away (``... | head``) must not turn into a traceback or kill a run: ``pipe_safe_stdout``.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from contextlib import contextmanager
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -32,3 +37,41 @@ def keep_freed_memory() -> None:
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # glibc's malloc.h
     mallopt(M_TRIM_THRESHOLD, 256 << 20)                  # keep up to 256 MiB of freed heap for reuse
     mallopt(M_MMAP_THRESHOLD, 32 << 20)                   # serve blocks below 32 MiB (glibc's maximum) from the heap
+
+
+class _PipeSafeStdout:
+    """sys.stdout that goes quiet instead of raising BrokenPipeError when its reader has gone; everything else is
+    delegated to the real stream."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _closed_reader(self):  # the fix Python's docs give for SIGPIPE: point the fd at /dev/null, keep going
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed_reader()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed_reader()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def pipe_safe_stdout():
+    """Within the block, writes to a closed stdout pipe are dropped (the work goes on); restored afterwards."""
+    real = sys.stdout
+    sys.stdout = real if isinstance(real, _PipeSafeStdout) else _PipeSafeStdout(real)
+    try:
+        yield
+    finally:
+        sys.stdout = real

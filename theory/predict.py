@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from theory import rundir, spec
-from theory.cli import OneLineParser, keep_freed_memory
+from theory.cli import OneLineParser, keep_freed_memory, pipe_safe_stdout
 
 AVG_CHOICES = ("none", "ema", "swa", "two-point", "points")
 N_OUTPUT_POINTS = 200  # trajectory points written and printed (the engine's cost grows with these, not with steps)
@@ -36,7 +36,7 @@ class UsageError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m theory.predict", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model (theory.md §2)")
     g.add_argument("--curvature", type=float, default=1.0, help="one curvature h (1/LR units); α = λh")
     g.add_argument("--spectrum", default=None,
@@ -337,14 +337,11 @@ def cli(argv: list[str] | None = None) -> int:
     """Entry point with the error contract: bad input -> one line on stderr, exit 2, nothing written."""
     keep_freed_memory()
     try:
-        main(argv)
+        with pipe_safe_stdout():   # `... | head`: the rest of the output (and the figure) is still written
+            main(argv)
     except (UsageError, ValueError, rundir.RunDirError) as e:
         print(f"theory.predict: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:   # stdout closed early (`... | head`): the run directory is written; leave quietly
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     return 0
 
 
