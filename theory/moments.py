@@ -6,7 +6,8 @@ Per eigendirection (theory.md §2.2, §2.6) heavy-ball SGD is the linear Gaussia
 
 so the first two moments of the state s_t = (x_t, x_{t−1}[, y_t]) follow mean_{t+1} = A mean_t and the Lyapunov
 update P_{t+1} = A P_t Aᵀ + σ² b bᵀ (theory.md §2.3, §3.3, §8). ``y`` is the EMA, or for SWA the *unnormalised*
-running sum S (so every coefficient is constant within a constant-LR phase; the average is S/n).
+running sum S (so every coefficient is constant within a constant-LR phase; the average is S/n). Without
+momentum the update never reads x_{t−1}, so that slot is dropped and the state is (x_t[, y_t]).
 Averaging updates are instantaneous linear "events" (reset y ← x at ``start``, then every ``every`` steps
 y ← g y + (1−g) x with g = γ^every, or S ← S + x). Two-point / N-point averages need no lagged state:
 Cov(x_t, x_s) = [Φ(t, s) P_s]₀₀ with Φ the transition product (theory.md §3.5, §8).
@@ -31,7 +32,10 @@ __all__ = ["Moments", "moments", "moments_from_alpha", "step_by_step", "excess_l
 
 @dataclass(frozen=True)
 class Moments:
-    """Moments at the requested steps (iterate after t updates). Arrays are [T, D]."""
+    """Moments at the requested steps (iterate after t updates). Arrays are [T, D].
+
+    Under NoAverage the average is the iterate: ``mean_avg is mean_x`` and ``var_avg is cov_x_avg is var_x``
+    (shared arrays, not copies; treat them as read-only)."""
 
     step: np.ndarray      # int64[T]
     mean_x: np.ndarray    # E[x_t], parameter units
@@ -88,26 +92,38 @@ class _Powers:
         return self.cache[n]
 
 
-def _step_map(alpha: np.ndarray, mu: float, sigma2: np.ndarray, n: int):
-    """One heavy-ball update of (x, x_prev[, y]) at rate α (y unchanged): theory.md §2.6."""
+def _step_map(alpha: np.ndarray, mu: float, sigma2: np.ndarray, n: int, nx: int = 2):
+    """One heavy-ball update of (x, x_prev[, y]) at rate α (y unchanged): theory.md §2.6.
+
+    ``nx`` is the number of iterate slots: 2 keeps x_{t−1} (momentum reads it), 1 drops it. With μ = 0 the update
+    never reads x_{t−1}, and dropping it turns the 3×3 (2×2) per-direction products into 2×2 (1×1): the einsum
+    products cost 186 / 62 / 16 µs at n = 3 / 2 / 1 for 10,000 directions on the 2-core dev machine.
+    """
     d = alpha.size
     a = np.zeros((n, n, d))
-    a[0, 0], a[0, 1], a[1, 0] = 1.0 + mu - alpha, -mu, 1.0
-    if n == 3:
-        a[2, 2] = 1.0
+    a[0, 0] = 1.0 + mu - alpha
+    if nx == 2:
+        a[0, 1], a[1, 0] = -mu, 1.0
+    for i in range(nx, n):
+        a[i, i] = 1.0
     g = np.zeros((n, n, d))
     g[0, 0] = alpha * alpha * sigma2
     return a, g
 
 
-def _one_step(state, alpha, mu, sigma2):
+def _one_step(state, alpha, mu, sigma2, nx: int = 2):
     """The same update written out element-wise: the fast path for phases one step long (e.g. cosine decay)."""
     mean, p = state
     c = 1.0 + mu - alpha
-    mean = mean.copy()
+    mean, q = mean.copy(), p.copy()
+    if nx == 1:                                  # state (x[, y]): no x_{t−1} slot (μ = 0)
+        mean[0] = c * mean[0]
+        q[0, 0] = c * c * p[0, 0] + alpha * alpha * sigma2
+        if p.shape[0] == 2:
+            q[0, 1] = q[1, 0] = c * p[0, 1]
+        return mean, q
     mean[0], mean[1] = c * mean[0] - mu * mean[1], mean[0].copy()
     row = c * p[0] - mu * p[1]             # Cov(x_{t+1}, s_t) before the noise, one entry per state component
-    q = p.copy()
     q[0, 0] = c * row[0] - mu * row[1] + alpha * alpha * sigma2
     q[0, 1] = q[1, 0] = row[0]
     q[1, 1] = p[0, 0]
@@ -122,7 +138,8 @@ def _one_step(state, alpha, mu, sigma2):
 class _Events:
     """Event times of an EMA/SWA: reset at r = start, updates at r + j·c for 1 ≤ j ≤ last (None = no end)."""
 
-    def __init__(self, avg: Averaging):
+    def __init__(self, avg: Averaging, iy: int = 2):
+        self.iy = iy                                 # index of y in the state (after the nx iterate slots)
         self.kind = "ema" if isinstance(avg, EMA) else "swa"
         self.r, self.c = int(avg.start), int(avg.every)
         self.last = None if self.kind == "ema" or avg.length is None else int(avg.length) - 1
@@ -153,32 +170,33 @@ class _Events:
         return (self.g, 1.0 - self.g) if self.kind == "ema" else (1.0, 1.0)   # EMA update / S ← S + x
 
     def event_map(self, t: int, d: int):
-        phi, g = _identity(3, d)
-        phi[2, 2], phi[2, 0] = self._coefs(t)
+        iy = self.iy
+        phi, g = _identity(iy + 1, d)
+        phi[iy, iy], phi[iy, 0] = self._coefs(t)
         return phi, g
 
     def apply_event(self, t: int, state):
         """Element-wise form of ``_apply(self.event_map(t, d), state)``."""
         u, w = self._coefs(t)
-        mean, p = state[0].copy(), state[1].copy()
-        mean[2] = u * mean[2] + w * mean[0]
-        p[2, 2] = u * u * p[2, 2] + 2 * u * w * p[2, 0] + w * w * p[0, 0]
-        for j in (0, 1):
-            p[2, j] = p[j, 2] = u * p[2, j] + w * p[0, j]
+        iy, mean, p = self.iy, state[0].copy(), state[1].copy()
+        mean[iy] = u * mean[iy] + w * mean[0]
+        p[iy, iy] = u * u * p[iy, iy] + 2 * u * w * p[iy, 0] + w * w * p[0, 0]
+        for j in range(iy):
+            p[iy, j] = p[j, iy] = u * p[iy, j] + w * p[0, j]
         return mean, p
 
 
 class _Phase:
     """A constant-rate piece [start, stop) with lazily cached step powers and block (c steps + update) powers."""
 
-    def __init__(self, start, stop, alpha, mu, sigma2, n):
+    def __init__(self, start, stop, alpha, mu, sigma2, n, nx):
         self.start, self.stop, self.alpha = start, stop, alpha
-        self.mu, self.sigma2, self.n = mu, sigma2, n
+        self.mu, self.sigma2, self.n, self.nx = mu, sigma2, n, nx
         self._step = self._block = None
 
     def steps(self, k: int):
         if self._step is None:
-            self._step = _Powers(_step_map(self.alpha, self.mu, self.sigma2, self.n))
+            self._step = _Powers(_step_map(self.alpha, self.mu, self.sigma2, self.n, self.nx))
         return self._step(k)
 
     def blocks(self, q: int, ev: _Events):
@@ -198,7 +216,7 @@ class _Phase:
             tau = None if ev is None else ev.next_after(t)
             nxt = t_end if tau is None or tau > t_end else tau
             if nxt - t == 1:
-                state = _one_step(state, self.alpha, self.mu, self.sigma2)
+                state = _one_step(state, self.alpha, self.mu, self.sigma2, self.nx)
             else:
                 state = _apply(self.steps(nxt - t), state)
             t = nxt
@@ -225,6 +243,13 @@ def diverges(model: NQM, opt: SGD, total: int | None = None) -> np.ndarray:
     else:
         peak = max((lr for _, _, lr in opt.schedule.phases(int(total))), default=0.0)
     return peak * model.h >= opt.max_stable_alpha()
+
+
+def sorted_unique(a) -> np.ndarray:
+    """``np.unique`` for 1-D integer arrays. Why not np.unique: its first call imports numpy.ma, 13 ms of a
+    fast ``theory.predict`` call on the 2-core dev machine."""
+    a = np.sort(np.asarray(a).ravel())
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if a.size else a
 
 
 def _steps(steps) -> np.ndarray:
@@ -256,17 +281,18 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
     if not isinstance(avg, (NoAverage, EMA, SWA, TwoPoint, NPoint)):
         raise ValueError(f"avg must be one of NoAverage, EMA, SWA, TwoPoint, NPoint; got {type(avg).__name__}")
     steps = _steps(steps)
-    times = np.unique(steps)
+    times = sorted_unique(steps)
     d, mu, sigma2 = model.dim, float(momentum), model.sigma2
-    ev = _Events(avg) if isinstance(avg, (EMA, SWA)) else None
-    n_state = 3 if ev else 2
+    nx = 2 if mu != 0 else 1                  # iterate slots: x_{t−1} only matters with momentum (_step_map)
+    ev = _Events(avg, iy=nx) if isinstance(avg, (EMA, SWA)) else None
+    n_state = nx + (1 if ev else 0)
     phases, t = [], 0
     for a, b, alpha in alpha_phases:
         alpha = np.broadcast_to(np.asarray(alpha, dtype=float), (d,))
         if a != t or b <= a or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
             raise ValueError("alpha_phases must be contiguous (start, stop, alpha>=0 finite) pieces from step 0; "
                              f"got a piece ({a}, {b}) after step {t}")
-        phases.append(_Phase(a, b, alpha, mu, sigma2, n_state))
+        phases.append(_Phase(a, b, alpha, mu, sigma2, n_state, nx))
         t = b
     if t < times[-1]:
         raise ValueError(f"alpha_phases cover [0, {t}) but steps go up to {times[-1]}")
@@ -278,11 +304,15 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
     mean = np.zeros((n_state, d))
     mean[:] = model.m0
     cov = np.zeros((n_state, n_state, d))
-    cov[:2, :2] = model.v0                                        # x_{−1} = x_0: zero initial velocity
+    cov[:nx, :nx] = model.v0                                      # x_{−1} = x_0: zero initial velocity
     state = (mean, cov)
     if ev is not None and ev.r == 0:
         state = ev.apply_event(0, state)
-    out = {k: np.empty((times.size, d)) for k in ("mx", "vx", "ma", "va", "ca")}
+    lagged = npts > 1 and gap > 0
+    has_avg = ev is not None or lagged
+    # Without an average the *_avg arrays are the iterate's own (the same objects: half the memory and copies)
+    keys = ("mx", "vx", "ma", "va", "ca") if has_avg else ("mx", "vx")
+    out = {k: np.empty((times.size, d)) for k in keys}
     kept: dict[int, tuple] = {}
     row = {int(s): i for i, s in enumerate(times)}
     t, pi = 0, 0
@@ -297,25 +327,34 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
                     pi += 1
                     if pi < len(phases):
                         state = _apply(_lr_change(phases[pi - 1], phases[pi]), state)
-            if npts > 1 and gap > 0:
+            if lagged:
                 kept[target] = state
             if target in row:
                 i, (m, p) = row[target], state
                 out["mx"][i], out["vx"][i] = m[0], p[0, 0]
-                out["ma"][i], out["va"][i], out["ca"][i] = m[0], p[0, 0], p[0, 0]
+                if not has_avg:
+                    continue
                 if ev is not None and target >= ev.r:
                     nrm = 1.0 if ev.kind == "ema" else float(ev.count(target))
-                    out["ma"][i], out["va"][i], out["ca"][i] = m[2] / nrm, p[2, 2] / nrm ** 2, p[0, 2] / nrm
-        if npts > 1 and gap > 0:
+                    out["ma"][i], out["va"][i], out["ca"][i] = m[nx] / nrm, p[nx, nx] / nrm ** 2, p[0, nx] / nrm
+                else:
+                    out["ma"][i], out["va"][i], out["ca"][i] = m[0], p[0, 0], p[0, 0]
+        if lagged:
             _lagged(out, times, kept, phases, npts, gap)
-    for k in ("mx", "vx", "ma", "va", "ca"):                    # NaN only arises as inf − inf past divergence:
+    for k in keys:                                                # NaN only arises as inf − inf past divergence:
+        if not np.isnan(np.sum(out[k])):                          # (a sum is NaN iff some entry is, or ±inf meet:
+            continue                                              # a cheap screen before the element-wise pass)
         nan = np.isnan(out[k])                                    # variances are +inf there, means ±inf, or 0
         if nan.any():                                             # exactly where m0 = 0 (then E x_t = 0 for all t)
             fill = np.where(model.m0 == 0, 0.0, np.inf) if k in ("mx", "ma") else np.full(d, np.inf)
             out[k][nan] = np.broadcast_to(fill, nan.shape)[nan]
+    if not has_avg:
+        out.update(ma=out["mx"], va=out["vx"], ca=out["vx"])      # Cov(x, x) = Var x
     if not np.array_equal(times, steps):
         inv = np.searchsorted(times, steps)
-        out = {k: v[inv] for k, v in out.items()}
+        out = {k: v[inv] for k, v in out.items()} if has_avg else {k: out[k][inv] for k in ("mx", "vx")}
+        if not has_avg:
+            out.update(ma=out["mx"], va=out["vx"], ca=out["vx"])
     return Moments(step=steps, mean_x=out["mx"], var_x=out["vx"], mean_avg=out["ma"], var_avg=out["va"],
                    cov_x_avg=out["ca"])
 
@@ -341,17 +380,18 @@ def _lr_change(prev: _Phase, new: _Phase):
 
 
 def _transition(phases: list[_Phase], s: int, t: int) -> np.ndarray:
-    """Φ(t, s): the product of the step matrices of updates s..t−1 and of the LR-change maps between them (2×2×D)."""
-    phi = None
+    """Φ(t, s): the product of the step matrices of updates s..t−1 and of the LR-change maps between them
+    (nx×nx×D: 2×2 with momentum, 1×1 without)."""
+    phi, nx = None, phases[0].nx
     for i, ph in enumerate(phases):
         if i > 0 and s < ph.start <= t:  # kept states are taken after the change map at their own step
-            change = _lr_change(phases[i - 1], ph)[0][:2, :2]
+            change = _lr_change(phases[i - 1], ph)[0][:nx, :nx]
             phi = change if phi is None else _mm(change, phi)
         a, b = max(ph.start, s), min(ph.stop, t)
         if a < b:
             step = ph.steps(b - a)[0]
             phi = step if phi is None else _mm(step, phi)
-    return phi if phi is not None else _identity(2, phases[0].alpha.size)[0]
+    return phi if phi is not None else _identity(nx, phases[0].alpha.size)[0]
 
 
 def _lagged(out, times, kept, phases, npts, gap):
@@ -386,7 +426,7 @@ def excess_loss(model: NQM, mean, var) -> np.ndarray:
     """E L(θ) − L_floor = ½ Σ_k h_k (m_k² + v_k) over the last axis (theory.md §2.3)."""
     mean, var = np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
     with np.errstate(over="ignore", invalid="ignore"):
-        return 0.5 * np.sum(model.h * (mean * mean + var), axis=-1)
+        return 0.5 * ((mean * mean + var) @ model.h)   # a BLAS product instead of h·(m² + v) then a sum
 
 
 def step_by_step(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:

@@ -196,8 +196,10 @@ def _listify(x: np.ndarray, single: bool):
 
 
 def output_steps(total: int, extra: list[int]) -> np.ndarray:
-    grid = np.unique(np.round(np.linspace(0, total, N_OUTPUT_POINTS + 1)).astype(np.int64))
-    return np.unique(np.concatenate([grid, np.asarray([e for e in extra if 0 <= e <= total], dtype=np.int64)]))
+    from theory.moments import sorted_unique
+
+    grid = np.round(np.linspace(0, total, N_OUTPUT_POINTS + 1)).astype(np.int64)
+    return sorted_unique(np.concatenate([grid, np.asarray([e for e in extra if 0 <= e <= total], dtype=np.int64)]))
 
 
 def forward(model: spec.NQM, opt: spec.SGD, avg, total: int) -> tuple[dict, dict]:
@@ -312,14 +314,17 @@ def main(argv: list[str] | None = None) -> Path:
            "offset": args.offset, "init": args.init, "inverse": args.inverse}
     run = rundir.new_run_dir("theory", name, out=args.out)
     rundir.write_config(run, "theory", cfg, command=["python", "-m", "theory.predict", *(sys.argv[1:] if argv is None else argv)])
-    rundir.write_env(run)
+    rundir.write_env(run, packages=rundir.THEORY_PACKAGES)
     rundir.Trajectory({k: np.asarray(v) for k, v in series.items()} or {"nqm/step": np.zeros(0, np.int64)}).save(
         run / "trajectory.npz")
     status = "diverged" if result.get("status") == "diverges" else "ok"
-    rundir.write_summary(run, status, args.steps, prediction=result)
+    big = model.dim > 1                        # a spectrum: format its 10,000-entry lists once, for both outputs
+    prediction = rundir.encoded(result) if big else result
+    rundir.write_summary(run, status, args.steps, prediction=prediction)
     result["run_dir"] = str(run)
-    if args.json:
-        print(rundir.to_json_text(result, compact=True), end="")
+    if args.json:                              # the prediction's members plus run_dir, as one object
+        text = prediction if big else rundir.encoded({k: v for k, v in result.items() if k != "run_dir"})
+        print(f'{text[:-1]}, "run_dir": {json.dumps(str(run))}}}')
     else:
         print_human(result, series, cfg)
         if series and "nqm/step" in series:

@@ -127,7 +127,7 @@ def fixed_batch_loss(model: NQM, opt: SGD, used_at: int, steps) -> FixedBatchLos
     bad = bool(np.any([np.any(a >= opt.max_stable_alpha()) for _, _, a in phases_a]))
     if bad or not (np.all(np.isfinite(m.var_x)) and np.all(np.isfinite(m.mean_x))):
         return FixedBatchLoss(True, steps, s, None, None, None)
-    phases = [_Phase(a, b, al, opt.momentum, model.sigma2, 2) for a, b, al in phases_a]
+    phases = [_Phase(a, b, al, opt.momentum, model.sigma2, 2, 2) for a, b, al in phases_a]
     alpha_s = float(opt.schedule.lr_at(np.array([s]))[0]) * model.h
     unseen = 0.5 * np.sum(model.h * (m.mean_x ** 2 + m.var_x + model.sigma2), axis=1)
     cov = np.zeros_like(m.var_x)

@@ -76,3 +76,24 @@ def test_relative_errors_survive_zero_means_and_divergence():
     assert np.isfinite(e.max_rel_err_mean) and np.isfinite(e.max_rel_err_var)
     bad = E.equivalence(spec.NQM(h=[1.0, 10.0]), spec.SGD(spec.Constant(0.5)), spec.EMA(0.9), np.arange(0, 50, 5))
     assert bad.diverged and bad.equivalent.startswith("diverges")
+
+
+@pytest.mark.parametrize("avg", [spec.EMA(0.99, start=100), spec.SWA(start=150, length=60, every=2),
+                                 spec.TwoPoint(40), spec.NPoint(3, 25)])
+@pytest.mark.parametrize("mu", [0.0, 0.9])
+def test_blocks_of_directions_give_the_same_answer(monkeypatch, avg, mu):
+    # 7 directions with their own curvature, noise and offset, split into blocks of 3, 3 and 1
+    model = spec.NQM(h=np.logspace(-2, 0, 7), sigma2=np.linspace(0.5, 2.0, 7), m0=np.linspace(-1, 1, 7))
+    opt = spec.SGD(spec.Cosine(lr=0.05, total=400), momentum=mu)
+    steps = np.arange(0, 401, 20)
+    whole = E.equivalence(model, opt, avg, steps)
+    monkeypatch.setattr(E, "BLOCK_DIRECTIONS", 3)
+    blocks = E.equivalence(model, opt, avg, steps)
+    for name in ("loss_raw", "loss_avg", "loss_equiv", "loss_equiv_scalar"):
+        np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), rtol=1e-12, atol=0)
+    for name in ("max_rel_err_mean", "max_rel_err_var", "max_rel_err_loss_scalar"):
+        assert getattr(blocks, name) == pytest.approx(getattr(whole, name), rel=1e-12, abs=1e-15)
+    # and the losses are those of the moments of the whole model, computed directly
+    m = M.moments(model, opt, avg, steps)
+    np.testing.assert_allclose(blocks.loss_avg, M.excess_loss(model, m.mean_avg, m.var_avg), rtol=1e-12)
+    np.testing.assert_allclose(blocks.loss_raw, M.excess_loss(model, m.mean_x, m.var_x), rtol=1e-12)

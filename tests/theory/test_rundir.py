@@ -80,3 +80,24 @@ def test_failed_atomic_write_leaves_previous_file(tmp_path, monkeypatch):
         rundir.atomic_write_json(path, {"v": 2})
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left behind
+
+
+def test_package_versions_agree_with_importlib_metadata():
+    from importlib import metadata
+    expected = {}
+    for name in rundir.ALL_PACKAGES + ("no-such-distribution-xyz",):
+        try:
+            expected[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    assert rundir.package_versions(rundir.ALL_PACKAGES + ("no-such-distribution-xyz",)) == expected
+    assert "numpy" in expected                             # the comparison is not vacuous
+
+
+def test_encoded_json_is_spliced_verbatim_and_parses():
+    inner = rundir.encoded({"v": np.array([1.0, np.inf, 3.0]), "s": "x"})
+    text = rundir.to_json_text({"a": inner, "b": [1, inner], "c": "encoded-json-0:0"})
+    assert json.loads(text) == {"a": {"s": "x", "v": [1.0, None, 3.0]}, "b": [1, {"s": "x", "v": [1.0, None, 3.0]}],
+                                "c": "encoded-json-0:0"}
+    with pytest.raises(TypeError):
+        json.dumps(rundir._plain(inner, [0]))
