@@ -110,6 +110,10 @@ class RunConfig:
                          "measurements")
     bank_size: int = _f(4, "K: number of fixed training batches (and of held-out batches) in the bank",
                         "measurements")
+    bank_batch_size: int = _f(0, "images of each bank batch whose loss is recorded: the first N of the training "
+                                 "(held-out) batch, 0 = all. Each recorded image costs one eval-mode forward, so "
+                                 "the bank costs ~2·K·N/(B·bank_every) eval forwards per training step; the "
+                                 "probe, alignment and curvature always use whole batches", "measurements")
     probe_every: int = _f(20, "one-step probe every this many steps; 0 = off", "measurements")
     probe_etas: int = _f(13, "number of log-spaced probe LRs eta", "measurements")
     probe_lo: float = _f(1e-3, "smallest probe LR, as a multiple of lambda_eff = lr / (1 - mu)", "measurements")
@@ -394,7 +398,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1")
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
-                    "train_eval_size", "bank_every", "probe_every", "align_every", "curv_every", "workers", "sketch_dim",
+                    "train_eval_size", "bank_every", "bank_batch_size", "probe_every", "align_every", "curv_every", "workers", "sketch_dim",
                     "shift_augment",
                     "checkpoint_every", "checkpoint_keep_every")
     for name in non_negative:
@@ -403,6 +407,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in ("max_train", "max_test"):
         v = getattr(cfg, name)
         need(v is None or v >= 1, f"{_flag(name)} {v}: must be an integer >= 1 or none")
+    need(cfg.bank_batch_size <= cfg.batch_size, f"--bank-batch-size {cfg.bank_batch_size}: must be <= --batch-size "
+                                                f"{cfg.batch_size} (a bank batch is a training batch; 0 = all of it)")
     T = cfg.steps
     need(cfg.max_steps <= T, f"--max-steps {cfg.max_steps}: must be <= --steps {T} (0 = --steps)")
     need(cfg.warmup_steps < T and cfg.decay_start < T,

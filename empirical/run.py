@@ -98,8 +98,9 @@ def measure(step, cfg, model, fixed, lr, x, y, env, rec) -> None:
     if not any(due(e) for e in (cfg.bank_every, cfg.probe_every, cfg.align_every, cfg.curv_every)):
         return
     if due(cfg.bank_every):
-        rec.log("bank", step, train_loss=M.batch_losses(model, list(fixed["bank"])),
-                heldout_loss=M.batch_losses(model, list(fixed["held"])))
+        n = cfg.bank_batch_size or None          # the first n images of each bank batch (None: all)
+        rec.log("bank", step, train_loss=M.batch_losses(model, [(x[:n], y[:n]) for x, y in fixed["bank"]]),
+                heldout_loss=M.batch_losses(model, [(x[:n], y[:n]) for x, y in fixed["held"]]))
     if due(cfg.probe_every):
         etas = M.probe_etas(max(lr, 1e-12), cfg.momentum, n=cfg.probe_etas, lo=cfg.probe_lo, hi=cfg.probe_hi)
         (xb, yb), (xh, yh) = fixed["bank"][0], fixed["held"][0]

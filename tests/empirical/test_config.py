@@ -61,6 +61,8 @@ def test_cli_parsing_types():
     (["smoke", "--bogus", "1"], "unrecognized"), (["smoke", "--momentum", "1"], "--momentum"),
     (["smoke", "--swa-start", "500"], "--swa-start"), ([], "missing PRESET"),
     (["smoke", "--branch-schedule", "half"], "--branch-from"),
+    (["smoke", "--batch-size", "16", "--bank-batch-size", "17"], "--bank-batch-size"),
+    (["smoke", "--bank-batch-size", "-1"], "--bank-batch-size"),
 ])
 def test_bad_values_raise_one_line(argv, words):
     with pytest.raises(C.ConfigError) as e:

@@ -292,3 +292,17 @@ def test_imagenet_layout_errors(tmp_path, monkeypatch):
     (no_images / "train" / "n03").mkdir()
     (no_images / "val" / "n03").mkdir()
     assert_one_line_error("n03", "imagenet", no_images)
+
+
+def test_digits_file_is_what_load_digits_returns_in_the_same_order():
+    import gzip
+
+    from sklearn.datasets import load_digits
+
+    from empirical.data import digits_path
+
+    with gzip.open(digits_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    d = load_digits()
+    assert np.array_equal(table[:, :64].reshape(-1, 8, 8), d.images)
+    assert np.array_equal(table[:, 64].astype(np.int64), d.target)

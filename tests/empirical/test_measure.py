@@ -211,3 +211,31 @@ def test_batch_losses_by_hand():
         want = [F.cross_entropy(m(a), b).item() for a, b in batches]
     assert got.dtype == np.float64 and got.shape == (2,)
     np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_bank_records_the_first_n_images_of_each_batch(n):
+    # the bank's losses equal cross-entropy of the first n images (all for n = 0), computed here by hand
+    from dataclasses import replace
+
+    from empirical import config, run
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 4, (8,))) for _ in range(4)]
+    fixed = {"bank": batches[:2], "held": batches[2:]}
+    cfg = replace(config.RunConfig(), bank_every=1, bank_batch_size=n, probe_every=0, align_every=0, curv_every=0)
+    logged = {}
+
+    class Rec:
+        def log(self, group, step, **series):
+            logged[group] = series
+
+    run.measure(0, cfg, model, fixed, 0.1, None, None, None, Rec())
+    k = n or 8
+    for name, part in (("train_loss", batches[:2]), ("heldout_loss", batches[2:])):
+        want = []
+        for x, y in part:
+            logits = x[:k].reshape(k, 12) @ model[1].weight.T + model[1].bias
+            want.append(float(-(logits.log_softmax(1)[torch.arange(k), y[:k]]).mean()))
+        np.testing.assert_allclose(logged["bank"][name], want, rtol=1e-6)
