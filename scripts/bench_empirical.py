@@ -169,14 +169,25 @@ def main() -> None:
     images = {names[2]: a.batch, names[3]: 4 * a.batch, names[4]: 4 * quarter}   # K·N recorded images per side
     times: dict[str, list[float]] = {n: [] for n in [*names, "reference", "eval forward"]}
     inloop = {n: [] for n in names[1:]}   # per repeat: (recorder + averages seconds) / (rest of the step), same run
-    for _ in range(a.repeats):  # interleaved, so a busy neighbour slows every configuration alike
+    # untimed warmup of both loops: the first training run in a process pays one-off costs (allocator growth,
+    # oneDNN primitive caches) that would otherwise land on whichever configuration runs first
+    our_step_time(bundle, bare, 3, 3)
+    reference_step_time(bundle, "resnet20", a.batch, 3, dev, cuda, cuda)
+
+    def reference():
+        times["reference"].append(reference_step_time(bundle, "resnet20", a.batch, a.steps, dev, cuda, cuda))
+
+    for rep in range(a.repeats):  # interleaved, so a busy neighbour slows every configuration alike
+        if rep % 2:               # alternate the reference between first and last of each repeat
+            reference()
         for n, argv in zip(names, (bare, avgs, bank1, bank4, bank4q)):
             acc: dict = {}
             times[n].append(our_step_time(bundle, argv, 25, a.steps, acc))
             if n in inloop:
                 extra = (acc.get("measure", 0.0) + acc.get("averages", 0.0)) / a.steps
                 inloop[n].append(extra / (times[n][-1] - extra))
-        times["reference"].append(reference_step_time(bundle, "resnet20", a.batch, a.steps, dev, cuda, cuda))
+        if not rep % 2:
+            reference()
         times["eval forward"].append(eval_forward_time(bundle, "resnet20", a.batch, a.steps, dev, cuda))
     med = {n: min(v) for n, v in times.items()}  # min of repeats: other jobs on the machine only ever add time
     b, r = med[names[0]], med["reference"]
