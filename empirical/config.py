@@ -398,9 +398,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1")
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
-                    "train_eval_size", "bank_every", "bank_batch_size", "probe_every", "align_every", "curv_every", "workers", "sketch_dim",
-                    "shift_augment",
-                    "checkpoint_every", "checkpoint_keep_every")
+                    "train_eval_size", "bank_every", "bank_batch_size", "probe_every", "align_every", "curv_every",
+                    "workers", "sketch_dim", "shift_augment", "checkpoint_every", "checkpoint_keep_every")
     for name in non_negative:
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 0, f"{_flag(name)} {v}: must be an integer >= 0")

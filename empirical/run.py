@@ -99,8 +99,8 @@ def measure(step, cfg, model, fixed, lr, x, y, env, rec) -> None:
         return
     if due(cfg.bank_every):
         n = cfg.bank_batch_size or None          # the first n images of each bank batch (None: all)
-        rec.log("bank", step, train_loss=M.batch_losses(model, [(x[:n], y[:n]) for x, y in fixed["bank"]]),
-                heldout_loss=M.batch_losses(model, [(x[:n], y[:n]) for x, y in fixed["held"]]))
+        losses = lambda batches: M.batch_losses(model, [(x[:n], y[:n]) for x, y in batches])  # noqa: E731
+        rec.log("bank", step, train_loss=losses(fixed["bank"]), heldout_loss=losses(fixed["held"]))
     if due(cfg.probe_every):
         etas = M.probe_etas(max(lr, 1e-12), cfg.momentum, n=cfg.probe_etas, lo=cfg.probe_lo, hi=cfg.probe_hi)
         (xb, yb), (xh, yh) = fixed["bank"][0], fixed["held"][0]

@@ -185,8 +185,8 @@ def equivalence(model: NQM, opt: SGD, avg: Averaging, steps) -> Equivalence:
     per_dir = [p for p in per_dir if p[0] < p[1]] or [(0, 1, alpha)]
     scalar = [p for p in scalar if p[0] < p[1]] or [(0, 1, alpha)]
 
-    loss_raw, la, le, ls, err_m, err_v = _moments_in_blocks(model, opt, avg, per_dir, scalar, steps, t0, v_stat)
     after = _rows_from(steps, t0)
+    loss_raw, la, le, ls, err_m, err_v = _moments_in_blocks(model, opt, avg, per_dir, scalar, steps, after, v_stat)
     return Equivalence(
         avg=avg, equivalent=("diverges: " if bad else "") + desc, lr_ref=lr_ref, switch_step=t0, lr_eq=lr_eq,
         lr_eq_approx=lr_apx, lr_eq_scalar=lr_sc, equivalent_schedule=eq_sched, steps=steps,
@@ -206,10 +206,11 @@ def _block(phases, d: int, sl: slice):
     return [(a, b, np.broadcast_to(al, (d,))[sl]) for a, b, al in phases]
 
 
-def _moments_in_blocks(model: NQM, opt: SGD, avg: Averaging, per_dir, scalar, steps, t0: int, v_stat):
+def _moments_in_blocks(model: NQM, opt: SGD, avg: Averaging, per_dir, scalar, steps, after, v_stat):
     """Excess losses [T] of the raw iterate, the average, its per-direction and scalar equivalents, and the
-    largest relative mean / variance errors (t ≥ t0) of average vs per-direction equivalent, block by block."""
-    mu, after = opt.momentum, _rows_from(steps, t0)
+    largest relative mean / variance errors over the rows ``after`` (t ≥ T0) of average vs per-direction
+    equivalent, block by block."""
+    mu = opt.momentum
     loss_raw, la, le, ls = (np.zeros(steps.size) for _ in range(4))
     err_m = err_v = 0.0
     for lo in range(0, model.dim, BLOCK_DIRECTIONS):

@@ -348,13 +348,11 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
         if nan.any():                                             # exactly where m0 = 0 (then E x_t = 0 for all t)
             fill = np.where(model.m0 == 0, 0.0, np.inf) if k in ("mx", "ma") else np.full(d, np.inf)
             out[k][nan] = np.broadcast_to(fill, nan.shape)[nan]
-    if not has_avg:
-        out.update(ma=out["mx"], va=out["vx"], ca=out["vx"])      # Cov(x, x) = Var x
     if not np.array_equal(times, steps):
         inv = np.searchsorted(times, steps)
-        out = {k: v[inv] for k, v in out.items()} if has_avg else {k: out[k][inv] for k in ("mx", "vx")}
-        if not has_avg:
-            out.update(ma=out["mx"], va=out["vx"], ca=out["vx"])
+        out = {k: v[inv] for k, v in out.items()}
+    if not has_avg:
+        out.update(ma=out["mx"], va=out["vx"], ca=out["vx"])      # Cov(x, x) = Var x
     return Moments(step=steps, mean_x=out["mx"], var_x=out["vx"], mean_avg=out["ma"], var_avg=out["va"],
                    cov_x_avg=out["ca"])
 

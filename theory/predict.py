@@ -318,12 +318,10 @@ def main(argv: list[str] | None = None) -> Path:
     rundir.Trajectory({k: np.asarray(v) for k, v in series.items()} or {"nqm/step": np.zeros(0, np.int64)}).save(
         run / "trajectory.npz")
     status = "diverged" if result.get("status") == "diverges" else "ok"
-    big = model.dim > 1                        # a spectrum: format its 10,000-entry lists once, for both outputs
-    prediction = rundir.encoded(result) if big else result
-    rundir.write_summary(run, status, args.steps, prediction=prediction)
+    text = rundir.encoded(result)              # formatted once: a spectrum's 10,000-entry lists, for both outputs
+    rundir.write_summary(run, status, args.steps, prediction=text if model.dim > 1 else result)  # 1 direction: indented
     result["run_dir"] = str(run)
     if args.json:                              # the prediction's members plus run_dir, as one object
-        text = prediction if big else rundir.encoded({k: v for k, v in result.items() if k != "run_dir"})
         print(f'{text[:-1]}, "run_dir": {json.dumps(str(run))}}}')
     else:
         print_human(result, series, cfg)
