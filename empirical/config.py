@@ -110,10 +110,13 @@ class RunConfig:
                          "measurements")
     bank_size: int = _f(4, "K: number of fixed training batches (and of held-out batches) in the bank",
                         "measurements")
-    bank_batch_size: int = _f(0, "images of each bank batch whose loss is recorded: the first N of the training "
-                                 "(held-out) batch, 0 = all. Each recorded image costs one eval-mode forward, so "
-                                 "the bank costs ~2·K·N/(B·bank_every) eval forwards per training step; the "
-                                 "probe, alignment and curvature always use whole batches", "measurements")
+    bank_fraction: float = _f(0.25, "fraction f of each bank batch whose loss is recorded: the first ceil(f·B) "
+                                    "images of the training (held-out) batch; 1 = whole batches. The NQM's dip after "
+                                    "use is the same for any subset of the trained batch, only the level rises by "
+                                    "½Σhσ²(1/f − 1) (theory.probes.fixed_batch_loss); each recorded image is one "
+                                    "eval-mode forward, so the bank costs ~2·K·f·r/bank_every of a training step (r ≈ "
+                                    "0.25: an eval forward over a training step). Probe, alignment and curvature "
+                                    "always use whole batches", "measurements")
     probe_every: int = _f(20, "one-step probe every this many steps; 0 = off", "measurements")
     probe_etas: int = _f(13, "number of log-spaced probe LRs eta", "measurements")
     probe_lo: float = _f(1e-3, "smallest probe LR, as a multiple of lambda_eff = lr / (1 - mu)", "measurements")
@@ -156,9 +159,14 @@ class RunConfig:
         """Number of optimiser steps this invocation trains to."""
         return self.max_steps if self.max_steps > 0 else self.steps
 
+    @property
+    def bank_images(self) -> int:
+        """Images of each bank batch whose loss is recorded: ceil(bank_fraction · B), at least 1."""
+        return max(1, min(self.batch_size, math.ceil(self.bank_fraction * self.batch_size - 1e-9)))
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["peak_lr"] = self.peak_lr
+        d["peak_lr"], d["bank_images"] = self.peak_lr, self.bank_images
         return d
 
 
@@ -398,7 +406,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1")
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
-                    "train_eval_size", "bank_every", "bank_batch_size", "probe_every", "align_every", "curv_every",
+                    "train_eval_size", "bank_every", "probe_every", "align_every", "curv_every",
                     "workers", "sketch_dim", "shift_augment", "checkpoint_every", "checkpoint_keep_every")
     for name in non_negative:
         v = getattr(cfg, name)
@@ -406,8 +414,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in ("max_train", "max_test"):
         v = getattr(cfg, name)
         need(v is None or v >= 1, f"{_flag(name)} {v}: must be an integer >= 1 or none")
-    need(cfg.bank_batch_size <= cfg.batch_size, f"--bank-batch-size {cfg.bank_batch_size}: must be <= --batch-size "
-                                                f"{cfg.batch_size} (a bank batch is a training batch; 0 = all of it)")
+    need(_is_num(cfg.bank_fraction) and 0 < cfg.bank_fraction <= 1,
+         f"--bank-fraction {cfg.bank_fraction}: must be in (0, 1] (the share of each bank batch recorded; 1 = all)")
     T = cfg.steps
     need(cfg.max_steps <= T, f"--max-steps {cfg.max_steps}: must be <= --steps {T} (0 = --steps)")
     need(cfg.warmup_steps < T and cfg.decay_start < T,

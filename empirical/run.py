@@ -98,7 +98,7 @@ def measure(step, cfg, model, fixed, lr, x, y, env, rec) -> None:
     if not any(due(e) for e in (cfg.bank_every, cfg.probe_every, cfg.align_every, cfg.curv_every)):
         return
     if due(cfg.bank_every):
-        n = cfg.bank_batch_size or None          # the first n images of each bank batch (None: all)
+        n = cfg.bank_images                      # the first ceil(f·B) images of each bank batch (config.py)
         losses = lambda batches: M.batch_losses(model, [(x[:n], y[:n]) for x, y in batches])  # noqa: E731
         rec.log("bank", step, train_loss=losses(fixed["bank"]), heldout_loss=losses(fixed["held"]))
     if due(cfg.probe_every):

@@ -106,20 +106,28 @@ class FixedBatchLoss:
     diverged: bool
     steps: np.ndarray
     used_at: int
-    loss_seen: np.ndarray | None      # ½Σh(m² + v + σ² − 2Cov(x_t, ε_B)) [T]
-    loss_unseen: np.ndarray | None    # ½Σh(m² + v + σ²) [T]
+    loss_seen: np.ndarray | None      # ½Σh(m² + v + σ²/f − 2Cov(x_t, ε_B)) [T], f the recorded fraction
+    loss_unseen: np.ndarray | None    # ½Σh(m² + v + σ²/f) [T]
     dip: float | None                 # loss_unseen − loss_seen right after the step: Σ h α_s σ²
 
 
-def fixed_batch_loss(model: NQM, opt: SGD, used_at: int, steps) -> FixedBatchLoss:
+def fixed_batch_loss(model: NQM, opt: SGD, used_at: int, steps, fraction: float = 1.0) -> FixedBatchLoss:
     """Fixed-batch loss along the trajectory, any schedule and momentum (theory.md §3.2).
 
     Cov(x_t, ε_B) = α_s [Φ(t, s+1)]₀₀ σ² for t > s (μ = 0: α_s Π_{r=s+1}^{t−1}(1 − α_r) σ²), else 0.
     Example: ``fixed_batch_loss(NQM(h=[1.]), SGD(Constant(.1)), 10, np.arange(30)).dip`` → 0.1.
+
+    ``fraction`` f: the loss is recorded on a fixed subset S of f·B of the batch's examples (what
+    ``empirical.run --bank-fraction`` records), and a batch's minimiser offset is the mean of i.i.d. per-example
+    offsets, so σ² = σ₁²/B. Then Var ε_S = σ²/f, while Cov(ε_S, ε_B) = σ₁²/B = σ² for S ⊂ B: the subset's curve is
+    ½Σh(m² + v + σ²/f − 2Cov(x_t, ε_B)) — its level rises by ½Σhσ²(1/f − 1), its dip and recovery are those of the
+    whole batch (the unseen curve is that of an unseen subset of the same size).
     """
     s = int(used_at)
     if s < 0:
         raise ValueError(f"used_at must be a step >= 0, got {used_at}")
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"fraction must be in (0, 1] (the share of the batch whose loss is recorded), got {fraction}")
     steps = np.atleast_1d(np.asarray(steps)).astype(np.int64)
     total = max(int(steps.max()), s + 1)
     m = moments(model, opt, NoAverage(), steps)
@@ -129,7 +137,7 @@ def fixed_batch_loss(model: NQM, opt: SGD, used_at: int, steps) -> FixedBatchLos
         return FixedBatchLoss(True, steps, s, None, None, None)
     phases = [_Phase(a, b, al, opt.momentum, model.sigma2, 2, 2) for a, b, al in phases_a]
     alpha_s = float(opt.schedule.lr_at(np.array([s]))[0]) * model.h
-    unseen = 0.5 * np.sum(model.h * (m.mean_x ** 2 + m.var_x + model.sigma2), axis=1)
+    unseen = 0.5 * np.sum(model.h * (m.mean_x ** 2 + m.var_x + model.sigma2 / fraction), axis=1)
     cov = np.zeros_like(m.var_x)
     for i, t in enumerate(steps):
         if t > s:

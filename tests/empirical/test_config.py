@@ -61,8 +61,8 @@ def test_cli_parsing_types():
     (["smoke", "--bogus", "1"], "unrecognized"), (["smoke", "--momentum", "1"], "--momentum"),
     (["smoke", "--swa-start", "500"], "--swa-start"), ([], "missing PRESET"),
     (["smoke", "--branch-schedule", "half"], "--branch-from"),
-    (["smoke", "--batch-size", "16", "--bank-batch-size", "17"], "--bank-batch-size"),
-    (["smoke", "--bank-batch-size", "-1"], "--bank-batch-size"),
+    (["smoke", "--bank-fraction", "0"], "--bank-fraction"), (["smoke", "--bank-fraction", "1.5"], "--bank-fraction"),
+    (["smoke", "--bank-fraction", "nan"], "--bank-fraction"),
 ])
 def test_bad_values_raise_one_line(argv, words):
     with pytest.raises(C.ConfigError) as e:
@@ -118,3 +118,11 @@ def test_sampler_epochs_differ_and_seeds_differ():
     assert not np.array_equal(a.global_indices(0), b.global_indices(0))
     with pytest.raises(ValueError, match="batch size"):
         EpochSampler(5, 10, 0)
+
+
+@pytest.mark.parametrize("batch, fraction, images", [(64, 0.25, 16), (30, 0.1, 3), (10, 0.01, 1), (7, 1.0, 7),
+                                                      (128, 0.25, 32), (5, 0.5, 3)])
+def test_bank_images_is_ceil_of_fraction_times_batch(batch, fraction, images):
+    # ceil(f·B) by hand; 0.1·30 is 3.0000000000000004 in floats and must still give 3
+    cfg = C.from_cli(["smoke", "--batch-size", str(batch), "--bank-fraction", str(fraction)])
+    assert cfg.bank_images == images and cfg.to_dict()["bank_images"] == images

@@ -213,9 +213,9 @@ def test_batch_losses_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
-@pytest.mark.parametrize("n", [0, 3])
-def test_bank_records_the_first_n_images_of_each_batch(n):
-    # the bank's losses equal cross-entropy of the first n images (all for n = 0), computed here by hand
+@pytest.mark.parametrize("fraction, k", [(1.0, 8), (0.25, 2), (0.3, 3), (0.01, 1)])
+def test_bank_records_the_first_ceil_f_b_images_of_each_batch(fraction, k):
+    # the bank's losses equal cross-entropy of the first k = ceil(f·8) images of each 8-image batch, by hand
     from dataclasses import replace
 
     from empirical import config, run
@@ -224,7 +224,8 @@ def test_bank_records_the_first_n_images_of_each_batch(n):
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
     batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 4, (8,))) for _ in range(4)]
     fixed = {"bank": batches[:2], "held": batches[2:]}
-    cfg = replace(config.RunConfig(), bank_every=1, bank_batch_size=n, probe_every=0, align_every=0, curv_every=0)
+    cfg = replace(config.RunConfig(), batch_size=8, bank_every=1, bank_fraction=fraction, probe_every=0,
+                  align_every=0, curv_every=0)
     logged = {}
 
     class Rec:
@@ -232,7 +233,6 @@ def test_bank_records_the_first_n_images_of_each_batch(n):
             logged[group] = series
 
     run.measure(0, cfg, model, fixed, 0.1, None, None, None, Rec())
-    k = n or 8
     for name, part in (("train_loss", batches[:2]), ("heldout_loss", batches[2:])):
         want = []
         with torch.no_grad():

@@ -86,3 +86,46 @@ def test_diverged_is_flagged_not_inf():
     assert p.diverged and p.heldout_gain is None
     f = P.fixed_batch_loss(model, spec.SGD(spec.Constant(0.5)), 3, np.arange(10))
     assert f.diverged and f.loss_seen is None
+
+
+@pytest.mark.parametrize("fraction, mu", [(1.0, 0.0), (0.25, 0.0), (0.25, 0.6), (0.125, 0.0)])
+def test_fixed_subset_of_the_trained_batch_matches_per_example_monte_carlo(fraction, mu):
+    # Monte Carlo with per-example noise: a batch's offset is the mean of B i.i.d. per-example offsets (variance
+    # σ₁² = B·σ²), SGD in torch's buffer form. The loss is recorded on the first f·B examples of the batch trained
+    # at step s, and on a fresh subset of the same size. Closed form: level +½Σhσ²(1/f − 1), dip unchanged.
+    B, s, T, n = 8, 6, 30, 40_000
+    h, sigma2, lr = np.array([1.0, 0.25]), np.array([1.0, 2.0]), 0.3
+    k = int(fraction * B)
+    rng = np.random.default_rng(12)
+    x, buf = np.zeros((n, 2)), np.zeros((n, 2))
+    seen, unseen = np.empty((T, n)), np.empty((T, n))
+    xi_s = fresh = None
+    for t in range(T):
+        if xi_s is not None:
+            seen[t] = 0.5 * np.sum(h * (x - xi_s[:, :k].mean(1)) ** 2, axis=1)
+        else:   # before the batch is drawn the subset is as unseen as a fresh one; draw it now, independent of x
+            pre = rng.normal(0, np.sqrt(B * sigma2), (n, k, 2)).mean(1)
+            seen[t] = 0.5 * np.sum(h * (x - pre) ** 2, axis=1)
+        fresh = rng.normal(0, np.sqrt(B * sigma2), (n, k, 2)).mean(1)
+        unseen[t] = 0.5 * np.sum(h * (x - fresh) ** 2, axis=1)
+        xi = rng.normal(0, np.sqrt(B * sigma2), (n, B, 2))
+        if t == s:
+            xi_s = xi
+        buf = mu * buf + h * (x - xi.mean(1))
+        x = x - lr * buf
+    want = P.fixed_batch_loss(spec.NQM(h=h, sigma2=sigma2), spec.SGD(spec.Constant(lr), momentum=mu), s,
+                              np.arange(T), fraction=fraction)
+    se = lambda a: a.std(axis=1, ddof=1) / np.sqrt(n)  # noqa: E731
+    z_seen = (seen.mean(1) - want.loss_seen) / se(seen)
+    z_dip = ((unseen - seen).mean(1) - (want.loss_unseen - want.loss_seen)) / se(unseen - seen)
+    assert np.max(np.abs(z_seen)) < 4.5 and np.max(np.abs(z_dip)) < 4.5, (z_seen, z_dip)
+    # and the closed form itself: the level moves by ½Σhσ²(1/f − 1), the dip does not depend on f
+    whole = P.fixed_batch_loss(spec.NQM(h=h, sigma2=sigma2), spec.SGD(spec.Constant(lr), momentum=mu), s, np.arange(T))
+    np.testing.assert_allclose(want.loss_unseen - whole.loss_unseen, 0.5 * np.sum(h * sigma2) * (1 / fraction - 1))
+    np.testing.assert_allclose(want.loss_unseen - want.loss_seen, whole.loss_unseen - whole.loss_seen, atol=1e-15)
+
+
+def test_fixed_batch_fraction_out_of_range_is_refused():
+    for f in (0.0, 1.5, -0.25, float("nan")):
+        with pytest.raises(ValueError, match="fraction"):
+            P.fixed_batch_loss(spec.NQM(h=[1.0]), spec.SGD(spec.Constant(0.1)), 3, np.arange(10), fraction=f)
