@@ -3,23 +3,28 @@
     .venv/bin/python scripts/bench_empirical.py                 # CPU: resnet20, synthetic 32x32, batch 64
     .venv/bin/python scripts/bench_empirical.py --steps 40      # longer = less noise
 
-(a) recorder overhead: our loop with the measurements of a real run (fixed bank of K = 1 or 4 training batches and
-    as many held-out batches every 10 steps, whole or the first B/4 images of each (--bank-batch-size), two EMAs,
-    two two-point averages) over the same loop with every measurement and average off; target <= 10 %. Also timed:
-    one eval-mode forward of a batch, whose ratio r to a training step gives the bank's unavoidable cost
-    2K·(N/B)·r/10 (each recorded image is one eval-mode forward).
+(a) recorder overhead: our loop with the measurements of a real run (a fixed bank of K = 4 training batches and
+    4 held-out batches every 10 steps, of which the default --bank-fraction 0.25 records the first B/4 images, or
+    whole batches; two EMAs; two two-point averages) over the same loop with every measurement and average off;
+    target <= 10 %. Also timed: one eval-mode forward of a batch, whose ratio r to a training step gives the bank's
+    unavoidable cost 2·K·(N/B)·r/10 (each recorded image is one eval-mode forward).
 (b) throughput: our loop (all measurements off) over a plain torchvision-reference-style loop (DataLoader over the
-    same tensors, model(x), cross-entropy, zero_grad, backward, step, loss.item()); target >= 1.0x.
+    same tensors, model(x), cross-entropy, zero_grad, backward, step, loss.item()); target >= 1.0x. Three pairs:
+    each as it ships (ours in channels_last as the cifar/imagenet presets run, the reference contiguous as
+    torchvision's reference script runs), and both loops in the same memory format (contiguous; channels_last),
+    which isolates the loop's own cost.
 (c) on CUDA only: ResNet-50 on synthetic 224x224 (bf16 autocast, channels_last) vs a bare loop doing the same.
 
 Our loop is timed inside ``empirical.run.main`` itself (data replaced by synthetic tensors, the batch iterator
 wrapped to timestamp each step), from step 25 (after the longest two-point gap, so every average is live) on; the
-reference is timed after 3 warmup steps. Configurations are interleaved and repeated, and the best (minimum) taken: the
-CPU may be shared with other jobs, which only ever add time.
+reference is timed after 3 warmup steps. Configurations are interleaved (each repeat in a rotated order) and repeated;
+times are the best (minimum) of the repeats, since other jobs on the CPU only ever add time, and throughput ratios
+the median of the repeats' paired ratios.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from empirical import config  # noqa: E402
 from empirical import data as D  # noqa: E402
 from empirical import run  # noqa: E402
 from empirical.models import build_model  # noqa: E402
@@ -144,76 +150,86 @@ def eval_forward_time(bundle, arch, batch, steps, device, channels_last) -> floa
     return (time.perf_counter() - t) / steps
 
 
+def paired(num: list[float], den: list[float]) -> tuple[float, str]:
+    """Median over repeats of den/num (times → throughput ratio num-side over den-side), and each repeat's ratio."""
+    ratios = sorted(d / n for n, d in zip(num, den))
+    return statistics.median(ratios), ", ".join(f"{d / n:.3f}" for n, d in zip(num, den))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=4)
     a = p.parse_args()
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     bundle = synthetic(a.batch * 40, 32)
     common = ["smoke", "--arch", "resnet20", "--batch-size", str(a.batch), "--lr", "0.05", "--probe-every", "0",
-              "--align-every", "0", "--curv-every", "0", "--checkpoint-every", "0", "--swa-start", "none"]
+              "--align-every", "0", "--curv-every", "0", "--checkpoint-every", "0", "--swa-start", "none",
+              "--train-eval-size", "256", "--channels-last"]   # channels_last: as the cifar10/100, imagenet presets run
     if cuda:
-        common += ["--bf16", "--channels-last"]
-    bare = [*common, "--bank-every", "0", "--ema-decays", "", "--two-point-gaps", ""]
+        common += ["--bf16"]
+    off = ["--bank-every", "0", "--ema-decays", "", "--two-point-gaps", ""]
     av = ["--ema-decays", "0.99,0.999", "--two-point-gaps", "5,20"]
-    avgs = [*common, "--bank-every", "0", *av]
-    bank1 = [*common, "--bank-every", str(BANK_EVERY), "--bank-size", "1", *av]
-    bank4 = [*common, "--bank-every", str(BANK_EVERY), "--bank-size", "4", *av]
-    quarter = a.batch // 4
-    bank4q = [*bank4, "--bank-batch-size", str(quarter)]
-    names = ["ours, measurements off", "+ 2 EMA + 2 two-point", "+ bank/10 steps, K=1", "+ bank/10 steps, K=4",
-             f"+ bank/10, K=4 x {quarter} img"]
-    images = {names[2]: a.batch, names[3]: 4 * a.batch, names[4]: 4 * quarter}   # K·N recorded images per side
-    times: dict[str, list[float]] = {n: [] for n in [*names, "reference", "eval forward"]}
-    inloop = {n: [] for n in names[1:]}   # per repeat: (recorder + averages seconds) / (rest of the step), same run
+    bank = ["--bank-every", str(BANK_EVERY), "--bank-size", "4", *av]
+    quarter = config.RunConfig(batch_size=a.batch).bank_images       # the default --bank-fraction's images
+    ours = {"ours, measurements off": [*common, *off],
+            "+ 2 EMA + 2 two-point": [*common, "--bank-every", "0", *av],
+            f"+ bank (default: K=4 x {quarter} img)": [*common, *bank],
+            "+ bank, K=4 whole batches": [*common, *bank, "--bank-fraction", "1"],
+            "ours, contiguous": [*common, *off, "--no-channels-last"]}
+    names = list(ours)
+    images = {names[2]: 4 * quarter, names[3]: 4 * a.batch}             # K·N recorded images per bank side
+    refs = {"reference, contiguous": False, "reference, channels_last": True}
+    times: dict[str, list[float]] = {n: [] for n in [*names, *refs, "eval forward"]}
+    inloop = {n: [] for n in names[1:4]}  # per repeat: (recorder + averages seconds) / (rest of the step), same run
     # untimed warmup of both loops: the first training run in a process pays one-off costs (allocator growth,
     # oneDNN primitive caches) that would otherwise land on whichever configuration runs first
-    our_step_time(bundle, bare, 3, 3)
-    reference_step_time(bundle, "resnet20", a.batch, 3, dev, cuda, cuda)
+    our_step_time(bundle, ours[names[0]], 3, 3)
+    reference_step_time(bundle, "resnet20", a.batch, 3, dev, True, cuda)
 
-    def reference():
-        times["reference"].append(reference_step_time(bundle, "resnet20", a.batch, a.steps, dev, cuda, cuda))
-
-    for rep in range(a.repeats):  # interleaved, so a busy neighbour slows every configuration alike
-        if rep % 2:               # alternate the reference between first and last of each repeat
-            reference()
-        for n, argv in zip(names, (bare, avgs, bank1, bank4, bank4q)):
+    jobs = [*[(n, None) for n in names], *[(n, cl) for n, cl in refs.items()]]
+    for rep in range(a.repeats):  # interleaved, each repeat in a rotated order: a slow spell hits every config alike
+        k = rep * len(jobs) // max(a.repeats, 1)
+        for n, cl in jobs[k:] + jobs[:k]:
+            if cl is not None:
+                times[n].append(reference_step_time(bundle, "resnet20", a.batch, a.steps, dev, cl, cuda))
+                continue
             acc: dict = {}
-            times[n].append(our_step_time(bundle, argv, 25, a.steps, acc))
+            times[n].append(our_step_time(bundle, ours[n], 25, a.steps, acc))
             if n in inloop:
                 extra = (acc.get("measure", 0.0) + acc.get("averages", 0.0)) / a.steps
                 inloop[n].append(extra / (times[n][-1] - extra))
-        if not rep % 2:
-            reference()
-        times["eval forward"].append(eval_forward_time(bundle, "resnet20", a.batch, a.steps, dev, cuda))
-    med = {n: min(v) for n, v in times.items()}  # min of repeats: other jobs on the machine only ever add time
-    b, r = med[names[0]], med["reference"]
+        times["eval forward"].append(eval_forward_time(bundle, "resnet20", a.batch, a.steps, dev, True))
+    best = {n: min(v) for n, v in times.items()}  # min of repeats: other jobs on the machine only ever add time
+    b = best[names[0]]
     print(f"device {dev} ({torch.get_num_threads()} threads), resnet20, synthetic 32x32, batch {a.batch}, "
-          f"{a.steps} timed steps, best of {a.repeats} [each repeat, ms/step]")
-    for n in names:
-        extra = "" if n == names[0] else f"   overhead {100 * (med[n] / b - 1):+5.1f} %"
-        print(f"  {n:<24}: {1e3 * med[n]:7.1f} ms/step {a.batch / med[n]:7.1f} img/s{extra}   "
+          f"{a.steps} timed steps, best of {a.repeats} [each repeat, ms/step]; ours in channels_last unless named")
+    for n in [*names, *refs]:
+        extra = f"   overhead {100 * (best[n] / b - 1):+5.1f} %" if n in inloop else ""
+        print(f"  {n:<30}: {1e3 * best[n]:7.1f} ms/step {a.batch / best[n]:7.1f} img/s{extra}   "
               f"[{', '.join(f'{1e3 * v:.0f}' for v in times[n])}]")
-    print(f"  {'torchvision-style loop':<24}: {1e3 * r:7.1f} ms/step {a.batch / r:7.1f} img/s   "
-          f"[{', '.join(f'{1e3 * v:.0f}' for v in times['reference'])}]")
-    ev = med["eval forward"] / b
-    floor_per_k = 2 * ev / BANK_EVERY   # K training + K held-out forwards every BANK_EVERY steps, per K
-    print(f"  one eval-mode forward of a batch = {ev:.2f} of a training step; so a bank of K training + K held-out "
-          f"batches every {BANK_EVERY} steps costs at least 2K x {ev:.2f} / {BANK_EVERY} = {100 * floor_per_k:.1f} % "
-          f"per K")
-    print("  in-loop accounting (time inside the recorder and the averages over the rest of the step, same steps "
-          "of the same run; immune to the machine's slow spells that move the end-to-end numbers above):")
-    for n in names[1:]:
-        print(f"    {n:<24}: {100 * min(inloop[n]):+5.1f} %   [{', '.join(f'{100 * v:.1f}' for v in inloop[n])}]")
-    for n in names[2:]:
-        floor = floor_per_k * images[n] / a.batch        # eval forwards scale with the images recorded
-        print(f"  recorder overhead ({n.lstrip('+ ')}, 2 EMA, 2 two-point) = {100 * min(inloop[n]):+.1f} % in-loop, "
-              f"{100 * (med[n] / b - 1):+.1f} % end to end (target <= 10 %; the bank's floor here is "
-              f"{100 * floor:.1f} %)")
-    print(f"  throughput ours / reference = {r / b:.3f}x  (target >= 1.0x)")
+    ev = best["eval forward"] / b
+    floor_per_image = 2 * ev / (BANK_EVERY * a.batch)  # K training + K held-out images' forwards every BANK_EVERY
+    print(f"  one eval-mode forward of a batch = {ev:.2f} of a training step; a bank of K training + K held-out "
+          f"batches of N images every {BANK_EVERY} steps costs at least 2·K·(N/B)·{ev:.2f}/{BANK_EVERY} of a step")
+    print("(a) recorder overhead, in-loop accounting (time inside the recorder and the averages over the rest of the "
+          "step, same steps of the same run; immune to the slow spells that move the end-to-end column above):")
+    for n in inloop:
+        floor = f"; the bank's floor {100 * floor_per_image * images[n]:.1f} %" if n in images else ""
+        print(f"    {n:<30}: {100 * min(inloop[n]):+5.1f} %   [{', '.join(f'{100 * v:.1f}' for v in inloop[n])}]"
+              f"{floor}")
+    print(f"  recorder overhead as configured by default (bank every {BANK_EVERY} steps, K = 4, --bank-fraction "
+          f"0.25; 2 EMA; 2 two-point) = {100 * min(inloop[names[2]]):+.1f} % in-loop, "
+          f"{100 * (best[names[2]] / b - 1):+.1f} % end to end (target <= 10 %)")
+    print("(b) throughput ours / torchvision-reference-style loop, same model and batches (median of the repeats' "
+          "ratios [each repeat]; target >= 1.0x):")
+    for label, mine, ref in (("as each ships (ours channels_last, reference contiguous)", names[0], "reference, contiguous"),
+                             ("same memory format, contiguous", "ours, contiguous", "reference, contiguous"),
+                             ("same memory format, channels_last", names[0], "reference, channels_last")):
+        med, each = paired(times[mine], times[ref])
+        print(f"    {label:<58}: {med:.3f}x   [{each}]")
     if cuda:
         big = synthetic(256 * 8, 224, classes=1000)
         argv = ["smoke", "--arch", "resnet50", "--batch-size", "256", "--bf16", "--channels-last", "--probe-every",
