@@ -18,7 +18,7 @@ import numpy as np
 from compare.analysis import Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
 from compare.load import group_runs, load_runs
-from theory.cli import OneLineParser
+from theory.cli import OneLineParser, pipe_safe_stdout
 from theory.rundir import RunDirError, atomic_write_bytes, atomic_write_json
 
 
@@ -151,4 +151,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with pipe_safe_stdout():   # `... | head`: every file is still written, no BrokenPipeError traceback
+        code = main()
+    sys.exit(code)

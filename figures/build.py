@@ -18,7 +18,7 @@ import numpy as np
 
 from figures import (ellipsoid, ema_equivalence, fixed_batch_along_trajectory, gradient_alignment,
                      nqm_equivalence_grid, one_step_probe, style, swa_equivalence, two_point_vs_distance)
-from theory.cli import OneLineParser
+from theory.cli import OneLineParser, pipe_safe_stdout
 
 FIGURES = {"one_step_probe": one_step_probe.plot, "fixed_batch_along_trajectory": fixed_batch_along_trajectory.plot,
            "ema_equivalence": ema_equivalence.plot, "swa_equivalence": swa_equivalence.plot,
@@ -244,4 +244,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with pipe_safe_stdout():   # `... | head`: every file is still written, no BrokenPipeError traceback
+        code = main()
+    sys.exit(code)

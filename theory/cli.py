@@ -70,8 +70,9 @@ class _PipeSafeStdout:
 def pipe_safe_stdout():
     """Within the block, writes to a closed stdout pipe are dropped (the work goes on); restored afterwards."""
     real = sys.stdout
-    sys.stdout = real if isinstance(real, _PipeSafeStdout) else _PipeSafeStdout(real)
+    sys.stdout = safe = real if isinstance(real, _PipeSafeStdout) else _PipeSafeStdout(real)
     try:
         yield
-    finally:
+    finally:   # flush here: output still buffered would otherwise meet the closed pipe at exit ("Exception ignored")
+        safe.flush()
         sys.stdout = real

@@ -46,3 +46,23 @@ def test_bad_input(tmp_path, capsys, make, fragment):
 def test_branch_without_parent_is_bad_input(synth_branches, tmp_path, capsys):
     assert report.main([str(synth_branches[0]), "--out", str(tmp_path / "o")]) == 2
     assert "parent" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, outputs", [("compare.report", ("report.md", "metrics.json")),
+                                             ("figures.build", ("ema_equivalence.png",))])
+def test_closed_stdout_still_writes_everything(synth_runs, tmp_path, module, outputs):
+    """`python -m compare.report RUN | head -0`: the reader is gone before the first line; exit 0, files written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", module, *map(str, synth_runs), "--out", str(out)], cwd=tmp_path,
+                         env={"PYTHONPATH": str(repo), "PATH": "", "MPLBACKEND": "Agg"}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+    assert all((out / name).is_file() for name in outputs)
