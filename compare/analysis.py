@@ -176,12 +176,20 @@ def _avg_vs_branch(a: Analysis, name: str, run, steps, obs, m, pred) -> dict:
     parent = [r for r in a.setup.base if r.config.get("config", {}).get("seed") == seed] or a.setup.base
     _, avg = stack(parent[:1], f"eval/{a.cal.split}_loss_{name}", steps)
     _, raw = stack(parent[:1], f"eval/{a.cal.split}_loss_raw", steps)
+    settled = None
     if v.kind == "ema":
-        m = m & (steps >= predict.defined_from(v, a.setup.config) + SETTLE_RELAX / (1 - v.decay))
+        settled = predict.defined_from(v, a.setup.config) + SETTLE_RELAX / (1 - v.decay)
+        m = m & (steps >= settled)
     # the parent's averages are only comparable while the parent is still in its constant-LR phase
-    m = m & np.isfinite(avg[0]) & np.isfinite(raw[0]) & (steps <= a.cal.window[1])
+    end = a.cal.window[1]
+    m = m & np.isfinite(avg[0]) & np.isfinite(raw[0]) & (steps <= end)
     out = {"compare_steps": int(m.sum())}
-    if not m.any():
+    if not m.any():   # say why, instead of leaving the reader a row of n/a
+        out["not_compared"] = (
+            f"{name} settles only at step {settled:.0f} ({SETTLE_RELAX:g} time constants 1/(1−γ) after its start), "
+            f"after the parent's constant-LR phase ends at step {end}" if settled is not None and settled > end else
+            f"no evaluation step up to the end of the parent's constant-LR phase (step {end}) where the branch has "
+            f"settled and the parent's {name} is defined")
         return out
     g_avg, g_br = raw[0, m] - avg[0, m], raw[0, m] - obs[0, m]
     # floor-free check of the branch prediction: parent raw minus branch, predicted vs observed

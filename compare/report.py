@@ -103,7 +103,8 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
                      f"{_f(b.get('rel_err_pred_window_mean_abs'), 2)} (floor-free gain L_raw − L_branch: rel. err "
                      f"{_f(b.get('branch_gain_rel_err_pred'), 2)}); gain captured {_f(b.get('gain_capture'), 2)}; "
                      f"avg − branch {_f(b.get('avg_minus_branch_mean'), 3)}; path distance "
-                     f"{_f(b.get('path_distance_first'))} → {_f(b.get('path_distance_last'))}")
+                     f"{_f(b.get('path_distance_first'))} → {_f(b.get('path_distance_last'))}"
+                     + (f"; not compared with its average: {b['not_compared']}" if b.get("not_compared") else ""))
         L += ["", "### Claims (theory.md §5)", "", "| claim | measurement | value | threshold | verdict | note |",
               "|---|---|---|---|---|---|"]
         esc = lambda x: str(x).replace("|", "\\|")   # noqa: E731  (a literal | would split the table cell)
