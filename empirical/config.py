@@ -476,6 +476,8 @@ def from_dict(d: dict) -> RunConfig:
     """RunConfig from a saved ``config.json['config']`` (lists back to tuples; derived keys ignored)."""
     hints = typing.get_type_hints(RunConfig)
     kw = {}
+    if "bank_fraction" not in d and "bank_batch_size" in d:   # a run saved before --bank-fraction (0 = whole)
+        d = {**d, "bank_fraction": (d["bank_batch_size"] or d["batch_size"]) / d["batch_size"]}
     for f in fields(RunConfig):
         if f.name in d:
             v = d[f.name]

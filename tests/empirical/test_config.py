@@ -126,3 +126,13 @@ def test_bank_images_is_ceil_of_fraction_times_batch(batch, fraction, images):
     # ceil(f·B) by hand; 0.1·30 is 3.0000000000000004 in floats and must still give 3
     cfg = C.from_cli(["smoke", "--batch-size", str(batch), "--bank-fraction", str(fraction)])
     assert cfg.bank_images == images and cfg.to_dict()["bank_images"] == images
+
+
+@pytest.mark.parametrize("saved, fraction", [(0, 1.0), (16, 0.25)])
+def test_runs_saved_with_bank_batch_size_resume_with_the_same_bank(saved, fraction):
+    # config.json of runs written before --bank-fraction had bank_batch_size (0 = whole batches, else N images)
+    d = C.from_cli(["digits"]).to_dict()
+    del d["bank_fraction"], d["bank_images"]
+    d["bank_batch_size"] = saved
+    cfg = C.from_dict(d)
+    assert cfg.bank_fraction == fraction and cfg.bank_images == (saved or 64)
