@@ -59,6 +59,7 @@ def test_config_and_env_record_the_semantics(smoke_run):
     for key in ("lr", "momentum", "batch_size", "weight_decay", "schedule", "ema_decays", "swa_start",
                 "two_point_gaps", "bn_mode", "seed", "branch_from", "averaging", "eval_every", "bank_every"):
         assert key in c, key
+    assert (c["bank_fraction"], c["bank_images"]) == (0.25, 8)      # smoke: B = 32, ⌈0.25·32⌉ = 8 images
     assert c["ema_decays"] == [0.9, 0.98] and e["world_size"] == 1 and "torch" in e and e["device_name"] == "cpu"
     rows = (smoke_run.path / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 and rows[0].startswith("step,")  # header + one row per evaluation
