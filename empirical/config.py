@@ -443,7 +443,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.branch_from is not None or cfg.branch_schedule is not None:
         need(cfg.branch_from is not None and cfg.branch_schedule is not None,
              "--branch-from and --branch-schedule go together: give both")
-        need(not cfg.resume, "--branch-from starts a new run; use --out NEW_DIR without --resume")
         branch_lr(cfg.branch_schedule, cfg.peak_lr, cfg.momentum, 0)  # syntax check
     need(not cfg.resume or cfg.out is not None, "--resume needs --out RUN_DIR (the run to continue)")
     try:

@@ -167,6 +167,9 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str]:
                                      f"--resume to continue the run in it")
         return fresh, None, "new"
     if parent is not None:  # branch: the parent's config with the branch and run-control flags
+        if overrides.get("resume"):
+            raise config.ConfigError("--branch-from starts a new run; use --out NEW_DIR without --resume (an "
+                                     "interrupted branch resumes with --out BRANCH_DIR --resume alone)")
         try:
             state = checkpoint.load(Path(parent))
         except checkpoint.CheckpointError as e:
@@ -283,7 +286,9 @@ def main(argv: list[str] | None = None) -> Path:
     opt = torch.optim.SGD(raw_model.parameters(), lr=cfg.peak_lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, foreach=True)
     branch_at = int(state["step"]) if kind == "branch" else None
-    lrs = config.lr_table(cfg, (branch_at, cfg.branch_schedule) if kind == "branch" else None).tolist()
+    if kind == "resume":   # a resumed branch keeps its own schedule from its branch step on
+        branch_at = rundir.read_json(Path(cfg.out) / "config.json")["config"].get("branch_step")
+    lrs = config.lr_table(cfg, (branch_at, cfg.branch_schedule) if branch_at is not None else None).tolist()
     avg = WeightAverages(raw_model, ema_decays=cfg.ema_decays, ema_start=cfg.ema_start, ema_every=cfg.ema_every,
                          swa_start=cfg.swa_start, swa_every=cfg.swa_every, two_point_gaps=cfg.two_point_gaps,
                          n_points=cfg.n_points, n_point_gap=cfg.n_point_gap, eval_every=cfg.eval_every,

@@ -29,6 +29,7 @@ BAD = [
     (["smoke", "--device", "tpu"], "--device"),
     (["smoke", "--branch-from", "missing.pt", "--branch-schedule", "half"], "--branch-from"),
     (["smoke", "--branch-from", "x.pt", "--branch-schedule", "quarter"], "--branch-schedule"),
+    (["smoke", "--branch-from", "x.pt", "--branch-schedule", "half", "--resume", "--out", "b"], "without --resume"),
     (["cifar10"], "cifar10"),                                       # DataError: no --data-dir
     (["smoke", "--resume", "--out", "nowhere"], "not a run directory"),
 ]

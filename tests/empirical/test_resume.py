@@ -151,3 +151,31 @@ def test_full_disk_at_a_checkpoint_keeps_earlier_files_and_resumes(reference, tm
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     _assert_same_run(reference, out)
+
+
+@pytest.mark.slow
+def test_interrupted_branch_resumes_with_its_own_schedule(tmp_path):
+    """A branch stopped with SIGINT and resumed with --resume alone (what scripts/reproduce.py does after a crash)
+    equals the branch run in one go, and keeps the branch schedule (λ/2 from the branch step) after the resume."""
+    parent = tmp_path / "parent"
+    assert run.main([*ARGS, "--checkpoint-keep-every", "40", "--out", str(parent)]) == parent
+    branch = ["--branch-from", str(checkpoint.path_for(parent, 40)), "--branch-schedule", "half"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert run.main(["--out", str(full), *branch]) == full
+    p = subprocess.Popen([sys.executable, "-m", "empirical.run", "--out", str(part), *branch], cwd=REPO, env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not [c for c in checkpoint.list_checkpoints(part) if int(c.name[5:14]) > 40] if part.exists() else True:
+        assert p.poll() is None and time.time() < deadline, "branch ended before its first checkpoint"
+        time.sleep(0.002)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=120) == 130, p.stderr.read()
+    assert json.loads((part / "summary.json").read_text())["status"] == "interrupted"
+    r = subprocess.run([sys.executable, "-m", "empirical.run", "--out", str(part), "--resume"], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _assert_same_run(full, part)
+    t, tp = rundir.Trajectory.load(part / "trajectory.npz"), rundir.Trajectory.load(parent / "trajectory.npz")
+    s = t["train/step"]
+    np.testing.assert_array_equal(t["train/lr"][s >= 40], tp["train/lr"][tp["train/step"] >= 40] / 2)
+    np.testing.assert_array_equal(t["train/lr"][s < 40], tp["train/lr"][tp["train/step"] < 40])
