@@ -162,7 +162,7 @@ class RunConfig:
     @property
     def bank_images(self) -> int:
         """Images of each bank batch whose loss is recorded: ceil(bank_fraction · B), at least 1."""
-        return max(1, min(self.batch_size, math.ceil(self.bank_fraction * self.batch_size - 1e-9)))
+        return max(1, math.ceil(self.bank_fraction * self.batch_size - 1e-9))   # −1e-9: 0.1·30 = 3.0000000000000004
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

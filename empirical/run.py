@@ -151,8 +151,9 @@ def fixed_batches(cfg, data, smp, env) -> dict:
 
 # ------------------------------------------------------------------------------------ config, dirs, restore
 
-def resolve(argv) -> tuple[config.RunConfig, dict | None, str]:
-    """The config to run, the state to start from (resume / branch checkpoint, or None) and what happens.
+def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None]:
+    """The config to run, the state to start from (resume / branch checkpoint, or None), what happens, and the
+    branch step (a new branch's checkpoint step; a resumed branch's saved one; else None).
 
     Every check that can fail on user input happens here, before anything is written."""
     preset, overrides = config.parse_cli(argv)
@@ -165,7 +166,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str]:
                                                                    or any(Path(fresh.out).iterdir())):
             raise config.ConfigError(f"--out {fresh.out}: exists and is not empty; choose a new directory, or add "
                                      f"--resume to continue the run in it")
-        return fresh, None, "new"
+        return fresh, None, "new", None
     if parent is not None:  # branch: the parent's config with the branch and run-control flags
         if overrides.get("resume"):
             raise config.ConfigError("--branch-from starts a new run; use --out NEW_DIR without --resume (an "
@@ -176,14 +177,14 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str]:
             raise config.ConfigError(f"--branch-from: {e}") from None
         saved, allowed = config.from_dict(json.loads(state["config"])), (*config.RUN_CONTROL, "branch_from",
                                                                           "branch_schedule")
-        kind = "branch"
+        kind, branch_at = "branch", int(state["step"])
     else:
         out = Path(overrides["out"])
         if not (out / "config.json").is_file():
             raise config.ConfigError(f"--resume: {out} is not a run directory (no config.json); check --out")
-        saved, allowed, state = config.from_dict(rundir.read_json(out / "config.json")["config"]), \
-            config.RUN_CONTROL, None
-        kind = "resume"
+        doc = rundir.read_json(out / "config.json")["config"]
+        saved, allowed, state = config.from_dict(doc), config.RUN_CONTROL, None
+        kind, branch_at = "resume", doc.get("branch_step")   # a resumed branch keeps its schedule from this step
     cfg = config.validate(replace(saved, **{k: v for k, v in overrides.items() if k in allowed}))
     clash = [k for k in config.differing(fresh, saved, ignore=allowed)] if fresh else \
         [k for k, v in overrides.items() if k not in allowed and getattr(saved, k) != v]
@@ -196,7 +197,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str]:
         if state["step"] >= cfg.steps:
             raise config.ConfigError(f"--branch-from: the checkpoint is at step {state['step']}, the run ends at "
                                      f"{cfg.steps}; branch from an earlier checkpoint")
-    return cfg, state, kind
+    return cfg, state, kind, branch_at
 
 
 def checkpoint_state(step, cfg, raw_model, opt, avg, fixed, rec, ref_loss) -> dict:
@@ -256,7 +257,7 @@ class Progress:
 # --------------------------------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> Path:
-    cfg, state, kind = resolve(argv)
+    cfg, state, kind, branch_at = resolve(argv)
     from empirical.averaging import WeightAverages
     from empirical.data import load_data
     from empirical.models import build_model
@@ -285,9 +286,6 @@ def main(argv: list[str] | None = None) -> Path:
                                                       else None) if env.ddp else raw_model
     opt = torch.optim.SGD(raw_model.parameters(), lr=cfg.peak_lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, foreach=True)
-    branch_at = int(state["step"]) if kind == "branch" else None
-    if kind == "resume":   # a resumed branch keeps its own schedule from its branch step on
-        branch_at = rundir.read_json(Path(cfg.out) / "config.json")["config"].get("branch_step")
     lrs = config.lr_table(cfg, (branch_at, cfg.branch_schedule) if branch_at is not None else None).tolist()
     avg = WeightAverages(raw_model, ema_decays=cfg.ema_decays, ema_start=cfg.ema_start, ema_every=cfg.ema_every,
                          swa_start=cfg.swa_start, swa_every=cfg.swa_every, two_point_gaps=cfg.two_point_gaps,

@@ -152,8 +152,8 @@ def eval_forward_time(bundle, arch, batch, steps, device, channels_last) -> floa
 
 def paired(num: list[float], den: list[float]) -> tuple[float, str]:
     """Median over repeats of den/num (times → throughput ratio num-side over den-side), and each repeat's ratio."""
-    ratios = sorted(d / n for n, d in zip(num, den))
-    return statistics.median(ratios), ", ".join(f"{d / n:.3f}" for n, d in zip(num, den))
+    ratios = [d / n for n, d in zip(num, den)]
+    return statistics.median(ratios), ", ".join(f"{r:.3f}" for r in ratios)
 
 
 def main() -> None:
@@ -191,7 +191,7 @@ def main() -> None:
 
     jobs = [*[(n, None) for n in names], *[(n, cl) for n, cl in refs.items()]]
     for rep in range(a.repeats):  # interleaved, each repeat in a rotated order: a slow spell hits every config alike
-        k = rep * len(jobs) // max(a.repeats, 1)
+        k = rep * len(jobs) // a.repeats
         for n, cl in jobs[k:] + jobs[:k]:
             if cl is not None:
                 times[n].append(reference_step_time(bundle, "resnet20", a.batch, a.steps, dev, cl, cuda))
