@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compare import metrics, predict
+from compare import metrics, pairs, predict
 from compare.calibrate import Calibration, calibrate
 from compare.load import Setup, Variant, branch_start, stack
 
+PREDICTED_KINDS = ("ema", "swa", "points")   # the averages the two-point identity predicts (two-point ones calibrate)
+CELL_REL_TOL = 0.15        # a (seed, variant) cell agrees if |pred − obs| <= max(CELL_REL_TOL·|obs|, CELL_SE·s.e.)
+CELL_SE = 2.0
 MATCH_LR_FACTOR = 1.5      # a constant branch "is" a variant's equivalent run if λ_b/λ_eq ∈ [1/1.5, 1.5]
 SETTLE_RELAX = 3.0         # skip 3 relaxation times 1/α_eff after a branch point / EMA start before comparing
 
@@ -79,9 +82,57 @@ def _variant_metrics_inner(a: Analysis, name: str) -> dict:
         "gain_rel_err": (metrics.mean_abs_relative_error(np.nanmean(gain_pred[gm]), np.nanmean(gain_obs[0][gm]))
                          if gm.any() else float("nan")),
         "rmse_loss": metrics.rmse(c.pred[m], obs_mean[m]),
+        **_per_seed(a, name),
         "equivalent_lr": predict.equivalent_lr(a.cal, predict.stationary_excess(a.cal, a.variants[name],
                                                                                 a.setup.config)),
     }
+
+
+def cell_agrees(pred: float, obs: float, se: float) -> bool:
+    """The per-seed criterion: |pred − obs| <= max(CELL_REL_TOL·|obs|, CELL_SE·s.e.) (a NaN s.e. counts as 0)."""
+    tol = max(CELL_REL_TOL * abs(obs), CELL_SE * (se if np.isfinite(se) else 0.0))
+    return bool(np.isfinite(pred) and np.isfinite(obs) and abs(pred - obs) <= tol)
+
+
+def _per_seed(a: Analysis, name: str) -> dict:
+    """Per base run: the identity's predicted window-mean gain (its own D(τ) and raw losses; compare/pairs.py), the
+    observed one and its block s.e. ``per_seed`` holds exactly run, gain_pred, gain_obs, gain_obs_se (scripts read
+    these names); ``per_seed_terms`` the drift / fluctuation split and the verdict of each cell."""
+    v, cal = a.variants[name], a.cal
+    if cal.source != "two-point" or v.kind not in PREDICTED_KINDS:
+        return {}
+    pooled = pairs.SpectrumFit(cal.h, cal.s, cal.cov, cal.residuals.get("chi2", np.nan), cal.residuals.get("dof", 0))
+    rows, terms = [], []
+    for r, st, fit in zip(a.setup.base, cal.seed_structures, cal.seed_fits):
+        if not np.isfinite(st.D).any():
+            continue
+        D = pairs.StructureFunction(st, fit or pooled, cal.lr, cal.momentum)
+        g = pairs.gain_series(r, v, r.config.get("config", {}), D, cal.window, cal.split)
+        if g.steps.size == 0:
+            continue
+        obs, se = pairs.block_mean_se(g.obs)
+        pred = float(np.mean(g.pred))
+        rows.append({"run": str(r.path), "gain_pred": pred, "gain_obs": obs, "gain_obs_se": se})
+        terms.append({"run": str(r.path), "drift": float(np.mean(g.drift)), "fluctuation": float(np.mean(g.fluct)),
+                      "n_steps": int(g.steps.size), "agrees": cell_agrees(pred, obs, se)})
+    return {"per_seed": rows, "per_seed_terms": terms} if rows else {}
+
+
+def bn_artefact(a: Analysis) -> list[dict]:
+    """Per base run: window mean of L(raw weights, training-time running BN statistics) − L(raw, recomputed BN), the
+    difference between the deployed raw weights and the procedure every variant is evaluated with."""
+    out = []
+    for r in a.setup.base:
+        tr = r.trajectory
+        key = f"eval/{a.cal.split}_loss_raw_running_bn"
+        if key not in tr:
+            continue
+        st = np.asarray(tr["eval/step"])
+        m = metrics.window_mask(st, *a.cal.window)
+        d = (np.asarray(tr[key], float) - np.asarray(tr[f"eval/{a.cal.split}_loss_raw"], float))[m]
+        mean, se = pairs.block_mean_se(d)
+        out.append({"run": str(r.path), "running_minus_recomputed": mean, "se": se})
+    return out
 
 
 def _lr_profile(run) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +278,7 @@ def _sketch_distances(parent, branch, name: str, t0: int, until: int) -> dict:
             "path_distance_to_raw_last": float(d_raw[ok][-1])}
 
 
-def analyse(setup: Setup, scales: int = 1, split: str = "test", floor: str = "model", frac: float = 0.5) -> Analysis:
+def analyse(setup: Setup, scales: int | None = None, split: str = "test", floor: str = "model", frac: float = 0.5) -> Analysis:
     cal = calibrate(setup, scales=scales, split=split, frac=frac)
     vs = {v.name: v for v in setup.variants(split)}
     if "raw" not in vs:
@@ -251,5 +302,6 @@ def analyse(setup: Setup, scales: int = 1, split: str = "test", floor: str = "mo
                  "variants": {}}
     for name in vs:
         a.metrics["variants"][name] = _variant_metrics(a, name)
+    a.metrics["bn_artefact"] = bn_artefact(a)
     a.branches = [_branch(a, r) for r in setup.branches]
     return a

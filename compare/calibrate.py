@@ -1,10 +1,18 @@
-"""Calibrate the noisy-quadratic model on the RAW-weight measurements of one setup (theory.md §2.1, §2.6, §3.1).
+"""Calibrate the noisy-quadratic model on the RAW trajectory of one setup (theory.md §2.1, §2.6, §3.1, §3.8a).
 
-Nothing averaged is read here: the averaged curves are what the calibrated model must then predict.
+Nothing averaged that is being predicted is read here: no EMA, SWA or N-point curve.
 
-Inputs (docs/run-series.md): config lr λ and momentum μ; the one-step probes in the quasi-stationary window;
-``curv/top_eig``; the raw eval loss. Model: J curvature scales h_j (1/LR units) carrying noise mass s_j = Σσ_k²
-(param²); v_j = iterate_variance(λh_j, s_j, μ) (heavy-ball, theory.md §2.6). Expected one-step gains at probe LR η
+Default source, ``two-point``: the structure function D(τ) of the raw trajectory, measured from the run's two-point
+averages of raw iterates at a grid of lags (compare/pairs.py), and an NQM spectrum of J scales fitted to it. D(τ)
+weights each direction by h·v (its share of the excess loss ½Σhv) over the trajectory's own time scales, so the flat,
+slow directions that carry the averaging gain are seen. The fitted (h_j, s_j) feed every equivalent-LR quantity
+(λ_eq, the EMA-switch and SWA-cooldown branches) and the model curves.
+
+Fallback source, ``probe`` (runs without a lag grid): the one-step-probe moments below. They stay computed whenever
+probes were recorded, for the probe claims (theory.md §3.1), which is all they are used for otherwise.
+
+One-step probes: J curvature scales h_j (1/LR units) carrying noise mass s_j = Σσ_k² (param²);
+v_j = iterate_variance(λh_j, s_j, μ) (heavy-ball, theory.md §2.6). Expected one-step gains at probe LR η
 (theory.md §3.1, derived per direction from ℓ_B = ½h(x − ε_B)², step x − ηh(x − ε_B)):
 
     held-out:  E[L(θ) − L(θ − η g_B)]     = S η − C η²,       S = Σ h²v     (roots 0 and S/C ≈ λ_eff = λ/(1−μ))
@@ -24,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-from compare import metrics
+from compare import metrics, pairs
 from compare.load import Setup, constant_phase
 from theory import stationary
 
@@ -64,7 +72,7 @@ class Calibration:
     cov: np.ndarray                  # covariance of (log h, log s), fit s.e.
     seed_h: np.ndarray               # per-seed fits [n_seeds, J] (seed spread)
     seed_s: np.ndarray
-    probes: ProbeMoments
+    probes: ProbeMoments | None      # one-step-probe moments (probe claims), None without probe rows
     top_eig: tuple[float, float]
     window: tuple[int, int]          # quasi-stationary window [t_stat, T_end] in steps
     raw_excess: float                # predicted stationary excess ½Σh v, loss units
@@ -72,6 +80,10 @@ class Calibration:
     floor_se: float
     split: str
     residuals: dict = field(default_factory=dict)
+    source: str = "probe"            # "two-point" (D(τ) of the raw trajectory) or "probe" (one-step probes)
+    structure: "pairs.LagStructure | None" = None          # pooled measured D(τ)
+    seed_structures: list = field(default_factory=list)    # per base run (same order as setup.base)
+    seed_fits: list = field(default_factory=list)          # per base run: pairs.SpectrumFit or None
 
     @property
     def alpha_eff(self) -> np.ndarray:
@@ -194,8 +206,11 @@ def fit_scales(pm: ProbeMoments, lr: float, mu: float, J: int = 1, top_eig=None)
     return fit.x, cov, {"chi2": chi2, "dof": dof, "normalised_residuals": fit.fun.tolist(), "excluded": excluded}
 
 
-def calibrate(setup: Setup, scales: int = 1, split: str = "test", frac: float = STATIONARY_FROM) -> Calibration:
-    """Fit the NQM to the raw-weight data of ``setup`` (pooled seeds; per-seed fits give the seed spread)."""
+def calibrate(setup: Setup, scales: int | None = None, split: str = "test",
+              frac: float = STATIONARY_FROM) -> Calibration:
+    """Fit the NQM to the raw trajectory of ``setup`` (pooled seeds; per-seed fits give the seed spread): on D(τ)
+    from two-point averages when the runs recorded a lag grid, else on the one-step probes (module docstring).
+    ``scales`` J: default 2 for D(τ) (a sharp and a flat scale), 1 for the probes (three moments)."""
     cfg = setup.config
     try:
         lr, mu = float(cfg["lr"]), float(cfg.get("momentum", 0.0))
@@ -203,30 +218,55 @@ def calibrate(setup: Setup, scales: int = 1, split: str = "test", frac: float = 
         raise ValueError("config.json 'config' needs a numeric 'lr' (and 'momentum'); re-create the run") from None
     lam_eff = lr / (1 - mu)
     lo, hi = window(setup, frac)
-    pm = _rows(setup.base, lo, hi, lam_eff)
+    try:
+        pm = _rows(setup.base, lo, hi, lam_eff)
+    except ValueError as e:
+        pm, probe_error = None, str(e)
     _, eig = _stack_mean(setup, "curv/top_eig", lo, hi)
     top = metrics.mean_se(eig) if eig.size else None
-    logp, cov, resid = fit_scales(pm, lr, mu, scales, top)
-    seeds_h, seeds_s = [], []
-    for r in setup.base:
-        try:
-            p, _, _ = fit_scales(_rows([r], lo, hi, lam_eff), lr, mu, scales, top)
-        except ValueError:
-            continue
-        seeds_h.append(np.exp(p[:scales]))
-        seeds_s.append(np.exp(p[scales:]))
+    structs = [pairs.structure(r, (lo, hi), split) for r in setup.base]
+    pooled = pairs.pool(structs)
+    seeds_h, seeds_s, seed_fits = [], [], []
+    if int(np.isfinite(pooled.D).sum()) >= 2 * (scales or 2) and np.any(pooled.D > 0):
+        source, scales = "two-point", scales or 2
+        fit = pairs.fit_spectrum(pooled, lr, mu, scales)
+        logp, cov = fit.params(), fit.cov
+        resid = {"chi2": fit.chi2, "dof": fit.dof, "excluded": [], "lags": pooled.lags.tolist()}
+        for st in structs:
+            try:
+                f = pairs.fit_spectrum(st, lr, mu, scales)
+            except ValueError:
+                f = None
+            seed_fits.append(f)
+            if f is not None:
+                seeds_h.append(f.h)
+                seeds_s.append(f.s)
+    else:
+        if pm is None:
+            raise ValueError(f"cannot calibrate: no two-point lag grid (record --two-point-gaps at several lags with "
+                             f"--eval-dense-every) and {probe_error}")
+        source, scales = "probe", scales or 1
+        logp, cov, resid = fit_scales(pm, lr, mu, scales, top)
+        for r in setup.base:
+            try:
+                p, _, _ = fit_scales(_rows([r], lo, hi, lam_eff), lr, mu, scales, top)
+            except ValueError:
+                continue
+            seeds_h.append(np.exp(p[:scales]))
+            seeds_s.append(np.exp(p[scales:]))
     h, s = np.exp(logp[:scales]), np.exp(logp[scales:])
     raw_ex = float(0.5 * np.sum(h * stationary.iterate_variance(lr * h, s, mu)))
     obs_raw, _ = _stack_mean(setup, f"eval/{split}_loss_raw", lo, hi)
     seed_means = np.array([np.nanmean(x) for x in obs_raw]) if obs_raw.size else np.array([np.nan])
     m, se, n = metrics.mean_se(seed_means)
-    if n == 1:   # one seed: the s.e. of the window mean (eval points are close to independent at this spacing)
-        m, se, _ = metrics.mean_se(obs_raw[0])
+    if n == 1:   # one seed: the block s.e. of the window mean
+        m, se = pairs.block_mean_se(obs_raw[0])
     grad = _num_grad(lambda p: 0.5 * np.sum(np.exp(p[:scales]) * stationary.iterate_variance(
         lr * np.exp(p[:scales]), np.exp(p[scales:]), mu)), logp)
     ex_se = float(np.sqrt(max(grad @ np.nan_to_num(cov) @ grad, 0.0)))
     return Calibration(lr, mu, lam_eff, h, s, cov, np.array(seeds_h), np.array(seeds_s), pm, top or (np.nan, np.nan),
-                       (lo, hi), raw_ex, m - raw_ex, float(np.hypot(se if np.isfinite(se) else 0.0, ex_se)), split, resid)
+                       (lo, hi), raw_ex, m - raw_ex, float(np.hypot(se if np.isfinite(se) else 0.0, ex_se)), split,
+                       resid, source, pooled if source == "two-point" else None, structs, seed_fits)
 
 
 def _stack_mean(setup: Setup, key: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:

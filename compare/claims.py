@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from compare import metrics
-from compare.analysis import Analysis
+from compare.analysis import CELL_REL_TOL, CELL_SE, Analysis
 
 QUAD_R2_MIN = 0.95          # median R² of the training-batch one-step quadratic fits
 ONE_STEP_RATIO_MAX = 0.5    # min_η ℓ_B(θ − η g_B) / mean training loss must be at most this
@@ -17,6 +17,7 @@ ETA_STAR_MIN = 3.0          # training-batch optimum η*/λ_eff at least this (t
 MATCH_TOL = 0.3             # |gain captured by the equivalent branch − 1| and |predicted/observed gain − 1|
 GAIN_SIGMAS = 2.0           # two-point beats baseline if its gain exceeds 2 standard errors
 CONVERGE_RATIO = 0.5        # path distance at the end ≤ half its first value
+CELL_SHARE = 0.8            # "the model predicts the averages": share of (seed, variant) cells that must agree
 
 REPRO, NOT_REPRO, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
 
@@ -24,7 +25,8 @@ THRESHOLDS = {
     "quadratic": f"median R² ≥ {QUAD_R2_MIN}",
     "one_step_low": f"median ratio ≤ {ONE_STEP_RATIO_MAX}",
     "train_vs_heldout": f"held-out root/λ_eff in [{ROOT_RATIO[0]}, {ROOT_RATIO[1]}] and η*/λ_eff ≥ {ETA_STAR_MIN}",
-    "model_predicts": f"|predicted/observed averaging gain − 1| ≤ {MATCH_TOL}",
+    "model_predicts": f"|pred − obs| ≤ max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·s.e.) on ≥ {CELL_SHARE:.0%} of "
+                      f"(seed, variant) cells",
     "ema_branch": f"branch captures the EMA gain within ±{MATCH_TOL:.0%}",
     "swa_branch": f"branch captures the SWA gain within ±{MATCH_TOL:.0%}",
     "two_point": f"gain > {GAIN_SIGMAS}·s.e. and, if a λ/2 branch is given, it captures the gain within ±{MATCH_TOL:.0%}",
@@ -74,32 +76,40 @@ def claim_table(a: Analysis) -> list[dict]:
         "median R² of the quadratic fit of ℓ_B(θ − ηg_B) vs η (probe/fit_r2), per seed",
         _fmt(m, sd, n), NOT_TESTABLE if n == 0 else (REPRO if m >= QUAD_R2_MIN else NOT_REPRO))
 
-    ratio = pm.min_ratio
+    ratio = pm.min_ratio if pm is not None else np.array([])
     med = float(np.nanmedian(ratio)) if ratio.size else float("nan")
     add("one_step_low", "one GD step reaches a batch loss far below the average training loss ([V], [S])",
         "min_η ℓ_B / raw train-eval loss at the probe step (median over window probe rows, all seeds)",
         _fmt(med, float(np.nanstd(ratio)) if ratio.size > 1 else None, int(ratio.size)),
         NOT_TESTABLE if not np.isfinite(med) else (REPRO if med <= ONE_STEP_RATIO_MAX else NOT_REPRO))
 
-    rr = pm.root[0] / cal.lam_eff
-    er = pm.eta_star[0] / cal.lam_eff
-    ok = ROOT_RATIO[0] <= rr <= ROOT_RATIO[1] and er >= ETA_STAR_MIN
-    add("train_vs_heldout", "training vs held-out one-step curves differ as predicted (theory.md §3.1, [S])",
-        "held-out gain parabola's second root / λ_eff; training-batch optimum η*/λ_eff (row mean ± s.e.)",
-        f"root/λ_eff = {_fmt(rr, pm.root[1] / cal.lam_eff)}; η*/λ_eff = {_fmt(er, pm.eta_star[1] / cal.lam_eff)}",
-        REPRO if ok else NOT_REPRO)
+    tvh = ("train_vs_heldout", "training vs held-out one-step curves differ as predicted (theory.md §3.1, [S])",
+           "held-out gain parabola's second root / λ_eff; training-batch optimum η*/λ_eff (row mean ± s.e.)")
+    if pm is None:
+        add(*tvh, "n/a", NOT_TESTABLE, "no one-step probe rows in the window (--probe-every)")
+    else:
+        rr = pm.root[0] / cal.lam_eff
+        er = pm.eta_star[0] / cal.lam_eff
+        ok = ROOT_RATIO[0] <= rr <= ROOT_RATIO[1] and er >= ETA_STAR_MIN
+        add(*tvh, f"root/λ_eff = {_fmt(rr, pm.root[1] / cal.lam_eff)}; η*/λ_eff = "
+                  f"{_fmt(er, pm.eta_star[1] / cal.lam_eff)}", REPRO if ok else NOT_REPRO)
 
     vm = a.metrics["variants"]
-    errs = {k: v["gain_rel_err"] for k, v in vm.items() if k != "raw" and np.isfinite(v.get("gain_rel_err", np.nan))
-            and a.variants[k].kind in ("ema", "swa")}
-    if errs:
-        worst = max(errs.values())
-        add("model_predicts", "the model calibrated on raw weights predicts the EMA and SWA curves ([V])",
-            "|pred/obs − 1| of the window-mean averaging gain L_raw − L_avg (floor-free), worst EMA/SWA variant",
-            ", ".join(f"{k}: {v:.2f}" for k, v in errs.items()), REPRO if worst <= MATCH_TOL else NOT_REPRO)
+    cells = [(name, t) for name, m in vm.items() for t in m.get("per_seed_terms", [])]
+    claim = ("the model calibrated on the raw trajectory's two-point structure predicts the EMA, SWA and N-point "
+             "averages, seed by seed (theory.md §3.8a, [V])")
+    if cells:
+        good = [c for c in cells if c[1]["agrees"]]
+        share = len(good) / len(cells)
+        bad = [f"{n} ({_seed_label(t['run'])})" for n, t in cells if not t["agrees"]]
+        add("model_predicts", claim,
+            "window-mean gain L_raw − L_avg (BN-consistent) predicted by the pair identity from two-point averages "
+            "of raw iterates vs observed, per seed; s.e. = block s.e. over the window",
+            f"{len(good)} of {len(cells)} cells agree ({share:.0%})", REPRO if share >= CELL_SHARE else NOT_REPRO,
+            ("disagree: " + ", ".join(bad)) if bad else "every cell agrees")
     else:
-        add("model_predicts", "the model calibrated on raw weights predicts the EMA and SWA curves ([V])",
-            "averaging gain, predicted vs observed", "n/a", NOT_TESTABLE, "no EMA/SWA variant inside the window")
+        add("model_predicts", claim, "per-seed averaging gain, predicted vs observed", "n/a", NOT_TESTABLE,
+            "needs a two-point lag grid (calibration) and an EMA, SWA or N-point variant inside the window")
 
     for cid, kind, label in (("ema_branch", "ema", "EMA"), ("swa_branch", "swa", "SWA")):
         br = [b for b in a.branches if b.get("matches") and a.variants[b["matches"]].kind == kind
@@ -150,6 +160,10 @@ def claim_table(a: Analysis) -> list[dict]:
             "distance between an average and its same-data-order branch", "n/a", NOT_TESTABLE,
             "needs base and branch runs recording sketch/* (empirical.run --sketch-dim > 0)")
     return rows
+
+
+def _seed_label(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _single_seed_se(a: Analysis, name: str) -> float:

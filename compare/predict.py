@@ -142,7 +142,8 @@ def stationary_excess(cal: Calibration, v: Variant, cfg: dict) -> float:
 
 def hyperbolic_tau(cal: Calibration) -> float:
     """τ of the SWA-equivalent cooldown λ_n = λτ/(τ + n), τ = 1/α_eff (theory.md §3.4, momentum mapping §2.6);
-    for several scales the noise-weighted mean curvature is used. Steps."""
-    w = cal.h ** 2 * cal.s
+    for several scales the curvature averaged with weights h·v, each scale's share of the raw excess ½Σhv (the
+    directions whose noise the cooldown has to remove). Steps."""
+    w = cal.h * stationary.iterate_variance(cal.lr * cal.h, cal.s, cal.momentum)
     hbar = float(np.sum(w * cal.h) / np.sum(w))
     return 1.0 / (cal.lam_eff * hbar)

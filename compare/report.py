@@ -1,6 +1,6 @@
 """Calibrate the NQM on raw weights, predict the averaged weights and equivalent-LR branches, write a report.
 
-    python -m compare.report RUN_DIR [RUN_DIR ...] [--out DIR] [--scales 1] [--floor model|min-avg] [--split test]
+    python -m compare.report RUN_DIR [RUN_DIR ...] [--out DIR] [--scales J] [--floor model|min-avg] [--split test]
 
 Several run directories = seeds (and branches) of one setup; they are grouped by config (compare/load.py).
 Writes DIR/report.md (with its PNG figures), DIR/metrics.json and the PNGs; default DIR runs/compare/<stamp>-report.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compare.analysis import Analysis, analyse
+from compare.analysis import CELL_REL_TOL, CELL_SE, Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
 from compare.load import group_runs, load_runs
 from theory.cli import OneLineParser, pipe_safe_stdout
@@ -34,12 +34,17 @@ def calibration_json(a: Analysis) -> dict:
     se = np.sqrt(np.clip(np.diag(np.nan_to_num(c.cov)), 0, None))
     J = c.h.size
     spread = lambda m: (m.std(axis=0, ddof=1).tolist() if m.ndim == 2 and m.shape[0] > 1 else None)  # noqa: E731
-    return {"lr": c.lr, "momentum": c.momentum, "lam_eff": c.lam_eff, "window": list(c.window),
+    lag = lambda st: {"lags": st.lags.tolist(), "D": st.D.tolist(), "se": st.se.tolist(),  # noqa: E731
+                      "pairs": st.pairs.tolist()}
+    return {"source": c.source, "lr": c.lr, "momentum": c.momentum, "lam_eff": c.lam_eff, "window": list(c.window),
             "h": c.h.tolist(), "h_rel_se_fit": se[:J].tolist(), "h_seed_sd": spread(c.seed_h),
             "noise_mass": c.s.tolist(), "noise_rel_se_fit": se[J:].tolist(), "noise_seed_sd": spread(c.seed_s),
             "alpha_eff": c.alpha_eff.tolist(), "raw_excess_pred": c.raw_excess,
-            "probe": {"S_sum_h2v": pm.S, "G_tr_H2Sigma": pm.G, "C_half_sum_h3": pm.C, "eta_star": pm.eta_star,
-                      "heldout_root": pm.root, "taylor_curvature": pm.taylor_curv, "rows": pm.n_rows},
+            "structure": lag(c.structure) if c.structure is not None else None,
+            "structure_per_seed": [{"run": str(r.path), **lag(st)} for r, st in zip(a.setup.base, c.seed_structures)],
+            "probe": None if pm is None else {
+                "S_sum_h2v": pm.S, "G_tr_H2Sigma": pm.G, "C_half_sum_h3": pm.C, "eta_star": pm.eta_star,
+                "heldout_root": pm.root, "taylor_curvature": pm.taylor_curv, "rows": pm.n_rows},
             "top_eig": list(c.top_eig), "fit": c.residuals, "floor": a.metrics["floor"]}
 
 
@@ -49,9 +54,74 @@ def metrics_json(analyses: list[Analysis], tables: list[list[dict]]) -> dict:
         out["setups"].append({
             "runs": [str(r.path) for r in a.setup.base], "branches": [str(r.path) for r in a.setup.branches],
             "n_seeds": len(a.setup.base), "calibration": calibration_json(a), "variants": a.metrics["variants"],
+            "bn_artefact": a.metrics.get("bn_artefact", []),
+            "seed_spread": seed_spread(a),
             "branch_results": [{k: v for k, v in b.items() if k != "curve"} for b in a.branches],
             "claims": tab, "thresholds": THRESHOLDS})
     return out
+
+
+def seed_spread(a: Analysis) -> dict:
+    """Per predicted variant: across-seed mean, s.d. and s.e. of the observed window-mean gain, and what the number
+    of seeds resolves: a difference between predicted and observed MEAN gains below 2 s.e. cannot be told apart."""
+    out = {}
+    for name, m in a.metrics["variants"].items():
+        obs = np.array([c["gain_obs"] for c in m.get("per_seed", [])], float)
+        if obs.size == 0:
+            continue
+        n = int(obs.size)
+        sd = float(obs.std(ddof=1)) if n > 1 else float("nan")
+        mean = float(obs.mean())
+        out[name] = {"n_seeds": n, "gain_obs_mean": mean, "gain_obs_sd": sd,
+                     "gain_obs_se_of_mean": sd / np.sqrt(n) if n > 1 else float("nan"),
+                     "relative_sd": abs(sd / mean) if n > 1 and mean != 0 else float("nan")}
+    return out
+
+
+def _spread_text(a: Analysis) -> list[str]:
+    sp = seed_spread(a)
+    if not sp:
+        return []
+    L = ["Seed-to-seed spread of the observed window-mean gain (across seeds, not within a run):", ""]
+    for name, x in sp.items():
+        if x["n_seeds"] < 2:
+            L.append(f"* {name}: one seed — no spread; a single run supports only a per-run statement.")
+            continue
+        L.append(f"* {name}: mean {_f(x['gain_obs_mean'])}, s.d. {_f(x['gain_obs_sd'], 2)} ({_f(100 * x['relative_sd'], 2)} % "
+                 f"of the mean) over {x['n_seeds']} seeds; s.e. of the mean {_f(x['gain_obs_se_of_mean'], 2)}, so a "
+                 f"predicted mean gain closer than {_f(2 * x['gain_obs_se_of_mean'], 2)} to the observed one cannot be "
+                 f"told apart from it with these seeds.")
+    L += ["", "What the number of seeds supports: the per-seed verdicts test the model run by run (each against its own "
+          "block s.e.); a statement about the mean gain across seeds is limited by the spread above, and with fewer than "
+          "about 5 seeds by the uncertainty of the spread itself (its relative s.e. is ≈ 1/√(2(n−1)))."]
+    return L
+
+
+def _per_seed_text(a: Analysis) -> list[str]:
+    rows = [(name, c, t) for name, m in a.metrics["variants"].items()
+            for c, t in zip(m.get("per_seed", []), m.get("per_seed_terms", []))]
+    if not rows:
+        return ["No per-seed prediction: the calibration is not from two-point averages (no lag grid recorded)."]
+    L = ["| variant | run | gain pred | = drift + fluctuation | gain obs ± block s.e. | agrees |", "|---|---|---|---|---|---|"]
+    for name, c, t in rows:
+        L.append(f"| {name} | `{Path(c['run']).name}` | {_f(c['gain_pred'])} | {_f(t['drift'])} + {_f(t['fluctuation'])} "
+                 f"| {_f(c['gain_obs'])} ± {_f(c['gain_obs_se'], 2)} | {'yes' if t['agrees'] else 'no'} |")
+    return L
+
+
+def _structure_text(a: Analysis) -> list[str]:
+    c = a.cal
+    if c.structure is None:
+        return []
+    L = ["| lag τ (steps) | D(τ) pooled ± s.e. | " + " | ".join(f"`{r.path.name}`" for r in a.setup.base) + " |",
+         "|---|---|" + "---|" * len(a.setup.base)]
+    for i, k in enumerate(c.structure.lags):
+        per = []
+        for st in c.seed_structures:
+            j = np.flatnonzero(st.lags == k)
+            per.append(_f(st.D[j[0]]) if j.size else "n/a")
+        L.append(f"| {k} | {_f(c.structure.D[i])} ± {_f(c.structure.se[i], 2)} | " + " | ".join(per) + " |")
+    return L
 
 
 FLOOR_NOTE = ("Excess loss = loss − floor. The floor is a modelling choice: by default (`model`) it is the mean raw "
@@ -68,21 +138,44 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
         cj = calibration_json(a)
         L += [f"## Setup {i + 1}: {len(a.setup.base)} seed run(s), {len(a.setup.branches)} branch run(s)", "",
               "Runs: " + ", ".join(f"`{r.path}`" for r in (*a.setup.base, *a.setup.branches)), "",
-              "### Calibration (raw weights only)", "",
+              "### Calibration (raw trajectory only)", "",
+              (f"* Source: **two-point averages of raw iterates** at lags {', '.join(map(str, c.structure.lags))} "
+               f"steps — the structure function D(τ) = 8[½(L_t + L_{{t−τ}}) − L(½(θ_t + θ_{{t−τ}}))] (theory.md §3.8a), "
+               f"BN statistics recomputed for every variant alike. No EMA, SWA or N-point curve is used; the one-step "
+               f"probes serve the probe claims only." if c.source == "two-point" else
+               "* Source: **one-step probes** (no two-point lag grid was recorded): they weight directions by h² and "
+               "h³ and miss the flat, slow directions that carry most of the averaging gain; record "
+               "`--two-point-gaps` at several lags with `--eval-dense-every` for the two-point calibration."),
               f"* λ = {_f(c.lr)}, μ = {_f(c.momentum)}, λ_eff = λ/(1−μ) = {_f(c.lam_eff)}; quasi-stationary window: "
               f"steps {c.window[0]}–{c.window[1]} (last half of the constant-LR phase).",
-              f"* One-step probes ({pm.n_rows} rows): training optimum η* = {_f(pm.eta_star[0])} ± {_f(pm.eta_star[1], 2)} "
-              f"(= {_f(pm.eta_star[0] / c.lam_eff)} λ_eff); held-out gain root = {_f(pm.root[0])} ± {_f(pm.root[1], 2)}; "
-              f"Σh²v = {_f(pm.S[0])} ± {_f(pm.S[1], 2)}; tr(H²Σ) = {_f(pm.G[0])} ± {_f(pm.G[1], 2)}; "
-              f"Taylor curvature gᵀHg/‖g‖² = {_f(pm.taylor_curv[0])}; top Hessian eigenvalue = {_f(c.top_eig[0])}.",
-              f"* Fitted scales (J = {c.h.size}): h = {', '.join(_f(x) for x in c.h)} (fit rel. s.e. "
+              (f"* One-step probes ({pm.n_rows} rows): training optimum η* = {_f(pm.eta_star[0])} ± {_f(pm.eta_star[1], 2)} "
+               f"(= {_f(pm.eta_star[0] / c.lam_eff)} λ_eff); held-out gain root = {_f(pm.root[0])} ± {_f(pm.root[1], 2)}; "
+               f"Σh²v = {_f(pm.S[0])} ± {_f(pm.S[1], 2)}; tr(H²Σ) = {_f(pm.G[0])} ± {_f(pm.G[1], 2)}; "
+               f"Taylor curvature gᵀHg/‖g‖² = {_f(pm.taylor_curv[0])}; top Hessian eigenvalue = {_f(c.top_eig[0])}."
+               if pm is not None else "* One-step probes: none in the window."),
+              f"* Fitted NQM spectrum (J = {c.h.size} scales, fitted to {'D(τ)' if c.source == 'two-point' else 'the probe moments'}): "
+              f"h = {', '.join(_f(x) for x in c.h)} (fit rel. s.e. "
               f"{', '.join(_f(x, 2) for x in cj['h_rel_se_fit'])}; seed s.d. {cj['h_seed_sd'] or 'n/a (one seed)'}); "
               f"noise mass = {', '.join(_f(x) for x in c.s)} (rel. s.e. {', '.join(_f(x, 2) for x in cj['noise_rel_se_fit'])}); "
               f"α_eff = {', '.join(_f(x) for x in c.alpha_eff)}; χ² = {_f(c.residuals['chi2'])} on {c.residuals['dof']} dof"
-              + (f"; left out of the fit: {'; '.join(c.residuals['excluded'])}." if c.residuals.get("excluded") else "."),
+              + (f"; left out of the fit: {'; '.join(c.residuals['excluded'])}." if c.residuals.get("excluded") else ".")
+              + " It gives every equivalent LR below (λ_eq, the branches) and the model curves in the figures.",
               f"* Floor ({a.floor_mode}) = {_f(a.floor, 5)}; model floor {_f(c.floor, 5)} ± {_f(c.floor_se, 2)}; "
               f"min-avg floor {_f(a.metrics['floor']['min_avg_floor'], 5)}. {FLOOR_NOTE}", "",
-              "### Predicted vs observed (averaged weights, never used in the fit)", "",
+              *_structure_text(a), "",
+              "### BatchNorm: one evaluation procedure for every variant", "",
+              "Every variant, the raw weights included, is evaluated with BN statistics recomputed on the same fixed "
+              "batches; `raw_running_bn` is the raw weights with their training-time running statistics (as deployed). "
+              "Their difference is what an asymmetric comparison would have added to every averaging gain:", "",
+              *([f"* `{Path(b['run']).name}`: L(raw_running_bn) − L(raw) = {_f(b['running_minus_recomputed'])} ± "
+                 f"{_f(b['se'], 2)} (window mean ± block s.e.)" for b in a.metrics.get("bn_artefact", [])]
+                or ["* not recorded (bn_mode is not 'recompute', or the runs predate `raw_running_bn`)."]), "",
+              "### Per-seed verdicts: averaging gain predicted from the pair identity", "",
+              "Gain = window mean of L_raw − L_avg, both BN-consistent. Prediction = drift term L(θ_t) − Σ w_j L(θ_j) "
+              "(the run's own raw losses) + fluctuation term ¼ Σ w_j w_k D(|j−k|) (the run's own D(τ)); s.e. = block s.e. "
+              f"over the window; a cell agrees if |pred − obs| ≤ max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·s.e.).", "",
+              *_per_seed_text(a), "", *_spread_text(a), "",
+              "### NQM model curves vs observed (fitted spectrum; averaged weights never used in the fit)", "",
               "| variant | n | excess pred (final) | excess obs (final ± sd) | rel. err final | mean abs rel. err (window) "
               "| gain pred | gain obs ± sd | gain rel. err | 2sd band coverage | λ_eq |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -119,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m compare.report", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (seeds and/or branches)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare/<stamp>-report)")
-    p.add_argument("--scales", type=int, default=1, choices=(1, 2, 3), help="curvature scales J in the fit")
+    p.add_argument("--scales", type=int, default=None, choices=(1, 2, 3),
+                   help="curvature scales J of the fitted NQM spectrum (default: 2 when fitted to D(τ) of two-point "
+                        "averages, 1 when the runs have no lag grid and the one-step probes are used)")
     p.add_argument("--floor", choices=("model", "min-avg"), default="model", help="loss-floor estimate (see report)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which eval loss is compared")
     p.add_argument("--no-figures", action="store_true", help="skip the PNGs (faster)")

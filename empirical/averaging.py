@@ -14,7 +14,8 @@ after optimiser step t (t = 1, 2, ... with no gaps), when the model holds θ_t. 
 Memory of the multi-point averages: they are only needed at evaluation steps e (multiples of ``eval_every`` up to
 ``total_steps``, ``total_steps`` itself, and steps passed to ``will_need``), so only the snapshots θ_s with
 s = e − L (L a lag: 0, k, or i·G) for a future such e are kept. Pass ``total_steps`` (the loop's last step) so the
-final evaluation gets its snapshots even when it is not a multiple of eval_every. A gap k costs ≈ k/eval_every + 1
+final evaluation gets its snapshots even when it is not a multiple of eval_every; ``extra_eval_steps`` adds
+evaluation steps off that grid (a dense evaluation window). A gap k costs ≈ k/eval_every + 1
 copies of the weights (stored in the model's dtype, so they are exact), not k. ``stored_steps()`` lists them.
 Asking for a multi-point variant at a step whose snapshots were not kept raises ValueError naming the missing step.
 
@@ -60,7 +61,8 @@ class WeightAverages:
     def __init__(self, model: nn.Module, *, ema_decays: Sequence[float] = (), ema_start: int = 0, ema_every: int = 1,
                  swa_start: int | None = None, swa_every: int = 1, swa_length: int | None = None,
                  two_point_gaps: Sequence[int] = (), n_points: Sequence[int] = (), n_point_gap: int = 0,
-                 eval_every: int = 1, average_buffers: bool = False, total_steps: int | None = None):
+                 eval_every: int = 1, average_buffers: bool = False, total_steps: int | None = None,
+                 extra_eval_steps: Sequence[int] = ()):
         self.decays = [float(d) for d in ema_decays]
         for d in self.decays:
             if not (math.isfinite(d) and 0 <= d < 1):
@@ -103,6 +105,9 @@ class WeightAverages:
         self.total_steps = None if total_steps is None else _int("total_steps", total_steps)
         if self.total_steps is not None:
             self._extra.add(self.total_steps)
+        # evaluation steps off the eval_every grid (a run's dense evaluation window): same as will_need(e) for each
+        self._extra |= {_int("extra evaluation step", e) for e in extra_eval_steps
+                        if self.total_steps is None or e <= self.total_steps}
         self._observe(model, 0)
 
     # ------------------------------------------------------------------------------------------ tensors

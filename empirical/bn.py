@@ -5,7 +5,10 @@ of the raw model, or ``momentum=0.`` instead of ``None``, Lightning #14866). The
 experimental factor, recorded as ``bn_mode`` in config.json:
 
 * ``recompute`` (default): reset the BN running statistics and re-estimate them with a cumulative average
-  (``momentum=None``) over fixed un-augmented training batches, in train mode, with the averaged weights.
+  (``momentum=None``) over fixed un-augmented training batches, in train mode, with the variant's weights — the raw
+  weights included, so raw and averaged weights are compared under one procedure. The raw weights with their
+  training-time running statistics are recorded beside them as the variant ``raw_running_bn``: on digits that
+  difference alone was more than half of the apparent averaging gain (README, results).
 * ``averaged``: use the BN buffers averaged alongside the weights (``WeightAverages(average_buffers=True)``).
 * ``raw``: use the raw (live) model's BN buffers unchanged.
 
@@ -20,6 +23,8 @@ import torch
 from torch import nn
 
 BN_MODES = ("recompute", "averaged", "raw")
+# The raw weights with their training-time running statistics (as deployed); in mode 'recompute' a variant of its own.
+RAW_RUNNING_BN = "raw_running_bn"
 
 
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -100,29 +105,53 @@ def _copy_buffers(src: nn.Module, dst: nn.Module) -> None:
 
 
 def prepare_variant(averages, name: str, target: nn.Module, raw_model: nn.Module, bn_mode: str, bn_batches,
-                    call_fn: Callable[[nn.Module, Any], Any] | None = None, *, device=None,
-                    recompute_raw: bool = False) -> nn.Module:
-    """The model to evaluate for variant ``name``: ``raw_model`` itself for 'raw' (its own BN buffers, untouched),
-    otherwise ``target`` loaded with the variant's weights and BN buffers per ``bn_mode`` (module docstring).
-
-    ``recompute_raw=True`` also evaluates 'raw' on ``target`` with recomputed statistics (bn_mode 'recompute'),
-    which makes raw and averaged variants see the same BN procedure; by default raw keeps its training-time
-    running statistics, as in ordinary evaluation. In modes 'raw' and 'recompute' every buffer of ``target`` is first
-    the raw model's (recompute then resets the BN ones); in 'averaged' the floating buffers are the averaged ones.
+                    call_fn: Callable[[nn.Module, Any], Any] | None = None, *, device=None) -> nn.Module:
+    """The model to evaluate for variant ``name``: ``target`` loaded with the variant's weights and BN buffers per
+    ``bn_mode`` (module docstring). Every variant goes through this one procedure, the raw weights included: in mode
+    'recompute' 'raw' is ``target`` with the raw weights and recomputed statistics, exactly as an average is (an EMA
+    of decay 0 equals the iterate, so it must evaluate identically, bit for bit). ``raw_running_bn`` is the raw model
+    itself with its training-time running statistics: the weights as deployed, kept as their own variant so that the
+    difference between the two procedures stays visible. In modes 'raw' and 'averaged' the raw weights' own running
+    statistics are the procedure, so 'raw' is ``raw_model`` itself. In modes 'raw' and 'recompute' every buffer of
+    ``target`` is first the raw model's (recompute then resets the BN ones); in 'averaged' the floating buffers are
+    the averaged ones.
     """
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode {bn_mode!r}: choose one of {', '.join(BN_MODES)}")
+    if name == RAW_RUNNING_BN or (name == "raw" and bn_mode != "recompute"):
+        return raw_model
     if name == "raw":
-        if not (recompute_raw and bn_mode == "recompute"):
-            return raw_model
-        target.load_state_dict(raw_model.state_dict())
-        recompute_bn(target, bn_batches, call_fn=call_fn, device=device)
-        return target
-    if bn_mode == "averaged" and not averages.average_buffers:
-        raise ValueError("bn_mode 'averaged' needs WeightAverages(..., average_buffers=True)")
-    averages.copy_into(name, target)  # parameters (+ averaged float buffers and counters if average_buffers)
+        torch._foreach_copy_([p.detach() for p in target.parameters()], [p.detach() for p in raw_model.parameters()])
+    else:
+        if bn_mode == "averaged" and not averages.average_buffers:
+            raise ValueError("bn_mode 'averaged' needs WeightAverages(..., average_buffers=True)")
+        averages.copy_into(name, target)  # parameters (+ averaged float buffers and counters if average_buffers)
     if bn_mode != "averaged":         # 'raw' and 'recompute' start from the raw model's buffers
         _copy_buffers(raw_model, target)
     if bn_mode == "recompute":
         recompute_bn(target, bn_batches, call_fn=call_fn, device=device)
     return target
+
+
+class ConsistentRaw:
+    """The raw weights prepared by :func:`prepare_variant` (the evaluation procedure of every variant), on a module
+    of their own and cached per optimiser step, so that the evaluation at step t and the probes, bank, alignment and
+    curvature measured on θ_t share one BN recomputation (docs/run-series.md says which statistics each series uses).
+    """
+
+    def __init__(self, target: nn.Module, bn_mode: str, bn_batches, call_fn=None, *, device=None):
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode {bn_mode!r}: choose one of {', '.join(BN_MODES)}")
+        self.target, self.bn_mode, self.bn_batches = target, bn_mode, list(bn_batches)
+        self.call_fn, self.device, self._step = call_fn, device, None
+
+    def __call__(self, raw_model: nn.Module, step: int) -> nn.Module:
+        """The BN-consistent raw model at ``step`` (the caller guarantees raw_model holds θ_step)."""
+        if self.bn_mode != "recompute":
+            return raw_model
+        if self._step != step:
+            self._step = None   # a failure half way must not leave a stale cache entry
+            prepare_variant(None, "raw", self.target, raw_model, self.bn_mode, self.bn_batches, self.call_fn,
+                            device=self.device)
+            self._step = step
+        return self.target

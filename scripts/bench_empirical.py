@@ -13,6 +13,11 @@
     each as it ships (ours in channels_last as the cifar/imagenet presets run, the reference contiguous as
     torchvision's reference script runs), and both loops in the same memory format (contiguous; channels_last),
     which isolates the loop's own cost.
+(d) what the two-point calibration costs (compare/pairs.py, theory.md §3.8a): the digits preset as shipped (lag grid
+    10-500 steps, test split of every variant every 10 steps in 100-1200, BN-consistent raw weights) against the
+    same preset with the previous recordings (two-point gaps 50 and 300, no dense window), the training-loop wall
+    time of real digits runs (summary.json wall_s), interleaved, best of --digits-repeats; skip with
+    --digits-repeats 0.
 (c) on CUDA only: ResNet-50 on synthetic 224x224 (bf16 autocast, channels_last) vs a bare loop doing the same.
 
 Our loop is timed inside ``empirical.run.main`` itself (data replaced by synthetic tensors, the batch iterator
@@ -38,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from empirical import config  # noqa: E402
 from empirical import data as D  # noqa: E402
-from empirical import run  # noqa: E402
+from empirical import run, train  # noqa: E402
 from empirical.models import build_model  # noqa: E402
 
 BANK_EVERY = 10   # steps between bank evaluations in the measured configurations (the issue's "bank every 10 steps")
@@ -68,7 +73,7 @@ def our_step_time(bundle, argv: list[str], warmup: int, steps: int, account: dic
 
     stamps: dict[int, float] = {}
     orig_load, orig_batches = data_mod.load_data, sampler.train_batches
-    orig_measure, orig_update = run.measure, WeightAverages.update
+    orig_measure, orig_update = train.measure, WeightAverages.update
     window = range(warmup, warmup + steps)
 
     def clocked(key, fn, step_of):
@@ -81,7 +86,7 @@ def our_step_time(bundle, argv: list[str], warmup: int, steps: int, account: dic
         return wrapper
 
     if account is not None:
-        run.measure = clocked("measure", orig_measure, lambda a: a[0])               # measure(step, ...)
+        train.measure = clocked("measure", orig_measure, lambda a: a[0])             # measure(step, ...)
         WeightAverages.update = clocked("averages", orig_update, lambda a: a[2] - 1)  # update(self, model, step + 1)
 
     def timed(*a, **k):
@@ -97,7 +102,7 @@ def our_step_time(bundle, argv: list[str], warmup: int, steps: int, account: dic
             run.main([*argv, "--steps", str(n), "--eval-every", str(n), "--out", str(Path(tmp) / "r")])
     finally:
         data_mod.load_data, sampler.train_batches = orig_load, orig_batches
-        run.measure, WeightAverages.update = orig_measure, orig_update
+        train.measure, WeightAverages.update = orig_measure, orig_update
     return (stamps[warmup + steps] - stamps[warmup]) / steps
 
 
@@ -156,12 +161,42 @@ def paired(num: list[float], den: list[float]) -> tuple[float, str]:
     return statistics.median(ratios), ", ".join(f"{r:.3f}" for r in ratios)
 
 
+def digits_wall(extra: list[str]) -> float:
+    """Training-loop seconds (summary.json wall_s) of ``python -m empirical.run digits`` with ``extra`` flags."""
+    import json
+    import subprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r"
+        subprocess.run([sys.executable, "-m", "empirical.run", "digits", "--out", str(out), *extra], check=True,
+                       stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
+        return float(json.loads((out / "summary.json").read_text())["wall_s"])
+
+
+def calibration_cost(repeats: int) -> None:
+    """(d): the digits preset as shipped vs with the previous recordings, interleaved, best of ``repeats``."""
+    configs = {"digits as shipped (lag grid, dense test eval)": [],
+               "digits, previous recordings (gaps 50,300)": ["--two-point-gaps", "50,300", "--eval-dense-every", "0"]}
+    walls: dict[str, list[float]] = {n: [] for n in configs}
+    for rep in range(repeats):
+        for n in (list(configs) if rep % 2 == 0 else list(configs)[::-1]):
+            walls[n].append(digits_wall(configs[n]))
+    best = {n: min(v) for n, v in walls.items()}
+    base = best[list(configs)[1]]
+    print("(d) cost of the two-point calibration's recordings (training-loop wall time of real digits runs, best of "
+          f"{repeats} [each]):")
+    for n, v in walls.items():
+        print(f"    {n:<50}: {best[n]:7.1f} s  x{best[n] / base:.2f}   [{', '.join(f'{x:.1f}' for x in v)}]")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--digits-repeats", type=int, default=2, help="repeats of (d); 0 = skip it")
     a = p.parse_args()
+    if a.digits_repeats > 0:
+        calibration_cost(a.digits_repeats)
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     bundle = synthetic(a.batch * 40, 32)

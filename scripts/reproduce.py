@@ -37,11 +37,13 @@ MINUTES_PER_RUN = {"digits": (0.7, 0.55), "mnist": (16.0, 10.0)}
 # 5,000-image subset; constant LR to step 1,200) so 3 seeds and their branches fit in about 1.5 hours on 2 cores.
 FULL = {"digits": [],
         "mnist": ["--steps", "1500", "--decay-start", "1200", "--ema-start", "200", "--swa-start", "600",
-                  "--two-point-gaps", "50,300", "--eval-every", "100", "--probe-every", "50", "--bank-every", "10",
+                  "--eval-every", "100", "--eval-dense-every", "20", "--eval-dense-from", "100",
+                  "--two-point-gaps", "20,40,100,200,300,500", "--probe-every", "50", "--bank-every", "10",
                   "--align-every", "50", "--curv-every", "300"]}
 # Quick mode (CI): digits, 600 steps, constant LR to 480, branches from 240; ~2 min on 2 cores.
 QUICK = {"digits": ["--steps", "600", "--decay-start", "480", "--ema-start", "80", "--ema-decays", "0.95,0.99",
-                    "--swa-start", "240", "--two-point-gaps", "20,120", "--eval-every", "40", "--probe-every", "40",
+                    "--swa-start", "240", "--two-point-gaps", "10,20,40,80,120", "--eval-every", "40",
+                    "--eval-dense-every", "10", "--eval-dense-from", "120", "--probe-every", "40",
                     "--bank-every", "10", "--align-every", "40", "--curv-every", "120"]}
 FULL_T0 = {"digits": 600, "mnist": 600}      # = the runs' swa_start: inside the constant-LR phase
 QUICK_T0 = {"digits": 240}
@@ -63,8 +65,10 @@ def plan(quick: bool, seeds: list[int], out: Path, presets: tuple[str, ...] = ("
     return entries
 
 
-def branch_commands(entry: dict, h: float, ema_decays: list[float]) -> list[dict]:
-    specs = ["half", f"swa:{h:.6g}"] + [f"ema:{g:g}:{h:.6g}" for g in ema_decays]
+def branch_commands(entry: dict, h_swa: float, h_ema: dict[float, float]) -> list[dict]:
+    """Branches from each seed's T0 checkpoint: half, swa:H, ema:GAMMA:H with the curvatures the calibration gives
+    (one per EMA decay: the H for which the harmonic rule returns the spectrum's equivalent LR, ``calibrated_h``)."""
+    specs = ["half", f"swa:{h_swa:.6g}"] + [f"ema:{g:g}:{h:.6g}" for g, h in h_ema.items()]
     out = []
     for b in entry["base"]:
         ckpt = b["dir"] / "checkpoints" / f"step_{entry['t0']:09d}.pt"
@@ -76,13 +80,30 @@ def branch_commands(entry: dict, h: float, ema_decays: list[float]) -> list[dict
     return out
 
 
-def calibrated_h(dirs: list[Path]) -> tuple[float, list[float]]:
-    """Curvature h₀ of the one-scale NQM fitted to the base runs' raw weights, and the runs' EMA decays."""
+def calibrated_h(dirs: list[Path]) -> tuple[float, dict[float, float], str]:
+    """Curvatures for the branch schedules from the NQM spectrum fitted to the base runs' raw trajectory (D(τ) of
+    two-point averages of raw iterates, compare/calibrate.py; never the EMA or SWA the branches are compared with):
+
+    * EMA γ: the spectrum's equivalent LR λ_eq (the constant LR whose stationary raw excess equals the EMA's), passed
+      as the H for which empirical.config.branch_lr's harmonic rule λβ/(β + λ_eff·H) returns λ_eq:
+      H = β(λ/λ_eq − 1)/λ_eff (theory.md §3.3);
+    * SWA: H = 1/(λ_eff·τ) with τ the spectrum's hyperbolic cooldown constant (compare/predict.hyperbolic_tau, §3.4).
+    Returns (H_swa, {γ: H_ema}, a one-line description)."""
+    from compare import predict
     from compare.calibrate import calibrate
-    from compare.load import group_runs, load_runs
+    from compare.load import Variant, group_runs, load_runs
     setup = group_runs(load_runs(dirs))[0]
     cal = calibrate(setup)
-    return float(cal.h[0]), [float(g) for g in setup.config.get("ema_decays", [])]
+    h_ema = {}
+    for g in (float(x) for x in setup.config.get("ema_decays", [])):
+        v = Variant(f"ema_{g!r}", "ema", decay=g)
+        lam_eq = predict.equivalent_lr(cal, predict.stationary_excess(cal, v, setup.config))
+        beta = 1.0 - g
+        h_ema[g] = beta * (cal.lr / lam_eq - 1.0) / cal.lam_eff if lam_eq < cal.lr else float("nan")
+    h_swa = 1.0 / (cal.lam_eff * predict.hyperbolic_tau(cal))
+    text = (f"calibration ({cal.source}): h = {', '.join(f'{x:.4g}' for x in cal.h)}; SWA cooldown H = {h_swa:.4g}; "
+            + "; ".join(f"EMA {g:g}: H = {h:.4g}" for g, h in h_ema.items()))
+    return h_swa, {g: h for g, h in h_ema.items() if h > 0 and h == h}, text
 
 
 def expected_cost(entries: list[dict], seeds: list[int], quick: bool) -> str:
@@ -135,11 +156,12 @@ def _run_all(runs: list[dict], runner, jobs: int) -> None:
 def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
     p = argparse.ArgumentParser(prog="python scripts/reproduce.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="digits only, one seed, 600 steps (CI)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per dataset (full mode; ≥ 3 for seed bands)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per dataset (full mode; digits 5, mnist 3 in the README)")
     p.add_argument("--presets", default="digits,mnist", help="comma-separated datasets for full mode")
     p.add_argument("--jobs", type=int, default=1, help="training runs at once (CPU: cores/jobs threads each)")
     p.add_argument("--out", default=None, help="output root (default runs/reproduce/<stamp>)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the cost, run nothing")
+    p.add_argument("--no-branches", action="store_true", help="base runs, report and figures only (no branches)")
     args = p.parse_args(argv)
     presets = tuple(x for x in args.presets.split(",") if x)
     if args.jobs < 1 or args.seeds < 1 or not presets or any(x not in FULL for x in presets):
@@ -158,9 +180,9 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     for e in entries:
         _run_all(e["base"], runner, args.jobs)
-        h, decays = calibrated_h([b["dir"] for b in e["base"]])
-        print(f"calibrated curvature h₀ = {h:.4g} (1/LR units) for {e['preset']}", flush=True)
-        branches = branch_commands(e, h, decays)
+        h_swa, h_ema, text = calibrated_h([b["dir"] for b in e["base"]])
+        print(f"{e['preset']}: {text}", flush=True)
+        branches = branch_commands(e, h_swa, h_ema) if not args.no_branches else []
         _run_all(branches, runner, args.jobs)
         dirs = [str(b["dir"]) for b in e["base"]] + [str(b["dir"]) for b in branches]
         _run([sys.executable, "-m", "compare.report", *dirs, "--out", str(e["root"] / "report")], runner)

@@ -58,10 +58,10 @@ def test_run_with_shift_is_reproducible_and_recorded(tmp_path):
 
 
 def test_shift_refused_for_datasets_with_their_own_augmentation(tmp_path):
-    from empirical import data as D, run
+    from empirical import data as D, train
     bundle = D.load_data("smoke", seed=0)
     import dataclasses
     other = dataclasses.replace(bundle, train_eval=D.load_data("smoke", seed=1).train)
     from empirical.config import ConfigError
     with pytest.raises(ConfigError, match="own augmentation"):
-        run.with_shift(other, 1, 0)
+        train.with_shift(other, 1, 0)

@@ -121,11 +121,17 @@ def test_prepare_variant_modes():
     assert torch.allclose(target.bn.running_mean, mean)
     assert torch.equal(raw.bn.running_mean, torch.full((4,), 2.0, dtype=torch.float64))  # raw never touched
 
-    assert prepare_variant(avg, "raw", target, raw, "recompute", batches) is raw
-    out = prepare_variant(avg, "raw", target, raw, "recompute", batches, recompute_raw=True)
+    # one procedure for every variant: in 'recompute' the raw weights get recomputed statistics too (on target);
+    # the deployed raw weights with their running statistics are the variant raw_running_bn; in the other modes
+    # the running statistics are the procedure
+    assert prepare_variant(avg, "raw_running_bn", target, raw, "recompute", batches) is raw
+    assert prepare_variant(avg, "raw", target, raw, "raw", batches) is raw
+    out = prepare_variant(avg, "raw", target, raw, "recompute", batches)
     with torch.no_grad():
         mean = torch.stack([raw.lin(x).mean(0) for x, _ in batches]).mean(0)
     assert out is target and torch.allclose(target.bn.running_mean, mean)
+    assert all(torch.equal(p, q) for p, q in zip(target.parameters(), raw.parameters()))
+    assert torch.equal(raw.bn.running_mean, torch.full((4,), 2.0, dtype=torch.float64))  # raw never touched
 
 
 def test_prepare_variant_bad_input():

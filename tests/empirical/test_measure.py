@@ -218,7 +218,7 @@ def test_bank_records_the_first_ceil_f_b_images_of_each_batch(fraction, k):
     # the bank's losses equal cross-entropy of the first k = ceil(f·8) images of each 8-image batch, by hand
     from dataclasses import replace
 
-    from empirical import config, run
+    from empirical import config, train
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
@@ -232,7 +232,7 @@ def test_bank_records_the_first_ceil_f_b_images_of_each_batch(fraction, k):
         def log(self, group, step, **series):
             logged[group] = series
 
-    run.measure(0, cfg, model, fixed, 0.1, None, None, None, Rec())
+    train.measure(0, cfg, lambda: model, fixed, 0.1, None, None, None, Rec())
     for name, part in (("train_loss", batches[:2]), ("heldout_loss", batches[2:])):
         want = []
         with torch.no_grad():
