@@ -113,8 +113,11 @@ def _per_seed(a: Analysis, name: str) -> dict:
         obs, se = pairs.block_mean_se(g.obs)
         pred = float(np.mean(g.pred))
         rows.append({"run": str(r.path), "gain_pred": pred, "gain_obs": obs, "gain_obs_se": se})
+        plain = float(np.mean(g.plain))
         terms.append({"run": str(r.path), "drift": float(np.mean(g.drift)), "fluctuation": float(np.mean(g.fluct)),
-                      "n_steps": int(g.steps.size), "agrees": cell_agrees(pred, obs, se)})
+                      "transient": float(np.mean(g.transient)), "gain_pred_plain": plain,
+                      "n_steps": int(g.steps.size), "agrees": cell_agrees(pred, obs, se),
+                      "agrees_plain": cell_agrees(plain, obs, se)})
     return {"per_seed": rows, "per_seed_terms": terms} if rows else {}
 
 

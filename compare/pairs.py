@@ -32,6 +32,7 @@ from theory import stationary
 BLOCKS = 6                 # contiguous blocks of the window for block standard errors
 MIN_PAIRS = 3              # a lag needs at least this many (t − τ, t) pairs in the window to count
 FIT_RATES = np.geomspace(1e-4, 3.0, 36)   # α_eff grid of the multi-start for the spectrum fit (dimensionless)
+SMOOTH_POINTS = 2          # the drift and transient terms smooth the raw loss over ±2 evaluation steps
 SLOWEST_RELAX = 4.0        # no fitted relaxation time 1/α_eff beyond this many times the longest measured lag
 
 
@@ -273,27 +274,53 @@ def fluctuation_term(w: np.ndarray, j: np.ndarray, D: StructureFunction) -> floa
 
 @dataclass
 class GainSeries:
-    """Per evaluation step t in the window: observed gain L_raw − L_avg and the identity's prediction (both BN-
-    consistent, loss units), with the prediction's two terms."""
+    """Per evaluation step t in the window: observed gain L_raw − L_avg and its prediction (both BN-consistent, loss
+    units). ``pred`` = ``drift`` + ``fluct`` + ``transient``; ``plain`` = the identity with a stationary D for every
+    pair and the raw losses as measured (the transient term's reference: theory.md §3.8a)."""
 
     steps: np.ndarray
     obs: np.ndarray
     pred: np.ndarray
     drift: np.ndarray
     fluct: np.ndarray
+    transient: np.ndarray
+    plain: np.ndarray
+
+
+def smoothed(values: np.ndarray, half_width: int = SMOOTH_POINTS) -> np.ndarray:
+    """Moving mean over ±``half_width`` neighbouring entries (fewer at the ends)."""
+    v = np.asarray(values, float)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(v.size)
+    lo, hi = np.maximum(i - half_width, 0), np.minimum(i + half_width + 1, v.size)
+    return (c[hi] - c[lo]) / (hi - lo)
 
 
 def gain_series(run, v: Variant, cfg: dict, D: StructureFunction, window: tuple[int, int],
                 split: str = "test") -> GainSeries:
     """Observed and predicted gain of variant ``v`` over the raw iterate at the run's evaluation steps in ``window``
-    where both losses were evaluated. The drift term Σ_j w_j L(θ_j) uses the raw loss interpolated linearly between
-    evaluation steps (it is smooth where the weights spread; the evaluation steps themselves are exact)."""
+    where both losses were evaluated (theory.md §3.8a):
+
+        gain(t) = [L_t − Σ_j w_j L̄_j]  +  ¼ Σ_jk w_j w_k D(|j − k|)  +  ½[Σ_j w_j b_j − (Σ_j w_j √b_j)²] − Σ_j w_j² e_j
+                   drift                  fluctuation (stationary D)     transient: pairs outside stationarity
+
+    L̄ is the raw loss smoothed over ±SMOOTH_POINTS evaluation steps (interpolated linearly between them), e_j = L_j −
+    L̄_j the iterate's own excursion, b_j = max(L̄_j − L_stat, 0) the excess of the smoothed loss before the window
+    over its window mean L_stat (0 inside the window, which is stationary by assumption). The stationary D misses
+    what a pair involving a non-stationary iterate adds to D_jk: a mean path decaying along one direction adds
+    2(√b_j − √b_k)² (coherent), an iterate's own excursion adds 2(e_j + e_k) (independent); summed with the weights
+    these give the transient term. Without it (``plain``) an EMA whose memory reaches back before the window is
+    predicted to lose what its early iterates cost, with nothing for how far they sat from the later ones."""
     tr = run.trajectory
     st = np.asarray(tr["eval/step"])
     raw = np.asarray(tr[f"eval/{split}_loss_raw"], float)
     key = f"eval/{split}_loss_{v.name}"
     avg = np.asarray(tr[key], float) if key in tr else np.full(st.size, np.nan)
     ok_raw = np.isfinite(raw)
+    s_raw, l_raw = st[ok_raw], raw[ok_raw]
+    l_smooth = smoothed(l_raw)
+    in_window = (s_raw >= window[0]) & (s_raw <= window[1])
+    l_stat = float(l_raw[in_window].mean()) if in_window.any() else float("nan")
     sel = np.flatnonzero((st >= window[0]) & (st <= window[1]) & ok_raw & np.isfinite(avg))
     rows = []
     for i in sel:
@@ -302,10 +329,15 @@ def gain_series(run, v: Variant, cfg: dict, D: StructureFunction, window: tuple[
             j, w = variant_weights(v, cfg, t)
         except ValueError:
             continue
-        if j[0] < st[ok_raw][0]:
+        if j[0] < s_raw[0]:
             continue
-        drift = raw[i] - float(np.sum(w * np.interp(j, st[ok_raw], raw[ok_raw])))
+        l_j, lbar_j = np.interp(j, s_raw, l_raw), np.interp(j, s_raw, l_smooth)
+        b = np.where(j < window[0], np.maximum(lbar_j - l_stat, 0.0), 0.0)
+        drift = raw[i] - float(np.sum(w * lbar_j))
+        transient = (0.5 * (float(np.sum(w * b)) - float(np.sum(w * np.sqrt(b))) ** 2)
+                     - float(np.sum(w * w * (l_j - lbar_j))))
         fl = fluctuation_term(w, j, D)
-        rows.append((t, raw[i] - avg[i], drift + fl, drift, fl))
-    arr = np.array(rows, float).reshape(-1, 5)
-    return GainSeries(arr[:, 0].astype(int), arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4])
+        plain = raw[i] - float(np.sum(w * l_j)) + fl
+        rows.append((t, raw[i] - avg[i], drift + fl + transient, drift, fl, transient, plain))
+    arr = np.array(rows, float).reshape(-1, 7)
+    return GainSeries(arr[:, 0].astype(int), *(arr[:, k] for k in range(1, 7)))

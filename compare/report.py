@@ -102,10 +102,15 @@ def _per_seed_text(a: Analysis) -> list[str]:
             for c, t in zip(m.get("per_seed", []), m.get("per_seed_terms", []))]
     if not rows:
         return ["No per-seed prediction: the calibration is not from two-point averages (no lag grid recorded)."]
-    L = ["| variant | run | gain pred | = drift + fluctuation | gain obs ± block s.e. | agrees |", "|---|---|---|---|---|---|"]
+    L = ["| variant | run | gain pred | = drift + fluctuation + transient | gain obs ± block s.e. | agrees | plain "
+         "identity (stationary D for every pair) | agrees |", "|---|---|---|---|---|---|---|---|"]
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
     for name, c, t in rows:
         L.append(f"| {name} | `{Path(c['run']).name}` | {_f(c['gain_pred'])} | {_f(t['drift'])} + {_f(t['fluctuation'])} "
-                 f"| {_f(c['gain_obs'])} ± {_f(c['gain_obs_se'], 2)} | {'yes' if t['agrees'] else 'no'} |")
+                 f"+ {_f(t['transient'])} | {_f(c['gain_obs'])} ± {_f(c['gain_obs_se'], 2)} | {yes(t['agrees'])} | "
+                 f"{_f(t['gain_pred_plain'])} | {yes(t['agrees_plain'])} |")
+    n, good, plain = len(rows), sum(t["agrees"] for _, _, t in rows), sum(t["agrees_plain"] for _, _, t in rows)
+    L += ["", f"Cells that agree: {good} of {n} with the transient term, {plain} of {n} with the plain identity."]
     return L
 
 
@@ -171,9 +176,13 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
                  f"{_f(b['se'], 2)} (window mean ± block s.e.)" for b in a.metrics.get("bn_artefact", [])]
                 or ["* not recorded (bn_mode is not 'recompute', or the runs predate `raw_running_bn`)."]), "",
               "### Per-seed verdicts: averaging gain predicted from the pair identity", "",
-              "Gain = window mean of L_raw − L_avg, both BN-consistent. Prediction = drift term L(θ_t) − Σ w_j L(θ_j) "
-              "(the run's own raw losses) + fluctuation term ¼ Σ w_j w_k D(|j−k|) (the run's own D(τ)); s.e. = block s.e. "
-              f"over the window; a cell agrees if |pred − obs| ≤ max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·s.e.).", "",
+              "Gain = window mean of L_raw − L_avg, both BN-consistent. Prediction (compare/pairs.py, theory.md §3.8a) "
+              "= drift L(θ_t) − Σ w_j L̄_j (the run's own raw losses, smoothed) + fluctuation ¼ Σ w_j w_k D(|j−k|) (the "
+              "run's own stationary D(τ)) + transient (what pairs with a not-yet-stationary iterate add to D_jk: the "
+              "decaying mean path before the window, and each iterate's own excursion, which matters for an EMA "
+              "started from one iterate). The plain identity (stationary D for every pair, raw losses as measured) is "
+              "shown beside it. s.e. = block s.e. over the window; a cell agrees if |pred − obs| ≤ "
+              f"max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·s.e.).", "",
               *_per_seed_text(a), "", *_spread_text(a), "",
               "### NQM model curves vs observed (fitted spectrum; averaged weights never used in the fit)", "",
               "| variant | n | excess pred (final) | excess obs (final ± sd) | rel. err final | mean abs rel. err (window) "

@@ -1,6 +1,6 @@
 """Reproduce the paper's claims on `digits` and `mnist`: one documented command.
 
-    python scripts/reproduce.py                 # full: digits + mnist, 3 seeds, branches, report, figures
+    python scripts/reproduce.py                 # full: digits (5 seeds) + mnist (3 seeds), branches, report, figures
     python scripts/reproduce.py --quick         # CI: digits only, 1 seed, 600 steps (~2 min on CPU)
     python scripts/reproduce.py --dry-run       # print the plan and the expected cost, run nothing
 
@@ -34,10 +34,11 @@ if str(ROOT) not in sys.path:
 # the full reproduction (digits: 1,500 / 900 steps; mnist: 0.63 s/step × 1,500 / 900 steps + start-up).
 MINUTES_PER_RUN = {"digits": (0.7, 0.55), "mnist": (16.0, 10.0)}
 # Full mode: digits runs its preset as is; mnist is shortened to the digits timeline (1,500 steps = 38 epochs of the
-# 5,000-image subset; constant LR to step 1,200) so 3 seeds and their branches fit in about 1.5 hours on 2 cores.
+# 5,000-image subset; constant LR to step 1,200), with the test split evaluated every 20 steps (half the digits
+# density; evaluations dominate the cost) and BN recomputed on 4 batches.
 FULL = {"digits": [],
         "mnist": ["--steps", "1500", "--decay-start", "1200", "--ema-start", "200", "--swa-start", "600",
-                  "--eval-every", "100", "--eval-dense-every", "20", "--eval-dense-from", "100",
+                  "--eval-every", "100", "--eval-dense-every", "20", "--eval-dense-from", "100", "--bn-batches", "4",
                   "--two-point-gaps", "20,40,100,200,300,500", "--probe-every", "50", "--bank-every", "10",
                   "--align-every", "50", "--curv-every", "300"]}
 # Quick mode (CI): digits, 600 steps, constant LR to 480, branches from 240; ~2 min on 2 cores.
@@ -45,18 +46,22 @@ QUICK = {"digits": ["--steps", "600", "--decay-start", "480", "--ema-start", "80
                     "--swa-start", "240", "--two-point-gaps", "10,20,40,80,120", "--eval-every", "40",
                     "--eval-dense-every", "10", "--eval-dense-from", "120", "--probe-every", "40",
                     "--bank-every", "10", "--align-every", "40", "--curv-every", "120"]}
+SEEDS = {"digits": 5, "mnist": 3}            # default seeds per dataset in full mode
 FULL_T0 = {"digits": 600, "mnist": 600}      # = the runs' swa_start: inside the constant-LR phase
 QUICK_T0 = {"digits": 240}
 
 
-def plan(quick: bool, seeds: list[int], out: Path, presets: tuple[str, ...] = ("digits", "mnist")) -> list[dict]:
-    """One entry per dataset: its base commands (branches need the calibration, so they are built later)."""
+def plan(quick: bool, seeds: list[int] | None, out: Path,
+         presets: tuple[str, ...] = ("digits", "mnist")) -> list[dict]:
+    """One entry per dataset: its base commands (branches need the calibration, so they are built later).
+    ``seeds`` None: the per-dataset default (SEEDS; one seed in quick mode)."""
     entries = []
     for preset in (["digits"] if quick else presets):
+        seeds_here = seeds if seeds is not None else ([0] if quick else list(range(SEEDS[preset])))
         t0 = (QUICK_T0 if quick else FULL_T0)[preset]
         extra = QUICK[preset] if quick else FULL[preset]
         base = []
-        for s in seeds:
+        for s in seeds_here:
             d = out / preset / f"s{s}"
             base.append({"seed": s, "dir": d, "cmd": [sys.executable, "-m", "empirical.run", preset, "--out", str(d),
                                                       "--seed", str(s), "--checkpoint-every", str(t0),
@@ -106,12 +111,12 @@ def calibrated_h(dirs: list[Path]) -> tuple[float, dict[float, float], str]:
     return h_swa, {g: h for g, h in h_ema.items() if h > 0 and h == h}, text
 
 
-def expected_cost(entries: list[dict], seeds: list[int], quick: bool) -> str:
+def expected_cost(entries: list[dict], quick: bool) -> str:
     """Wall-clock estimate for --jobs 2 on 2 CPU cores (runs two at a time); fewer cores or --jobs 1 take longer."""
     lines, total = [], 0.0
     for e in entries:
         base, branch = (m * (0.4 if quick else 1.0) for m in MINUTES_PER_RUN[e["preset"]])
-        n = len(seeds)                               # branches: half + swa + 2 EMA decays per seed
+        n = len(e["base"])                           # branches: half + swa + 2 EMA decays per seed
         wall = (n * base + 4 * n * branch) / 2
         total += wall
         lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + {4 * n} branches × ~{branch:.1f} min, "
@@ -156,7 +161,8 @@ def _run_all(runs: list[dict], runner, jobs: int) -> None:
 def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
     p = argparse.ArgumentParser(prog="python scripts/reproduce.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="digits only, one seed, 600 steps (CI)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per dataset (full mode; digits 5, mnist 3 in the README)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per dataset in full mode (default: digits 5, mnist 3)")
     p.add_argument("--presets", default="digits,mnist", help="comma-separated datasets for full mode")
     p.add_argument("--jobs", type=int, default=1, help="training runs at once (CPU: cores/jobs threads each)")
     p.add_argument("--out", default=None, help="output root (default runs/reproduce/<stamp>)")
@@ -164,12 +170,12 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
     p.add_argument("--no-branches", action="store_true", help="base runs, report and figures only (no branches)")
     args = p.parse_args(argv)
     presets = tuple(x for x in args.presets.split(",") if x)
-    if args.jobs < 1 or args.seeds < 1 or not presets or any(x not in FULL for x in presets):
+    if args.jobs < 1 or (args.seeds is not None and args.seeds < 1) or not presets or any(x not in FULL for x in presets):
         p.error(f"--jobs and --seeds must be ≥ 1 and --presets a subset of {','.join(FULL)}")
-    seeds = [0] if args.quick else list(range(args.seeds))
+    seeds = None if args.seeds is None else list(range(args.seeds))
     out = Path(args.out) if args.out else ROOT / "runs" / "reproduce" / f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
     entries = plan(args.quick, seeds, out, presets)
-    print(expected_cost(entries, seeds, args.quick), flush=True)
+    print(expected_cost(entries, args.quick), flush=True)
     if args.dry_run:
         for e in entries:
             for b in e["base"]:

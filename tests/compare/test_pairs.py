@@ -86,12 +86,15 @@ class _Traj(dict):
         return self
 
 
-def _simulated_run(seed: int, steps: int = 6000, every: int = 10):
-    """A run of SGD on a 2-scale quadratic (μ = 0): θ_{t+1} = θ_t − λH(θ_t − ε_t), L = ½Σh x². Losses are exact."""
+def _simulated_run(seed: int, steps: int = 6000, every: int = 10, offset: float = 0.0, ema_start: int = 1000,
+                   fast: bool = True):
+    """A run of SGD on a 2-scale quadratic (μ = 0): θ_{t+1} = θ_t − λH(θ_t − ε_t), L = ½Σh x², started at ``offset``
+    in every direction (a mean path decaying towards 0). Losses are exact."""
     rng = np.random.default_rng(seed)
-    h = np.concatenate([np.full(150, 0.1), np.full(50, 8.0)])         # α = 0.005 (slow) and 0.4 (fast)
+    h = np.concatenate([np.full(150, 0.1), np.full(50 if fast else 0, 8.0)])   # α = 0.005 (slow) and 0.4 (fast)
     lr = 0.05
     x = np.zeros((steps + 1, h.size))
+    x[0] = offset
     for t in range(steps):
         x[t + 1] = x[t] - lr * h * (x[t] - rng.standard_normal(h.size) * 0.3)
     L = lambda th: 0.5 * np.sum(h * th ** 2, axis=-1)  # noqa: E731
@@ -100,13 +103,13 @@ def _simulated_run(seed: int, steps: int = 6000, every: int = 10):
     for k in LAGS:
         ok = ev >= k
         tr[f"eval/test_loss_two_point_k{k}"] = np.where(ok, L(0.5 * (x[ev] + x[np.maximum(ev - k, 0)])), np.nan)
-    ema, y = np.empty_like(x), x[1000].copy()
-    ema[:1000] = np.nan
-    for t in range(1000, steps + 1):
-        y = y if t == 1000 else 0.995 * y + 0.005 * x[t]
+    ema, y = np.empty_like(x), x[ema_start].copy()
+    ema[:ema_start] = np.nan
+    for t in range(ema_start, steps + 1):
+        y = y if t == ema_start else 0.995 * y + 0.005 * x[t]
         ema[t] = y
-    tr["eval/test_loss_ema_0.995"] = np.where(ev >= 1000, L(np.nan_to_num(ema[ev])), np.nan)
-    return SimpleNamespace(trajectory=tr, config={"config": {"ema_start": 1000}}, path=f"sim{seed}")
+    tr["eval/test_loss_ema_0.995"] = np.where(ev >= ema_start, L(np.nan_to_num(ema[ev])), np.nan)
+    return SimpleNamespace(trajectory=tr, config={"config": {"ema_start": ema_start}}, path=f"sim{seed}")
 
 
 def test_identity_predicts_the_ema_gain_on_a_simulated_nqm():
@@ -122,3 +125,24 @@ def test_identity_predicts_the_ema_gain_on_a_simulated_nqm():
                           pairs.StructureFunction(ls, fit, 0.05, 0.0), window)
     obs, se = pairs.block_mean_se(g.obs)
     assert obs > 0 and abs(np.mean(g.pred) - obs) <= max(0.1 * obs, 3 * se)
+
+
+def test_transient_term_accounts_for_an_ema_that_remembers_the_decay_before_the_window():
+    """The mean path decays from an offset (slow directions: time constant 200 steps) while the EMA (memory 200
+    steps) starts at step 300 and the window opens at 700: at the window's start the EMA still holds e^-2 of its
+    start. The identity with a stationary D for every pair charges the EMA for its early iterates' loss without
+    crediting their distance from the later ones; the transient term (coherent mean path) restores it."""
+    run = _simulated_run(1, steps=2500, offset=1.5, ema_start=300)
+    window = (700, 2500)
+    ls = pairs.structure(run, window)
+    D = pairs.StructureFunction(ls, pairs.fit_spectrum(ls, 0.05, 0.0, 2), 0.05, 0.0)
+    g = pairs.gain_series(run, parse_variant("ema_0.995"), run.config["config"], D, window)
+    obs, se = pairs.block_mean_se(g.obs)
+    pred, plain = np.mean(g.pred), np.mean(g.plain)
+    assert np.mean(g.transient) > 0
+    assert abs(pred - obs) <= max(0.15 * abs(obs), 3 * se)
+    assert abs(plain - obs) > 2 * abs(pred - obs)
+
+
+def test_smoothed_by_hand():
+    assert pairs.smoothed(np.array([0.0, 3.0, 6.0, 0.0, 3.0]), 1) == pytest.approx([1.5, 3.0, 3.0, 3.0, 1.5])
