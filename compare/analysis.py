@@ -170,9 +170,14 @@ def _branch(a: Analysis, run) -> dict:
     ls, lv = _lr_profile(run)
     pred = a.floor + predict.branch_excess(cal, t0, ls, lv, steps)
     info["curve"] = Curve(steps, obs, pred)
-    settle = t0 + SETTLE_RELAX / max(info["lr"] / (1 - cal.momentum) * float(np.min(cal.h)), 1e-12)
+    # compare once the branch has relaxed (SETTLE_RELAX times its slowest scale's 1/α_eff), but no later than halfway
+    # between the branch point and the end of the parent's constant phase: a spectrum fitted to D(τ) can hold a scale
+    # slower than the whole window, and a comparison flagged as unsettled says more than none
+    model_settle = t0 + SETTLE_RELAX / max(info["lr"] / (1 - cal.momentum) * float(np.min(cal.h)), 1e-12)
+    settle = min(model_settle, 0.5 * (t0 + cal.window[1])) if t0 < cal.window[1] else model_settle
     m = (steps >= settle) & np.isfinite(obs[0])
-    info["settle_step"] = float(settle)
+    info["settle_step"], info["settle_step_model"] = float(settle), float(model_settle)
+    info["settled"] = bool(model_settle <= settle)
     if m.any():
         info["rel_err_pred_window_mean_abs"] = metrics.mean_abs_relative_error(pred[m] - a.floor, obs[0, m] - a.floor)
         info["rel_err_pred_final"] = float(metrics.relative_error(pred[m][-1] - a.floor, obs[0, m][-1] - a.floor))
@@ -231,13 +236,18 @@ def _avg_vs_branch(a: Analysis, name: str, run, steps, obs, m, pred) -> dict:
     _, avg = stack(parent[:1], f"eval/{a.cal.split}_loss_{name}", steps)
     _, raw = stack(parent[:1], f"eval/{a.cal.split}_loss_raw", steps)
     settled = None
-    if v.kind == "ema":
+    end = a.cal.window[1]
+    t0 = branch_start(run)
+    ema_note = {}
+    if v.kind == "ema":   # the EMA forgets its start after SETTLE_RELAX time constants; capped as for the branch
         settled = predict.defined_from(v, a.setup.config) + SETTLE_RELAX / (1 - v.decay)
+        if t0 < end and settled > 0.5 * (t0 + end):
+            ema_note = {"avg_settled": False, "avg_settle_step_model": float(settled)}
+            settled = 0.5 * (t0 + end)
         m = m & (steps >= settled)
     # the parent's averages are only comparable while the parent is still in its constant-LR phase
-    end = a.cal.window[1]
     m = m & np.isfinite(avg[0]) & np.isfinite(raw[0]) & (steps <= end)
-    out = {"compare_steps": int(m.sum())}
+    out = {"compare_steps": int(m.sum()), **ema_note}
     if not m.any():   # say why, instead of leaving the reader a row of n/a
         out["not_compared"] = (
             f"{name} settles only at step {settled:.0f} ({SETTLE_RELAX:g} time constants 1/(1−γ) after its start), "

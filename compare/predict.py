@@ -141,9 +141,9 @@ def stationary_excess(cal: Calibration, v: Variant, cfg: dict) -> float:
 
 
 def hyperbolic_tau(cal: Calibration) -> float:
-    """τ of the SWA-equivalent cooldown λ_n = λτ/(τ + n), τ = 1/α_eff (theory.md §3.4, momentum mapping §2.6);
-    for several scales the curvature averaged with weights h·v, each scale's share of the raw excess ½Σhv (the
-    directions whose noise the cooldown has to remove). Steps."""
+    """τ of the SWA-equivalent cooldown λ_n = λτ/(τ + n), τ = 1/α_eff (theory.md §3.4, momentum mapping §2.6). A
+    spectrum has one τ_k = 1/(λ_eff h_k) per scale and a schedule has one τ: the scales' relaxation times are averaged
+    with weights h_k·v_k, each scale's share of the raw excess ½Σhv (the noise the cooldown has to remove), so a
+    flat scale that carries the excess sets the cooldown rather than a sharp one that carries little. Steps."""
     w = cal.h * stationary.iterate_variance(cal.lr * cal.h, cal.s, cal.momentum)
-    hbar = float(np.sum(w * cal.h) / np.sum(w))
-    return 1.0 / (cal.lam_eff * hbar)
+    return float(np.sum(w / (cal.lam_eff * cal.h)) / np.sum(w))

@@ -206,7 +206,11 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
                      f"{_f(b.get('branch_gain_rel_err_pred'), 2)}); gain captured {_f(b.get('gain_capture'), 2)}; "
                      f"avg − branch {_f(b.get('avg_minus_branch_mean'), 3)}; path distance "
                      f"{_f(b.get('path_distance_first'))} → {_f(b.get('path_distance_last'))}"
-                     + (f"; not compared with its average: {b['not_compared']}" if b.get("not_compared") else ""))
+                     + (f"; not compared with its average: {b['not_compared']}" if b.get("not_compared") else "")
+                     + (f"; compared from step {b['settle_step']:.0f}, before the model says the branch has settled "
+                        f"(step {b['settle_step_model']:.0f})" if b.get("settled") is False else "")
+                     + (f"; the parent's {b['matches']} still remembers its start (it forgets it at step "
+                        f"{b['avg_settle_step_model']:.0f})" if b.get("avg_settled") is False else ""))
         L += ["", "### Claims (theory.md §5)", "", "| claim | measurement | value | threshold | verdict | note |",
               "|---|---|---|---|---|---|"]
         esc = lambda x: str(x).replace("|", "\\|")   # noqa: E731  (a literal | would split the table cell)

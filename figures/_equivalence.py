@@ -2,7 +2,9 @@
 
 data = {"n": int, "window": (lo, hi), "ylabel": str,
         "curves": [{"name", "steps"[T], "obs"[n, T], "pred"[T]}],            # raw first, then the averages
-        "branches": [{"label", "matches", "steps"[T], "obs"[1, T], "pred"[T]}]}
+        "branches": [{"label", "matches", "t0", "steps"[T], "obs"[1, T], "pred"[T]}]}   # from the branch step t0
+
+Without a branch run the title names no comparison and a note in the axis says that none is drawn.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import numpy as np
 from figures import style
 
 
-def plot_equivalence(data: dict, title: str):
+def plot_equivalence(data: dict, title: str, plain_title: str, missing: str):
+    """``title`` names the comparison (used when a branch is drawn); ``plain_title`` and the note ``missing`` are
+    used when there is no branch run."""
     fig, axes = style.new_figure(width=6.8, height=3.0)
     ax = axes[0, 0]
     shade = {}
@@ -28,6 +32,11 @@ def plot_equivalence(data: dict, title: str):
         groups.setdefault(b["label"], []).append(b)
     for label, bs in groups.items():
         b = bs[0]
+        if b.get("t0") is not None:    # a branch exists from its branch step on
+            bs = [dict(x, steps=np.asarray(x["steps"])[np.asarray(x["steps"]) >= x["t0"]],
+                       obs=np.atleast_2d(x["obs"])[:, np.asarray(x["steps"]) >= x["t0"]],
+                       pred=np.asarray(x["pred"])[np.asarray(x["steps"]) >= x["t0"]]) for x in bs]
+            b = bs[0]
         col = next((style.colour(c["name"], k) for k, c in enumerate(data["curves"]) if c["name"] == b["matches"]),
                    style.RAW)
         obs = np.vstack([np.atleast_2d(x["obs"]) for x in bs if len(x["steps"]) == len(b["steps"])])
@@ -46,6 +55,11 @@ def plot_equivalence(data: dict, title: str):
         ax.set_ylim(min(finite) - pad, max(top) + pad)
     ax.set_xlabel("step")
     ax.set_ylabel(data.get("ylabel", "eval loss"))
-    ax.set_title(f"{title} (n={data['n']} seeds; shaded: fit window)")
+    if data["branches"]:
+        ax.set_title(f"{title} (n={data['n']} seeds; shaded: fit window)")
+    else:
+        ax.set_title(f"{plain_title} (n={data['n']} seeds; shaded: fit window)")
+        ax.text(0.02, 0.97, missing, transform=ax.transAxes, ha="left", va="top", fontsize=7, color="#b22222",
+                wrap=True)
     style.legend(ax, outside=True)
     return fig

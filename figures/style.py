@@ -39,6 +39,21 @@ def colour(variant: str, index: int = 0) -> str:
     return RAW
 
 
+def variant_colours(names) -> dict[str, str]:
+    """One colour per variant name, shades spread over each family in the given order (any number of EMA decays or
+    two-point lags stays distinguishable): EMA blues, two-point oranges, SWA green, N-point purples, raw grey."""
+    from matplotlib import colormaps
+    names = list(names)
+    maps = {"ema": "Blues", "two_point": "Oranges", "points": "Purples"}
+    out = {}
+    for fam, cmap in maps.items():
+        group = [n for n in names if n.startswith(fam)]
+        for i, n in enumerate(group):
+            x = 0.45 + 0.5 * (i / (len(group) - 1) if len(group) > 1 else 0.5)
+            out[n] = matplotlib.colors.to_hex(colormaps[cmap](x))
+    return {n: out.get(n, colour(n)) for n in names}
+
+
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float = 2.5) -> tuple[Figure, np.ndarray]:
     with plt.rc_context(RC):
         fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")

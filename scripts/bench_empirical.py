@@ -194,9 +194,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--digits-repeats", type=int, default=2, help="repeats of (d); 0 = skip it")
+    p.add_argument("--only-digits", action="store_true", help="run (d) alone")
     a = p.parse_args()
     if a.digits_repeats > 0:
         calibration_cost(a.digits_repeats)
+    if a.only_digits:
+        return
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     bundle = synthetic(a.batch * 40, 32)
