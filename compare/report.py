@@ -160,7 +160,8 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
                if pm is not None else "* One-step probes: none in the window."),
               f"* Fitted NQM spectrum (J = {c.h.size} scales, fitted to {'D(τ)' if c.source == 'two-point' else 'the probe moments'}): "
               f"h = {', '.join(_f(x) for x in c.h)} (fit rel. s.e. "
-              f"{', '.join(_f(x, 2) for x in cj['h_rel_se_fit'])}; seed s.d. {cj['h_seed_sd'] or 'n/a (one seed)'}); "
+              f"{', '.join(_f(x, 2) for x in cj['h_rel_se_fit'])}; seed s.d. "
+              f"{', '.join(_f(x, 2) for x in cj['h_seed_sd']) if cj['h_seed_sd'] else 'n/a (one seed)'}); "
               f"noise mass = {', '.join(_f(x) for x in c.s)} (rel. s.e. {', '.join(_f(x, 2) for x in cj['noise_rel_se_fit'])}); "
               f"α_eff = {', '.join(_f(x) for x in c.alpha_eff)}; χ² = {_f(c.residuals['chi2'])} on {c.residuals['dof']} dof"
               + (f"; left out of the fit: {'; '.join(c.residuals['excluded'])}." if c.residuals.get("excluded") else ".")
