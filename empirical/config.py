@@ -105,6 +105,14 @@ class RunConfig:
     # ---- measurements (cadences in optimiser steps; 0 = never)
     eval_every: int = _f(20, "evaluate raw and averaged weights every this many steps (and at the end)",
                          "measurements")
+    eval_dense_every: int = _f(0, "also evaluate the TEST split of every variant every this many steps inside "
+                                  "[--eval-dense-from, --eval-dense-until] (the two-point lag grid that compare/ "
+                                  "calibrates on needs the raw loss at both ends of every lag); 0 = off",
+                               "measurements")
+    eval_dense_from: int = _f(0, "first step of the dense evaluation window", "measurements")
+    eval_dense_until: typing.Optional[int] = _f(None, "last step of the dense evaluation window; none = the end of "
+                                                      "the constant-LR phase (--decay-start, or --steps without one)",
+                                                "measurements")
     log_every: int = _f(1, "record train/loss and train/lr every this many steps", "measurements")
     bank_every: int = _f(5, "eval-mode loss of the fixed bank batches every this many steps; 0 = off",
                          "measurements")
@@ -164,6 +172,15 @@ class RunConfig:
         """Images of each bank batch whose loss is recorded: ceil(bank_fraction · B), at least 1."""
         return max(1, math.ceil(self.bank_fraction * self.batch_size - 1e-9))   # −1e-9: 0.1·30 = 3.0000000000000004
 
+    def dense_eval_steps(self) -> list[int]:
+        """Steps of the dense evaluation window (test split only), in [1, stop]; [] when --eval-dense-every is 0."""
+        if self.eval_dense_every <= 0:
+            return []
+        until = self.eval_dense_until if self.eval_dense_until is not None else (
+            self.decay_start if self.schedule != "constant" and self.decay_start > 0 else self.steps)
+        first = -(-max(self.eval_dense_from, 1) // self.eval_dense_every) * self.eval_dense_every
+        return list(range(first, min(until, self.stop) + 1, self.eval_dense_every))
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["peak_lr"], d["bank_images"] = self.peak_lr, self.bank_images
@@ -171,6 +188,10 @@ class RunConfig:
 
 
 _PRESET_BASE = RunConfig()
+# Two-point lags (steps) of the small presets: compare/ estimates the trajectory's structure function D(τ) from the
+# two-point averages at these lags (theory.md §3.8a); 10 sees the sharp directions, 500 the flat ones (on digits the
+# slow time scale is ~250 steps). Each lag k holds ≈ k/eval_dense_every + 1 weight copies (ResNet-8: 0.3 MB each).
+LAG_GRID = (10, 20, 50, 100, 200, 300, 500)
 PRESETS: dict[str, RunConfig] = {
     # Synthetic 3x16x16, 512 examples: the whole pipeline in seconds (tests).
     "smoke": _PRESET_BASE,
@@ -180,18 +201,22 @@ PRESETS: dict[str, RunConfig] = {
     # loss ~1e-3 by step 600) and the averages gain nothing measurable over the raw weights (README, "Reproduce").
     "digits": replace(_PRESET_BASE, preset="digits", dataset="digits", arch="resnet8", steps=1500, batch_size=64,
                       shift_augment=1, lr=0.05, weight_decay=5e-4, schedule="cosine", decay_start=1200, ema_decays=(0.99, 0.998),
-                      ema_start=200, swa_start=600, two_point_gaps=(50, 300), eval_every=100, bank_every=10,
+                      ema_start=200, swa_start=600, two_point_gaps=LAG_GRID, eval_every=100, eval_dense_every=10,
+                      eval_dense_from=100, bank_every=10,
                       bank_size=4, probe_every=100, align_every=50, curv_every=300, bn_batches=8,
                       checkpoint_every=500),
     "mnist": replace(_PRESET_BASE, preset="mnist", dataset="mnist", arch="resnet14", steps=3000, batch_size=128,
-                     shift_augment=2, lr=0.05, schedule="cosine", decay_start=2400, ema_decays=(0.99, 0.999), ema_start=500,
-                     swa_start=1200, two_point_gaps=(100, 1000), eval_every=200, bank_every=20, bank_size=8,
+                     shift_augment=2, lr=0.05, schedule="cosine", decay_start=2400, ema_decays=(0.99, 0.999),
+                     ema_start=500, swa_start=1200, two_point_gaps=LAG_GRID, eval_every=200, eval_dense_every=10,
+                     eval_dense_from=700, bank_every=20, bank_size=8,
                      probe_every=200, align_every=100, curv_every=600, bn_batches=8, checkpoint_every=1000),
     # CIFAR (theory.md §4.3): B 128, lr 0.1, wd 5e-4; 390 steps/epoch; 200 epochs = 78,000 steps, constant for
-    # 120 epochs, then cosine. EMA 0.999/0.9999, SWA from epoch 60, two-point gaps of 1 and 10 epochs.
+    # 120 epochs, then cosine. EMA 0.999/0.9999, SWA from epoch 60; two-point lags of 1, 3, 10 and 20 epochs (the
+    # D(τ) grid, 21 weight copies of 1 MB) with the test split evaluated every epoch from epoch 40 to the cooldown.
     "cifar10": replace(_PRESET_BASE, preset="cifar10", dataset="cifar10", arch="resnet20", steps=78000,
                        batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine", decay_start=46800,
-                       ema_decays=(0.999, 0.9999), ema_start=3900, swa_start=23400, two_point_gaps=(390, 3900),
+                       ema_decays=(0.999, 0.9999), ema_start=3900, swa_start=23400,
+                       two_point_gaps=(390, 1170, 3900, 7800), eval_dense_every=390, eval_dense_from=15600,
                        train_eval_size=10000, eval_every=1950, bank_every=50, bank_size=8, probe_every=1950,
                        align_every=390, curv_every=7800, bn_batches=32, channels_last=True, bf16=True,
                        workers=4, checkpoint_every=3900, checkpoint_keep_every=7800),
@@ -199,11 +224,13 @@ PRESETS: dict[str, RunConfig] = {
 PRESETS["cifar100"] = replace(PRESETS["cifar10"], preset="cifar100", dataset="cifar100")
 # ImageNet (theory.md §4.1/4.3): ResNet-34, SGD mu 0.9, wd 1e-4, B 256, lr 0.1 x B/256; 5005 steps/epoch,
 # 90 epochs; constant for 60 epochs (quasi-stationary phase to branch from), then a cosine over the last 30.
+# Two-point lags of 1, 3, 6 and 10 epochs, all on the evaluation grid: 11 weight copies (~1 GB for ResNet-34).
 PRESETS["imagenet"] = replace(_PRESET_BASE, preset="imagenet", dataset="imagenet", arch="resnet34",
                               steps=450450, batch_size=256, lr=0.1, lr_ref_batch=256, weight_decay=1e-4,
                               schedule="cosine", decay_start=300300, ema_decays=(0.999, 0.9999),
                               ema_start=25025, ema_every=1, swa_start=150150, swa_every=1,
-                              two_point_gaps=(5005, 50050), train_eval_size=10000, eval_every=5005, log_every=10,
+                              two_point_gaps=(5005, 15015, 30030, 50050), train_eval_size=10000, eval_every=5005,
+                              log_every=10,
                               bank_every=500, bank_size=8, probe_every=5005, probe_etas=25, align_every=1001,
                               align_batches=4, curv_every=25025, bn_batches=100, channels_last=True, bf16=True,
                               workers=8, checkpoint_every=5005, checkpoint_keep_every=50050)
@@ -211,24 +238,18 @@ PRESETS["imagenet"] = replace(_PRESET_BASE, preset="imagenet", dataset="imagenet
 
 # ------------------------------------------------------------------------------------------------- schedules
 
-class WarmupSchedule:
-    """``base.lr_at(t) * min(1, (t + 1) / warmup)``: a linear warmup in front of a theory.spec schedule (the same
-    ramp as spec.WSD's warmup)."""
-
-    def __init__(self, base: spec.Schedule, warmup: int):
-        self.base, self.warmup = base, int(warmup)
-
-    def lr_at(self, t) -> np.ndarray:
-        t = np.asarray(t)
-        lr = self.base.lr_at(t)
-        return lr * np.minimum(1.0, (t + 1) / self.warmup) if self.warmup > 0 else lr
-
-    def params(self) -> dict:
-        return {"name": self.base.name, **self.base.params(), "warmup_steps": self.warmup}
+# The warmup is a theory.spec schedule itself (``base.lr_at(t) * min(1, (t + 1) / steps)``, the ramp of spec.WSD's
+# warmup), so theory.predict can model a warmup + cosine run; the old name stays for callers.
+WarmupSchedule = spec.Warmup
+# Longest run accepted by validate(): lr_table() holds one float64 per step (and empirical.run a list of them),
+# 10^7 steps = 80 MB; 10^7 is ~22 ImageNet runs of 90 epochs at batch 256 (450,450 steps).
+MAX_STEPS = 10 ** 7
 
 
-def build_schedule(cfg: RunConfig):
-    """The theory.spec schedule of ``cfg`` (wrapped in a linear warmup unless it is WSD, which has its own)."""
+def build_schedule(cfg: RunConfig) -> spec.Schedule:
+    """The theory.spec schedule of ``cfg``: spec.Warmup(base, --warmup-steps) around the base schedule (WSD has its
+    own warmup, so its wrapper has 0 steps). Always a Warmup, so ``params()`` keeps one shape: {"name", the base's
+    parameters, "warmup_steps"}."""
     lr, s = cfg.peak_lr, cfg.schedule
     if s == "constant":
         base = spec.Constant(lr)
@@ -237,14 +258,21 @@ def build_schedule(cfg: RunConfig):
     elif s in ("cosine", "linear"):
         base = spec.make_schedule(s, lr=lr, total=cfg.steps, start=cfg.decay_start, final_lr=cfg.final_lr)
     elif s == "wsd":
-        return WarmupSchedule(spec.WSD(lr, warmup=cfg.warmup_steps, decay_start=cfg.decay_start,
-                                       decay=cfg.steps - cfg.decay_start, final_lr=cfg.final_lr,
-                                       shape=cfg.wsd_shape), 0)
+        return spec.Warmup(spec.WSD(lr, warmup=cfg.warmup_steps, decay_start=cfg.decay_start,
+                                    decay=cfg.steps - cfg.decay_start, final_lr=cfg.final_lr,
+                                    shape=cfg.wsd_shape), 0)
     elif s == "hyperbolic":
         base = spec.Hyperbolic(lr, start=cfg.decay_start, tau=cfg.hyperbolic_tau)
     else:
         raise ConfigError(f"--schedule {s!r}: choose one of {', '.join(SCHEDULES)}")
-    return WarmupSchedule(base, cfg.warmup_steps)
+    return spec.Warmup(base, cfg.warmup_steps)
+
+
+def schedule_text(cfg: RunConfig) -> str:
+    """The run's schedule in the one schedule syntax of the command lines (theory/schedtext.py), e.g.
+    ``cosine:lr=0.05,total=1500,start=1200,final_lr=0.0,warmup=50``: paste it into ``theory.predict --schedule``."""
+    from theory.schedtext import format_schedule
+    return format_schedule(build_schedule(cfg))
 
 
 def branch_lr(text: str, lr0: float, momentum: float, start: int) -> spec.Schedule:
@@ -406,17 +434,20 @@ def validate(cfg: RunConfig) -> RunConfig:
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1")
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
-                    "train_eval_size", "bank_every", "probe_every", "align_every", "curv_every",
+                    "train_eval_size", "eval_dense_every", "eval_dense_from", "bank_every", "probe_every", "align_every", "curv_every",
                     "workers", "sketch_dim", "shift_augment", "checkpoint_every", "checkpoint_keep_every")
     for name in non_negative:
         v = getattr(cfg, name)
         need(isinstance(v, int) and v >= 0, f"{_flag(name)} {v}: must be an integer >= 0")
+    need(cfg.eval_dense_until is None or 0 <= cfg.eval_dense_until <= cfg.steps,
+         f"--eval-dense-until {cfg.eval_dense_until}: must be a step in [0, --steps {cfg.steps}] or none")
     for name in ("max_train", "max_test"):
         v = getattr(cfg, name)
         need(v is None or v >= 1, f"{_flag(name)} {v}: must be an integer >= 1 or none")
     need(_is_num(cfg.bank_fraction) and 0 < cfg.bank_fraction <= 1,
          f"--bank-fraction {cfg.bank_fraction}: must be in (0, 1] (the share of each bank batch recorded; 1 = all)")
     T = cfg.steps
+    need(T <= MAX_STEPS, f"--steps {T:,}: at most {MAX_STEPS:,} steps (the LR table holds one number per step)")
     need(cfg.max_steps <= T, f"--max-steps {cfg.max_steps}: must be <= --steps {T} (0 = --steps)")
     need(cfg.warmup_steps < T and cfg.decay_start < T,
          f"--warmup-steps {cfg.warmup_steps} / --decay-start {cfg.decay_start}: must be shorter than the run "

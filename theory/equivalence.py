@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import stationary as st
-from .moments import _steps, alpha_phases, diverges, excess_loss, moments, moments_from_alpha
+from .moments import _chunked, _steps, alpha_phases, diverges, excess_loss
+from .segments import Varying, clip_phases, restrict
 from .spec import EMA, NQM, SGD, SWA, Averaging, Constant, Hyperbolic, NoAverage, NPoint, Piecewise, Schedule, TwoPoint
 
 __all__ = ["Equivalence", "equivalence", "scalar_equivalent_lr"]
@@ -96,16 +97,31 @@ def _switch(avg: Averaging) -> int:
 
 
 def _hyperbolic_phases(alpha, mu, t0, total, c, length):
-    """Per-direction α_t = α/(1 + (n+1)/τ) for t ≥ t0, n = t − t0, and 0 once the window is complete; one phase
-    per step. The +1 counts x_{t0} itself among the averaged points: with α = 1 (τ = 1) the SGD iterate is then
-    exactly the window's running mean of minimisers (theory.md §3.4)."""
+    """Per-direction α_t = α/(1 + (n+1)/τ) for t ≥ t0, n = t − t0, and 0 once the window is complete, as one
+    varying stretch whose rates are computed block by block (segments.Varying). The +1 counts x_{t0} itself among
+    the averaged points: with α = 1 (τ = 1) the SGD iterate is then exactly the window's running mean of
+    minimisers (theory.md §3.4)."""
+    alpha = np.asarray(alpha, dtype=float)
     a_eff = np.minimum(alpha / (1 - mu), 1.0)
     with np.errstate(divide="ignore"):
         tau = np.where(a_eff > 0, c / (1 - (1 - a_eff) ** c), np.inf)
     end = total if length is None else min(total, t0 + (length - 1) * c)
-    out = [(t, t + 1, alpha / (1 + (t - t0 + 1) / tau)) for t in range(t0, end)]
+    out = []
+    if end > t0:
+        out.append(Varying(t0, end, lambda t, sl: alpha[None, sl] / (1 + (t[:, None] - t0 + 1) / tau[None, sl])))
     if end < total:
         out.append((end, total, np.zeros_like(alpha)))
+    return out
+
+
+def _scaled(phases, factor):
+    """The pieces with every rate multiplied by ``factor`` [D] (per direction)."""
+    out = []
+    for p in phases:
+        if isinstance(p, Varying):
+            out.append(Varying(p.start, p.stop, lambda t, sl, r=p.rate: r(t, sl) * factor[None, sl], p.sl))
+        else:
+            out.append((p[0], p[1], p[2] * factor))
     return out
 
 
@@ -153,16 +169,14 @@ def equivalence(model: NQM, opt: SGD, avg: Averaging, steps) -> Equivalence:
     l_stat = 0.5 * float(np.sum(model.h * v_stat))
     lr_sc = scalar_equivalent_lr(model, l_stat, mu) if not bad else float("nan")
 
-    base = [(a, min(b, t0), al) for a, b, al in alpha_phases(model, opt, total) if a < t0]
+    base = clip_phases(alpha_phases(model, opt, total), 0, t0)
     base_sched = opt.schedule
     if isinstance(avg, SWA):
         per_dir = base + _hyperbolic_phases(alpha, mu, t0, total, avg.every, stat.length)
         hs2 = model.h * model.sigma2
         h_ref = float(np.sum(model.h * hs2) / np.sum(hs2)) if np.sum(hs2) > 0 else float(np.median(model.h))
-        a_ref = np.array([lr_ref * h_ref])
-        sc_alpha = [(a, b, al[0] / h_ref)
-                    for a, b, al in _hyperbolic_phases(a_ref, mu, t0, total, avg.every, stat.length)]
-        scalar = base + [(a, b, lr * model.h) for a, b, lr in sc_alpha]
+        a_ref = np.full(model.dim, lr_ref * h_ref)         # the same scalar rate in every direction, then × h/h_ref
+        scalar = base + _scaled(_hyperbolic_phases(a_ref, mu, t0, total, avg.every, stat.length), model.h / h_ref)
         tau = float("nan") if lr_ref == 0 else (1 - mu) / (lr_ref * h_ref)
         open_ended = t0 + (stat.length - 1) * avg.every >= total       # no freeze inside the run
         eq_sched = (Hyperbolic(lr=lr_ref, start=t0 - 1, tau=tau) if isinstance(base_sched, Constant) and open_ended
@@ -182,11 +196,12 @@ def equivalence(model: NQM, opt: SGD, avg: Averaging, steps) -> Equivalence:
         desc = f"LR switch at step {t0} ({what}) to λ_eq (per direction; scalar {lr_sc:.6g})"
     if not np.isfinite(lr_sc):
         scalar = per_dir
-    per_dir = [p for p in per_dir if p[0] < p[1]] or [(0, 1, alpha)]
-    scalar = [p for p in scalar if p[0] < p[1]] or [(0, 1, alpha)]
+    per_dir = clip_phases(per_dir, 0, total) or [(0, 1, alpha)]
+    scalar = clip_phases(scalar, 0, total) or [(0, 1, alpha)]
 
     after = _rows_from(steps, t0)
-    loss_raw, la, le, ls, err_m, err_v = _moments_in_blocks(model, opt, avg, per_dir, scalar, steps, after, v_stat)
+    loss_raw, la, le, ls, err_m, err_v = _moments_in_blocks(model, opt, avg, per_dir, scalar, steps, after, v_stat,
+                                                            t0)
     return Equivalence(
         avg=avg, equivalent=("diverges: " if bad else "") + desc, lr_ref=lr_ref, switch_step=t0, lr_eq=lr_eq,
         lr_eq_approx=lr_apx, lr_eq_scalar=lr_sc, equivalent_schedule=eq_sched, steps=steps,
@@ -199,32 +214,54 @@ def equivalence(model: NQM, opt: SGD, avg: Averaging, steps) -> Equivalence:
 # 10,000-direction benchmark of scripts/bench_theory.py (T = 202; 7 interleaved fresh processes each): one block
 # of 10,000 → peak RSS 165 MB, forward median 0.30 s; 5,000 → 101 MB, 0.25 s; 2,500 → 69 MB, 0.31 s; 1,250 → 0.38 s
 # (smaller blocks pay the per-output-point Python overhead once more per block). Fresh pages cost ~1–2 ms per MB.
-BLOCK_DIRECTIONS = 5000
+# With the per-step kernels of varying schedules (theory/kernels.py) every block pays the Python cost of every
+# step once, so the blocks are as large as memory allows: 10,000 directions × ~200 output points × ~8 arrays ≈ 130 MB.
+BLOCK_DIRECTIONS = 10000
 
 
 def _block(phases, d: int, sl: slice):
-    return [(a, b, np.broadcast_to(al, (d,))[sl]) for a, b, al in phases]
+    return [restrict(p, sl, d) for p in phases]
 
 
-def _moments_in_blocks(model: NQM, opt: SGD, avg: Averaging, per_dir, scalar, steps, after, v_stat):
+def _moments_in_blocks(model: NQM, opt: SGD, avg: Averaging, per_dir, scalar, steps, after, v_stat, t0=0):
     """Excess losses [T] of the raw iterate, the average, its per-direction and scalar equivalents, and the
     largest relative mean / variance errors over the rows ``after`` (t ≥ T0) of average vs per-direction
-    equivalent, block by block."""
+    equivalent, block by block.
+
+    For an EMA or SWA starting at T0 > 0 the three runs share updates [0, T0) (same schedule, the average not yet
+    started, theory.md §3.3/§3.4): those are computed once and the three runs continue from the state at T0."""
     mu = opt.momentum
+    d = model.dim
+    sched = alpha_phases(model, opt, int(steps.max()))
     loss_raw, la, le, ls = (np.zeros(steps.size) for _ in range(4))
+    share = isinstance(avg, (EMA, SWA)) and 0 < t0 <= int(steps.max())
+    pre = steps < t0 if share else np.zeros(steps.size, dtype=bool)
+    post = ~pre
     err_m = err_v = 0.0
-    for lo in range(0, model.dim, BLOCK_DIRECTIONS):
-        sl = slice(lo, min(lo + BLOCK_DIRECTIONS, model.dim))
+    for lo in range(0, d, BLOCK_DIRECTIONS):
+        sl = slice(lo, min(lo + BLOCK_DIRECTIONS, d))
         sub = NQM(h=model.h[sl], sigma2=model.sigma2[sl], m0=model.m0[sl], v0=model.v0[sl])
-        m_avg = moments(sub, opt, avg, steps)
-        loss_raw += excess_loss(sub, m_avg.mean_x, m_avg.var_x)
-        la += excess_loss(sub, m_avg.mean_avg, m_avg.var_avg)
-        m_eq = moments_from_alpha(sub, mu, NoAverage(), _block(per_dir, model.dim, sl), steps)
-        le += excess_loss(sub, m_eq.mean_x, m_eq.var_x)
-        err_m = np.maximum(err_m, _rel(m_avg.mean_avg[after], m_eq.mean_x[after], np.sqrt(v_stat[sl])))
-        err_v = np.maximum(err_v, _rel(m_avg.var_avg[after], m_eq.var_x[after], v_stat[sl]))
+        init = None
+        if share:
+            m_pre, st0 = _chunked(sub, mu, NoAverage(), _block(sched, d, sl), steps[pre] if pre.any() else [t0],
+                                  stop=t0)
+            init = (t0, *st0)
+            if pre.any():
+                raw = excess_loss(sub, m_pre.mean_x, m_pre.var_x)      # before T0 every run is the raw iterate
+                for acc in (loss_raw, la, le, ls):
+                    acc[pre] += raw
+            del m_pre
+        at = steps[post]
+        rows = after if not share else slice(None)                   # rows of the post arrays with t ≥ T0
+        m_avg = _chunked(sub, mu, avg, _block(sched, d, sl), at, init)[0]
+        loss_raw[post] += excess_loss(sub, m_avg.mean_x, m_avg.var_x)
+        la[post] += excess_loss(sub, m_avg.mean_avg, m_avg.var_avg)
+        m_eq = _chunked(sub, mu, NoAverage(), _block(per_dir, d, sl), at, init)[0]
+        le[post] += excess_loss(sub, m_eq.mean_x, m_eq.var_x)
+        err_m = np.maximum(err_m, _rel(m_avg.mean_avg[rows], m_eq.mean_x[rows], np.sqrt(v_stat[sl])))
+        err_v = np.maximum(err_v, _rel(m_avg.var_avg[rows], m_eq.var_x[rows], v_stat[sl]))
         del m_avg, m_eq                                            # free this block's arrays for the next
-        m_sc = moments_from_alpha(sub, mu, NoAverage(), _block(scalar, model.dim, sl), steps)
-        ls += excess_loss(sub, m_sc.mean_x, m_sc.var_x)
+        m_sc = _chunked(sub, mu, NoAverage(), _block(scalar, d, sl), at, init)[0]
+        ls[post] += excess_loss(sub, m_sc.mean_x, m_sc.var_x)
         del m_sc
     return loss_raw, la, le, ls, float(err_m), float(err_v)

@@ -14,7 +14,11 @@ Cov(x_t, x_s) = [Φ(t, s) P_s]₀₀ with Φ the transition product (theory.md �
 
 Each constant-rate phase is advanced in closed form by binary powering of the map M = (Φ, G):
 M^{2n} = (Φ_n Φ_n, G_n + Φ_n G_n Φ_nᵀ), with the powers cached per phase, so the cost grows with the number of
-phases and output points, not with the number of steps. Arrays are laid out component-first, (n, n, D), D the
+phases and output points, not with the number of steps. Stretches where the LR changes every step (cosine, linear,
+warmup, WSD decay, hyperbolic; theory/segments.py) go through the block kernels of theory/kernels.py: for few
+directions the per-step maps between two output points are composed pairwise (an associative reduction, all
+stretches of a run in a few vectorised calls), for many directions they are applied one step at a time to
+cache-sized blocks; only one block of rates exists at a time, so memory does not grow with the number of steps. Arrays are laid out component-first, (n, n, D), D the
 number of directions. Where α_t ≥ 2(1+μ) the moments grow without bound and are allowed to overflow to inf;
 use :func:`diverges` to say so instead of printing inf.
 """
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
+from .segments import MIN_CONST, Varying, peak_lr, restrict, schedule_phases, table_phase
 from .spec import EMA, NQM, SGD, SWA, Averaging, NoAverage, NPoint, TwoPoint
 
 __all__ = ["Moments", "moments", "moments_from_alpha", "step_by_step", "excess_loss", "diverges", "alpha_phases"]
@@ -169,6 +175,23 @@ class _Events:
             return 0.0, 1.0                                       # reset: y ← x
         return (self.g, 1.0 - self.g) if self.kind == "ema" else (1.0, 1.0)   # EMA update / S ← S + x
 
+    @property
+    def w_update(self) -> float:
+        """Weight w of x in an ordinary update y ← u y + w x (1 − γ^c for an EMA, 1 for the SWA sum)."""
+        return self._coefs(self.r + self.c)[1]
+
+    def coefs(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(u, w) [hi − lo] of the events at times lo..hi−1 as y ← u y + w x; (1, 0) where there is none."""
+        tau = np.arange(lo, hi, dtype=np.int64)
+        u, w = np.ones(tau.size), np.zeros(tau.size)
+        j = (tau - self.r) // self.c
+        upd = (tau > self.r) & ((tau - self.r) % self.c == 0)
+        if self.last is not None:
+            upd &= j <= self.last
+        u[upd], w[upd] = self._coefs(self.r + self.c)
+        u[tau == self.r], w[tau == self.r] = 0.0, 1.0
+        return u, w
+
     def event_map(self, t: int, d: int):
         iy = self.iy
         phi, g = _identity(iy + 1, d)
@@ -194,6 +217,10 @@ class _Phase:
         self.mu, self.sigma2, self.n, self.nx = mu, sigma2, n, nx
         self._step = self._block = None
 
+    @property
+    def alpha_last(self) -> np.ndarray:
+        return self.alpha
+
     def steps(self, k: int):
         if self._step is None:
             self._step = _Powers(_step_map(self.alpha, self.mu, self.sigma2, self.n, self.nx))
@@ -204,7 +231,10 @@ class _Phase:
             self._block = _Powers(_compose(ev.event_map(ev.r + ev.c, self.alpha.size), self.steps(ev.c)))
         return self._block(q)
 
-    def advance(self, state, t: int, t_end: int, ev: _Events | None):
+    def transition(self, a: int, b: int) -> np.ndarray:
+        return self.steps(b - a)[0]
+
+    def advance(self, state, t: int, t_end: int, ev: _Events | None, means: bool = True):
         """State after iterate t (events at t applied) → state after iterate t_end ≤ stop."""
         while t < t_end:
             if ev is not None and t >= ev.r and (t - ev.r) % ev.c == 0:
@@ -225,11 +255,162 @@ class _Phase:
         return state
 
 
+# Kernel choice for varying stretches (theory/kernels.py): the pairwise tree up to TREE_MAX_D directions, the
+# one-step-at-a-time kernels above. Measured on the 2-core dev machine, 10^5 cosine steps with an EMA (μ = 0):
+# see scripts/bench_theory.py. KERNEL = "tree" / "seq" forces one (tests compare both with step_by_step).
+KERNEL: str | None = None
+TREE_MAX_D = 64
+TREE_ELEMS = 1 << 16        # steps × directions per tree block (≈ 20 arrays of this many float64: ~10 MB)
+# The sequential kernels form their coefficients SEQ_BLOCK steps × SEQ_DIRS directions at a time; rates are
+# generated SEQ_SPAN steps at a time. Measured on the loaded 2-core dev machine (10^4 directions, 10^5 steps of the
+# EMA phase alone, seq_plain, two runs each): 8 × 10,000 → 4.9 s, 4 × 10,000 → 5.6-6.5 s, 8 × 5,000 → 5.5-6.5 s,
+# 8 × 2,500 → 8.8-9.8 s (more Python calls per element).
+SEQ_BLOCK = 8
+SEQ_DIRS = 10000
+SEQ_SPAN = 256
+
+
+class _VarPhase:
+    """A stretch [start, stop) whose rate changes from step to step (segments.Varying), advanced block by block by
+    theory/kernels.py; only one block of rates [k, D] exists at a time."""
+
+    def __init__(self, seg: Varying, mu, sigma2, n, nx):
+        self.start, self.stop, self.seg = seg.start, seg.stop, seg
+        self.mu, self.sigma2, self.n, self.nx = mu, sigma2, n, nx
+        self.prev_alpha = None                 # α of update start − 1 (None at step 0: r = 1), set by the engine
+        self.marks: list[int] = []             # steps where the engine stops (outputs, lags, the run's start)
+        self._phi: dict = {}
+        self._maps: dict = {}                  # tree kind: composed maps of the stretches between marks
+
+    @property
+    def alpha_last(self) -> np.ndarray:
+        return self.seg.alpha(self.stop - 1, self.stop)[0]
+
+    def _before(self, a: int):
+        return self.prev_alpha if a == self.start else self.seg.alpha(a - 1, a)[0]
+
+    def _kind(self) -> str:
+        if KERNEL is not None:
+            return KERNEL
+        return "tree" if self.sigma2.size <= TREE_MAX_D else "seq"
+
+    def _block_len(self, kind: str) -> int:
+        return max(2, TREE_ELEMS // max(1, self.sigma2.size)) if kind == "tree" else SEQ_BLOCK
+
+    def _run(self, state, a: int, b: int, ev: _Events | None, means: bool):
+        """Advance (mean, cov) over updates [a, b) with events after each (None: iterate slots only)."""
+        kind = self._kind()
+        mean, cov = state
+        if kind == "tree":
+            key = (a, b, ev is not None)
+            if key not in self._maps:
+                self._fill(a, ev)
+            if key in self._maps:
+                return _apply(self._maps.pop(key), (mean, cov))      # each stretch is used once
+            k = self._block_len(kind)
+            for lo in range(a, b, k):
+                hi = min(b, lo + k)
+                u, w = ev.coefs(lo + 1, hi + 1) if ev is not None else (None, None)
+                m = kernels.tree(self.seg.alpha(lo, hi), self._before(lo), self.mu, self.sigma2, self.nx, u, w)
+                mean, cov = _apply(m, (mean, cov))
+            return mean, cov
+        mean, cov, d = mean.copy(), cov.copy(), self.sigma2.size
+        for lo in range(a, b, SEQ_SPAN):
+            hi = min(b, lo + SEQ_SPAN)
+            sep = self.seg.separable(lo, hi) if self.nx == 1 else None
+            alpha = self.seg.alpha(lo, hi) if sep is None else None
+            prev = self._before(lo)
+            u, w = ev.coefs(lo + 1, hi + 1) if ev is not None else (None, None)
+            for d0 in range(0, d, SEQ_DIRS):                 # one cache-sized slab of directions at a time
+                sl = slice(d0, min(d, d0 + SEQ_DIRS))
+                m, p, s2 = mean[:, sl], cov[:, :, sl], self.sigma2[sl]
+                if self.nx == 1:
+                    rates = alpha[:, sl] if sep is None else (sep[0], sep[1][sl])
+                    m, p = kernels.seq_plain(m, p, rates, s2, u, w, scale=1.0 if ev is None else ev.w_update,
+                                             means=means, sub=SEQ_BLOCK)
+                else:
+                    m, p = kernels.seq_momentum(m, p, alpha[:, sl], None if prev is None else prev[sl], self.mu,
+                                                s2, u, w, means=means)
+                mean[:, sl], cov[:, :, sl] = m, p
+        return mean, cov
+
+    def _fill(self, a: int, ev: _Events | None) -> None:
+        """Compose the maps of the stretches between consecutive marks from step ``a`` on (those with the average's
+        slot when ``ev`` is given, else those of the iterate before the average starts), a few hundred stretches
+        per kernels.tree_many call, at most 4·TREE_ELEMS padded steps × directions each."""
+        cuts = sorted({self.start, self.stop, *self.marks} | ({ev.r} if ev is not None and
+                                                              self.start < ev.r < self.stop else set()))
+        spans = [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if lo >= a and
+                 ((ev is not None and lo >= ev.r) or (ev is None))]
+        d = self.sigma2.size
+        i = 0
+        while i < len(spans):
+            j, longest = i, 0
+            while j < len(spans) and (j == i or max(longest, spans[j][1] - spans[j][0]) * (j - i + 1) * d
+                                      <= 4 * TREE_ELEMS):
+                longest = max(longest, spans[j][1] - spans[j][0])
+                j += 1
+            group = spans[i:j]
+            lo0, hi0 = group[0][0], group[-1][1]
+            rates = self.seg.alpha(lo0, hi0)                              # [K, D], one stretch of the schedule
+            before = self._before(lo0)
+            prev = np.concatenate([(rates[:1] if before is None else before[None, :]), rates[:-1]])
+            off = np.arange(longest)[:, None]
+            starts = np.array([g[0] for g in group])[None, :]
+            lens = np.array([g[1] - g[0] for g in group])[None, :]
+            pad = off >= lens
+            idx = np.minimum(starts + off, starts + lens - 1) - lo0      # [L, m] rows of ``rates``
+            u = w = None
+            if ev is not None:
+                uu, ww = ev.coefs(lo0 + 1, hi0 + 1)
+                u, w = uu[idx], ww[idx]
+            phi, g = kernels.tree_many(rates[idx], prev[idx], pad, self.mu, self.sigma2, self.nx, u, w)
+            for q, (lo, hi) in enumerate(group):
+                self._maps[(lo, hi, ev is not None)] = (phi[:, :, q].copy(), g[:, :, q].copy())
+            i = j
+
+    def advance(self, state, t: int, t_end: int, ev: _Events | None, means: bool = True):
+        """State after iterate t (events at t applied) → state after iterate t_end ≤ stop."""
+        nx = self.nx
+        if ev is not None and t < ev.r:                   # before the average starts only the iterate matters
+            x_end = min(t_end, ev.r)
+            sub = self._run((state[0][:nx], state[1][:nx, :nx]), t, x_end, None, means)
+            mean, cov = state[0].copy(), state[1].copy()
+            mean[:nx], cov[:nx, :nx] = sub
+            state, t = (mean, cov), x_end
+            if t == ev.r:
+                state = ev.apply_event(t, state)          # the reset y ← x overwrites every y entry
+        if t < t_end:
+            state = self._run(state, t, t_end, ev, means)
+        return state
+
+    def _piece(self, a: int, b: int) -> np.ndarray:
+        if (a, b) not in self._phi:
+            k = self._block_len("tree")
+            phi = None
+            for lo in range(a, b, k):
+                hi = min(b, lo + k)
+                p = kernels.tree_phi(self.seg.alpha(lo, hi), self._before(lo), self.mu, self.nx)
+                phi = p if phi is None else _mm(p, phi)
+            self._phi[(a, b)] = phi
+        return self._phi[(a, b)]
+
+    def transition(self, a: int, b: int) -> np.ndarray:
+        """Φ(b, a) of the iterate slots [nx, nx, D], from cached pieces between the marks."""
+        cuts = [a] + [m for m in self.marks if a < m < b] + [b]
+        phi = None
+        for lo, hi in zip(cuts, cuts[1:]):
+            p = self._piece(lo, hi)
+            phi = p if phi is None else _mm(p, phi)
+        return phi
+
+
 # ------------------------------------------------------------------------------------------------- public API
 
-def alpha_phases(model: NQM, opt: SGD, total: int) -> list[tuple[int, int, np.ndarray]]:
-    """The schedule's constant-LR phases over [0, total) as (start, stop, α = λh per direction)."""
-    return [(a, b, lr * model.h) for a, b, lr in opt.schedule.phases(int(total))]
+def alpha_phases(model: NQM, opt: SGD, total: int) -> list:
+    """The schedule's pieces over [0, total): constant phases (start, stop, α = λh per direction) and
+    :class:`theory.segments.Varying` stretches where the LR changes every few steps (cosine, warmup, ...)."""
+    return schedule_phases(opt.schedule, model.h, int(total))
 
 
 def diverges(model: NQM, opt: SGD, total: int | None = None) -> np.ndarray:
@@ -241,7 +422,7 @@ def diverges(model: NQM, opt: SGD, total: int | None = None) -> np.ndarray:
     if total is None:
         peak = max([opt.schedule.lr, *getattr(opt.schedule, "lrs", ())])
     else:
-        peak = max((lr for _, _, lr in opt.schedule.phases(int(total))), default=0.0)
+        peak = peak_lr(opt.schedule, int(total))
     return peak * model.h >= opt.max_stable_alpha()
 
 
@@ -267,15 +448,106 @@ def _lag(avg: Averaging) -> tuple[int, int]:
     return 1, 0
 
 
-def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
-                       alpha_phases: list[tuple[int, int, np.ndarray]], steps) -> Moments:
-    """Exact moments for per-direction rate phases (start, stop, α[D]) covering [0, max(steps)).
+# Directions per call of the engine: outputs are [T, D] anyway, but the engine's own work arrays (3×3×D maps,
+# blocks of rates [k, D]) stay below a few MB each.
+# Equal to SEQ_DIRS and to theory.equivalence.BLOCK_DIRECTIONS: a split into 8,192 + 1,808 directions doubled the
+# per-step Python cost of the sequential kernel on the 10,000-direction benchmark.
+CHUNK_DIRECTIONS = 10000
+
+
+def _pieces(alpha_phases, d: int) -> list:
+    """Validated pieces with runs of short constant phases merged into table-backed varying stretches."""
+    out, t, run = [], 0, []
+
+    def flush():
+        if len(run) >= 2:
+            table = np.concatenate([np.broadcast_to(al, (b - a, d)) for a, b, al in run])
+            out.append(table_phase(run[0][0], table))
+        else:
+            out.extend(run)
+        run.clear()
+
+    for p in alpha_phases:
+        if isinstance(p, Varying):
+            a, b = p.start, p.stop
+        else:
+            a, b, alpha = p
+            alpha = np.broadcast_to(np.asarray(alpha, dtype=float), (d,))
+            if not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
+                raise ValueError(f"alpha_phases must hold finite alpha >= 0; got a piece ({a}, {b}) that does not")
+        if a != t or b <= a:
+            raise ValueError("alpha_phases must be contiguous (start, stop, alpha>=0 finite) pieces from step 0; "
+                             f"got a piece ({a}, {b}) after step {t}")
+        if isinstance(p, Varying):
+            flush()
+            out.append(p)
+        elif b - a < MIN_CONST:
+            run.append((a, b, alpha))
+        else:
+            flush()
+            out.append((a, b, alpha))
+        t = b
+    flush()
+    return out
+
+
+def build_phases(alpha_phases: list, d: int, mu: float, sigma2: np.ndarray, n_state: int | None = None) -> list:
+    """Engine phases (constant: closed-form powers; varying: block kernels) for the pieces, with
+    nx = 2 iterate slots under momentum and 1 without; ``n_state`` adds the average's slot when nx + 1."""
+    nx = 2 if mu != 0 else 1
+    n_state = nx if n_state is None else n_state
+    phases = []
+    for p in _pieces(alpha_phases, d):
+        if isinstance(p, Varying):
+            ph = _VarPhase(p, mu, sigma2, n_state, nx)
+            ph.prev_alpha = phases[-1].alpha_last if phases else None
+        else:
+            ph = _Phase(p[0], p[1], p[2], mu, sigma2, n_state, nx)
+        phases.append(ph)
+    return phases
+
+
+def moments_from_alpha(model: NQM, momentum: float, avg: Averaging, alpha_phases: list, steps) -> Moments:
+    """Exact moments for per-direction rate pieces covering [0, max(steps)): constant phases (start, stop, α[D])
+    and :class:`theory.segments.Varying` stretches.
 
     Implements the recursions of theory.md §2.3/§2.6 with the EMA/SWA state of §3.3/§3.4/§8 and the two-point /
-    N-point cross-covariances Cov(x_t, x_{t−k}) = [Φ(t, t−k) P_{t−k}]₀₀ of §3.5/§8.
+    N-point cross-covariances Cov(x_t, x_{t−k}) = [Φ(t, t−k) P_{t−k}]₀₀ of §3.5/§8. Directions are processed
+    CHUNK_DIRECTIONS at a time.
 
     Example: ``moments_from_alpha(NQM(h=[1.]), 0., EMA(0.9), [(0, 10, np.array([0.1]))], [0, 10])``.
     """
+    return _chunked(model, momentum, avg, alpha_phases, steps)[0]
+
+
+def _sub_model(model: NQM, sl: slice) -> NQM:
+    return NQM(h=model.h[sl], sigma2=model.sigma2[sl], m0=model.m0[sl], v0=model.v0[sl])
+
+
+def _chunked(model, momentum, avg, alpha_phases, steps, init=None, stop=None):
+    """:func:`_engine` over blocks of directions; the (mean, cov) of the iterate slots at ``stop`` concatenated."""
+    d = model.dim
+    if d <= CHUNK_DIRECTIONS:
+        return _engine(model, momentum, avg, alpha_phases, steps, init, stop)
+    parts = []
+    for lo in range(0, d, CHUNK_DIRECTIONS):
+        sl = slice(lo, min(d, lo + CHUNK_DIRECTIONS))
+        sub_init = None if init is None else (init[0], init[1][..., sl], init[2][..., sl])
+        parts.append(_engine(_sub_model(model, sl), momentum, avg, [restrict(p, sl, d) for p in alpha_phases],
+                             steps, sub_init, stop))
+    ms = [p[0] for p in parts]
+    cat = {f: np.concatenate([getattr(m, f) for m in ms], axis=1) for f in
+           ("mean_x", "var_x", "mean_avg", "var_avg", "cov_x_avg")}
+    mom = Moments(step=ms[0].step, **cat)
+    state = None if stop is None else (np.concatenate([p[1][0] for p in parts], axis=-1),
+                                       np.concatenate([p[1][1] for p in parts], axis=-1))
+    return mom, state
+
+
+def _engine(model: NQM, momentum: float, avg: Averaging, alpha_phases: list, steps, init=None, stop=None):
+    """The moments at ``steps``; with ``init = (t0, mean [nx, D], cov [nx, nx, D])`` the run starts from that
+    state of the iterate slots after t0 updates (every step ≥ t0, an EMA/SWA not started before t0); with ``stop``
+    it also returns that state at step ``stop`` (before any LR-change map there), for a later ``init``."""
     if not (np.isfinite(momentum) and 0 <= momentum < 1):
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if not isinstance(avg, (NoAverage, EMA, SWA, TwoPoint, NPoint)):
@@ -286,49 +558,60 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
     nx = 2 if mu != 0 else 1                  # iterate slots: x_{t−1} only matters with momentum (_step_map)
     ev = _Events(avg, iy=nx) if isinstance(avg, (EMA, SWA)) else None
     n_state = nx + (1 if ev else 0)
-    phases, t = [], 0
-    for a, b, alpha in alpha_phases:
-        alpha = np.broadcast_to(np.asarray(alpha, dtype=float), (d,))
-        if a != t or b <= a or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
-            raise ValueError("alpha_phases must be contiguous (start, stop, alpha>=0 finite) pieces from step 0; "
-                             f"got a piece ({a}, {b}) after step {t}")
-        phases.append(_Phase(a, b, alpha, mu, sigma2, n_state, nx))
-        t = b
-    if t < times[-1]:
-        raise ValueError(f"alpha_phases cover [0, {t}) but steps go up to {times[-1]}")
+    t_first = 0 if init is None else int(init[0])
+    phases = build_phases(alpha_phases, d, mu, sigma2, n_state)
+    t_end = max(int(times[-1]), -1 if stop is None else int(stop))
+    if not phases or phases[-1].stop < t_end:
+        raise ValueError(f"alpha_phases cover [0, {phases[-1].stop if phases else 0}) but steps go up to {t_end}")
     npts, gap = _lag(avg)
-    need = set(times.tolist())
-    if npts > 1 and gap > 0:
+    lagged = npts > 1 and gap > 0
+    need = set(times.tolist()) | (set() if stop is None else {int(stop)})
+    if lagged:
         need |= {int(s) - i * gap for s in times if s >= (npts - 1) * gap for i in range(npts)}
     need = sorted(need)
+    if init is not None and (need[0] < t_first or (ev is not None and ev.r < t_first)):
+        raise ValueError(f"a run started from the state at step {t_first} cannot report steps, lags or an average "
+                         "that begin before it")
+    for ph in phases:
+        if isinstance(ph, _VarPhase):
+            ph.marks = [s for s in [t_first, *need] if ph.start < s < ph.stop]
+    means = bool(np.any(model.m0 != 0)) if init is None else bool(np.any(init[1] != 0))
     mean = np.zeros((n_state, d))
-    mean[:] = model.m0
     cov = np.zeros((n_state, n_state, d))
-    cov[:nx, :nx] = model.v0                                      # x_{−1} = x_0: zero initial velocity
+    if init is None:
+        mean[:] = model.m0
+        cov[:nx, :nx] = model.v0                                  # x_{−1} = x_0: zero initial velocity
+    else:
+        mean[:nx], cov[:nx, :nx] = init[1], init[2]
     state = (mean, cov)
-    if ev is not None and ev.r == 0:
-        state = ev.apply_event(0, state)
-    lagged = npts > 1 and gap > 0
+    if ev is not None and ev.r == t_first:
+        state = ev.apply_event(t_first, state)
     has_avg = ev is not None or lagged
     # Without an average the *_avg arrays are the iterate's own (the same objects: half the memory and copies)
     keys = ("mx", "vx", "ma", "va", "ca") if has_avg else ("mx", "vx")
     out = {k: np.empty((times.size, d)) for k in keys}
     kept: dict[int, tuple] = {}
     row = {int(s): i for i, s in enumerate(times)}
-    t, pi = 0, 0
+    pi = next(i for i, ph in enumerate(phases) if ph.start <= t_first < ph.stop or ph.stop == t_first == t_end)
+    t, entered = t_first, t_first > phases[pi].start or pi == 0
+    final = None
     with np.errstate(over="ignore", invalid="ignore"):
         for target in need:
             while t < target:
+                if t == phases[pi].stop:
+                    pi, entered = pi + 1, False
                 ph = phases[pi]
+                if not entered:                                   # LR-change map, applied as the phase begins
+                    if isinstance(ph, _Phase):
+                        state = _apply(_lr_change(phases[pi - 1], ph), state)
+                    entered = True
                 end = min(ph.stop, target)
-                state = ph.advance(state, t, end, ev)
+                state = ph.advance(state, t, end, ev, means)
                 t = end
-                if t == ph.stop:
-                    pi += 1
-                    if pi < len(phases):
-                        state = _apply(_lr_change(phases[pi - 1], phases[pi]), state)
             if lagged:
                 kept[target] = state
+            if stop is not None and target == stop:
+                final = (state[0][:nx].copy(), state[1][:nx, :nx].copy())
             if target in row:
                 i, (m, p) = row[target], state
                 out["mx"][i], out["vx"][i] = m[0], p[0, 0]
@@ -354,10 +637,10 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging,
     if not has_avg:
         out.update(ma=out["mx"], va=out["vx"], ca=out["vx"])      # Cov(x, x) = Var x
     return Moments(step=steps, mean_x=out["mx"], var_x=out["vx"], mean_avg=out["ma"], var_avg=out["va"],
-                   cov_x_avg=out["ca"])
+                   cov_x_avg=out["ca"]), final
 
 
-def _lr_change(prev: _Phase, new: _Phase):
+def _lr_change(prev, new: _Phase):
     """Map at a phase boundary that makes the heavy-ball state follow torch.optim.SGD when the LR changes.
 
     PyTorch keeps a velocity buffer b (b ← μb + g, θ ← θ − λ_t b), so across an LR change from λ' to λ the momentum
@@ -365,31 +648,35 @@ def _lr_change(prev: _Phase, new: _Phase):
     x_t − r(x_t − x_{t−1}), r = λ/λ' = α/α' per direction, makes the constant-coefficient step of the new phase exact.
     Without momentum the x_{t−1} slot is unused and the map is the identity. A phase at α' = 0 followed by α > 0
     (an LR of exactly zero, then non-zero) has no displacement to rescale: the buffer is not representable here.
+    (A varying stretch rescales inside its own steps: kernels.step_ratio.)
     """
     phi, g = _identity(new.n, new.alpha.size)
     if new.mu == 0.0:
         return phi, g
-    if np.any((prev.alpha == 0) & (new.alpha != 0)):
+    prev_alpha = prev.alpha_last
+    if np.any((prev_alpha == 0) & (new.alpha != 0)):
         raise ValueError("with momentum, an LR of exactly 0 followed by a non-zero LR is not supported "
                          "(the momentum buffer built up at LR 0 has no displacement to rescale); use a tiny LR instead")
-    r = np.divide(new.alpha, prev.alpha, out=np.ones_like(new.alpha), where=prev.alpha != 0)
+    r = np.divide(new.alpha, prev_alpha, out=np.ones_like(new.alpha), where=prev_alpha != 0)
     phi[1, 0], phi[1, 1] = 1.0 - r, r
     return phi, g
 
 
-def _transition(phases: list[_Phase], s: int, t: int) -> np.ndarray:
-    """Φ(t, s): the product of the step matrices of updates s..t−1 and of the LR-change maps between them
-    (nx×nx×D: 2×2 with momentum, 1×1 without)."""
+def _transition(phases: list, s: int, t: int) -> np.ndarray:
+    """Φ(t, s): the product of the step matrices of updates s..t−1 and of the LR-change maps at the constant
+    phases that begin in [s, t) (nx×nx×D: 2×2 with momentum, 1×1 without). Kept states are taken before the
+    change map at their own step, as the engine applies it when the next phase begins."""
     phi, nx = None, phases[0].nx
     for i, ph in enumerate(phases):
-        if i > 0 and s < ph.start <= t:  # kept states are taken after the change map at their own step
+        a, b = max(ph.start, s), min(ph.stop, t)
+        if a >= b:
+            continue
+        if i > 0 and isinstance(ph, _Phase) and s <= ph.start:
             change = _lr_change(phases[i - 1], ph)[0][:nx, :nx]
             phi = change if phi is None else _mm(change, phi)
-        a, b = max(ph.start, s), min(ph.stop, t)
-        if a < b:
-            step = ph.steps(b - a)[0]
-            phi = step if phi is None else _mm(step, phi)
-    return phi if phi is not None else _identity(nx, phases[0].alpha.size)[0]
+        step = ph.transition(a, b)
+        phi = step if phi is None else _mm(step, phi)
+    return phi if phi is not None else _identity(nx, phases[0].sigma2.size)[0]
 
 
 def _lagged(out, times, kept, phases, npts, gap):

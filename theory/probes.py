@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .moments import _Phase, _transition, alpha_phases, moments
+from .moments import _transition, alpha_phases, build_phases, diverges, moments
 from .spec import NQM, SGD, NoAverage
 from . import stationary as st
 
@@ -131,11 +131,10 @@ def fixed_batch_loss(model: NQM, opt: SGD, used_at: int, steps, fraction: float 
     steps = np.atleast_1d(np.asarray(steps)).astype(np.int64)
     total = max(int(steps.max()), s + 1)
     m = moments(model, opt, NoAverage(), steps)
-    phases_a = alpha_phases(model, opt, total)
-    bad = bool(np.any([np.any(a >= opt.max_stable_alpha()) for _, _, a in phases_a]))
+    bad = bool(np.any(diverges(model, opt, total)))
     if bad or not (np.all(np.isfinite(m.var_x)) and np.all(np.isfinite(m.mean_x))):
         return FixedBatchLoss(True, steps, s, None, None, None)
-    phases = [_Phase(a, b, al, opt.momentum, model.sigma2, 2, 2) for a, b, al in phases_a]
+    phases = build_phases(alpha_phases(model, opt, total), model.dim, opt.momentum, model.sigma2)
     alpha_s = float(opt.schedule.lr_at(np.array([s]))[0]) * model.h
     unseen = 0.5 * np.sum(model.h * (m.mean_x ** 2 + m.var_x + model.sigma2 / fraction), axis=1)
     cov = np.zeros_like(m.var_x)

@@ -35,10 +35,26 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def _finite(x: float) -> bool:
+    if isinstance(x, (str, bytes, bool)):             # float("1") would accept text; True is not a rate
+        return False
     try:
         return math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
+
+
+def _int(x) -> bool:
+    """Is ``x`` an integer-valued number (int, numpy integer, or a float with no fraction; not a str or bool)?"""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return False
+    return math.isfinite(float(x)) and int(x) == x
+
+
+def _ints(name: str, value) -> tuple[int, ...]:
+    """A number or a sequence of numbers -> a tuple of ints; ValueError naming ``name`` otherwise."""
+    items = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value,)
+    _check(all(_int(v) for v in items), f"{name} must be integer step numbers, got {value!r}")
+    return tuple(int(v) for v in items)
 
 
 def _as_vector(name: str, value, positive: bool, allow_zero: bool = True) -> np.ndarray:
@@ -140,7 +156,7 @@ class Step(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        ms = tuple(int(m) for m in self.milestones)
+        ms = _ints("milestones", self.milestones)
         _check(all(m >= 0 for m in ms) and all(b > a for a, b in zip(ms, ms[1:])),
                f"milestones must be increasing step numbers >= 0, got {self.milestones}")
         _check(_finite(self.factor) and 0 < self.factor <= 1, f"factor must be in (0, 1], got {self.factor}")
@@ -161,8 +177,8 @@ class _Decay(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(int(self.start) == self.start and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
-        _check(int(self.total) == self.total and self.total > self.start,
+        _check(_int(self.start) and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
+        _check(_int(self.total) and _int(self.start) and self.total > self.start,
                f"total ({self.total}) must be an integer > start ({self.start})")
         _check(_finite(self.final_lr) and 0 <= self.final_lr <= self.lr,
                f"final_lr must be in [0, lr={self.lr}], got {self.final_lr}")
@@ -202,7 +218,7 @@ class WSD(Schedule):
         super().__post_init__()
         for n in ("warmup", "decay_start", "decay"):
             v = getattr(self, n)
-            _check(int(v) == v and v >= 0, f"{n} must be an integer >= 0, got {v}")
+            _check(_int(v) and v >= 0, f"{n} must be an integer >= 0, got {v}")
         _check(self.decay >= 1, f"decay must be >= 1 step, got {self.decay}")
         _check(self.decay_start >= self.warmup, f"decay_start ({self.decay_start}) must be >= warmup ({self.warmup})")
         _check(_finite(self.final_lr) and 0 <= self.final_lr <= self.lr, f"final_lr must be in [0, lr], got {self.final_lr}")
@@ -229,7 +245,7 @@ class Hyperbolic(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(int(self.start) == self.start and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
+        _check(_int(self.start) and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
         _check(_finite(self.tau) and self.tau > 0, f"tau must be a finite number of steps > 0, got {self.tau}")
 
     def _lr(self, t):
@@ -246,9 +262,11 @@ class Piecewise(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        bs = tuple(int(b) for b in self.boundaries)
+        bs = _ints("boundaries", self.boundaries)
         _check(all(b > 0 for b in bs) and all(b2 > b1 for b1, b2 in zip(bs, bs[1:])),
                f"boundaries must be increasing steps > 0, got {self.boundaries}")
+        lrs = tuple(self.lrs) if isinstance(self.lrs, (tuple, list, np.ndarray)) else (self.lrs,)
+        object.__setattr__(self, "lrs", lrs)
         _check(len(self.lrs) == len(bs), f"give one lr per boundary ({len(bs)}), got {len(self.lrs)}")
         _check(all(_finite(v) and v >= 0 for v in self.lrs), f"lrs must be finite and >= 0, got {self.lrs}")
         object.__setattr__(self, "boundaries", bs)
@@ -257,6 +275,38 @@ class Piecewise(Schedule):
     def _lr(self, t):
         table = np.asarray((self.lr, *self.lrs), dtype=float)
         return table[np.searchsorted(np.asarray(self.boundaries, dtype=np.int64), t, side="right")]
+
+
+@dataclass(frozen=True, init=False)
+class Warmup(Schedule):
+    """A linear warmup in front of any schedule: λ_t = base.lr_at(t) · min(1, (t + 1)/steps) (the ramp of
+    WSD's warmup, and of empirical.run's --warmup-steps). ``steps = 0`` is the base schedule itself.
+
+    Example: ``Warmup(Cosine(lr=0.1, total=1000), steps=50)``; ``lr`` is the base's peak LR (LR units).
+    """
+
+    base: Schedule = None         # the schedule being ramped into
+    steps: int = 0                # warmup length in optimiser steps, >= 0
+
+    def __init__(self, base: Schedule, steps: int = 0) -> None:
+        _check(isinstance(base, Schedule) and not isinstance(base, Warmup),
+               f"warmup base must be a schedule other than a warmup, got {type(base).__name__}")
+        _check(_int(steps) and steps >= 0, f"warmup steps must be an integer >= 0, got {steps!r}")
+        object.__setattr__(self, "lr", base.lr)
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "steps", int(steps))
+
+    def _lr(self, t):
+        lr = self.base._lr(t)
+        return lr * np.minimum(1.0, (t + 1) / self.steps) if self.steps > 0 else lr
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    def params(self) -> dict:
+        """The base's parameters plus ``warmup_steps`` (JSON-ready; ``name`` names the base shape)."""
+        return {"name": self.base.name, **self.base.params(), "warmup_steps": self.steps}
 
 
 SCHEDULE_NAMES: dict[type, str] = {Constant: "constant", Step: "step", Cosine: "cosine", Linear: "linear",
@@ -310,8 +360,8 @@ class EMA:
 
     def __post_init__(self) -> None:
         _check(_finite(self.decay) and 0 <= self.decay < 1, f"EMA decay must be in [0, 1) per step, got {self.decay}")
-        _check(int(self.start) == self.start and self.start >= 0, f"EMA start must be an integer step >= 0, got {self.start}")
-        _check(int(self.every) == self.every and self.every >= 1, f"EMA every must be an integer >= 1, got {self.every}")
+        _check(_int(self.start) and self.start >= 0, f"EMA start must be an integer step >= 0, got {self.start}")
+        _check(_int(self.every) and self.every >= 1, f"EMA every must be an integer >= 1, got {self.every}")
 
 
 @dataclass(frozen=True)
@@ -325,10 +375,10 @@ class SWA:
     every: int = 1                # sampling period c in steps (Izmailov et al. use one per epoch)
 
     def __post_init__(self) -> None:
-        _check(int(self.start) == self.start and self.start >= 0, f"SWA start must be an integer step >= 0, got {self.start}")
-        _check(self.length is None or (int(self.length) == self.length and self.length >= 1),
+        _check(_int(self.start) and self.start >= 0, f"SWA start must be an integer step >= 0, got {self.start}")
+        _check(self.length is None or (_int(self.length) and self.length >= 1),
                f"SWA length (window, in iterates) must be an integer >= 1, got {self.length}")
-        _check(int(self.every) == self.every and self.every >= 1, f"SWA every must be an integer >= 1, got {self.every}")
+        _check(_int(self.every) and self.every >= 1, f"SWA every must be an integer >= 1, got {self.every}")
 
 
 @dataclass(frozen=True)
@@ -338,7 +388,7 @@ class TwoPoint:
     gap: int                      # k, steps between the two points, >= 0
 
     def __post_init__(self) -> None:
-        _check(int(self.gap) == self.gap and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
+        _check(_int(self.gap) and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
 
 
 @dataclass(frozen=True)
@@ -349,8 +399,8 @@ class NPoint:
     gap: int                      # steps between consecutive points, >= 0
 
     def __post_init__(self) -> None:
-        _check(int(self.n) == self.n and self.n >= 1, f"points N must be an integer >= 1, got {self.n}")
-        _check(int(self.gap) == self.gap and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
+        _check(_int(self.n) and self.n >= 1, f"points N must be an integer >= 1, got {self.n}")
+        _check(_int(self.gap) and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
 
 
 Averaging = Union[NoAverage, EMA, SWA, TwoPoint, NPoint]

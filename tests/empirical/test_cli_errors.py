@@ -32,7 +32,17 @@ BAD = [
     (["smoke", "--branch-from", "x.pt", "--branch-schedule", "half", "--resume", "--out", "b"], "without --resume"),
     (["cifar10"], "cifar10"),                                       # DataError: no --data-dir
     (["smoke", "--resume", "--out", "nowhere"], "not a run directory"),
+    (["--resume"], "--resume needs --out"),                         # was a KeyError traceback
+    (["digits", "--eval-dense-until", "99999"], "--eval-dense-until"),
 ]
+
+
+def test_command_line_is_validated_without_importing_torch():
+    """Bad input is refused before torch is imported (it used to take 5-30 s to say so)."""
+    code = ("import sys; from empirical import run; rc = run.cli(['digits', '--lr', '-1']); "
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.split() == ["2", "False"] and "--lr" in out.stderr
 
 
 @pytest.mark.parametrize("argv, words", BAD)

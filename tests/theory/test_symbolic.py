@@ -11,7 +11,7 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from theory import symbolic as sy
 
@@ -125,9 +125,16 @@ def hb_key(key, m):
     return key + "_hb" if m > 0 else key
 
 
+def simple_roots(alpha, m):
+    """The heavy-ball closed forms divide by the discriminant (1+μ−α)² − 4μ of x² − (1+μ−α)x + μ: at a double root
+    (e.g. α = μ = 0.25) the derived expression is 0/0 though the variance is finite; keep such points out."""
+    return m == 0 or (1 + m - alpha) ** 2 != 4 * m
+
+
 @settings(deadline=None, max_examples=40)
 @given(alpha=alphas, m=mus, gamma=gammas, s=sig2)
 def test_iterate_and_ema_variance(alpha, m, gamma, s):
+    assume(2 * (1 + m) - alpha > 1e-6)     # at the edge v∞ ~ 1/(2(1+μ) − α) loses every digit to rounding
     assert float(stat.iterate_variance(alpha, s, m)) == pytest.approx(mp_eval("v_inf_hb", alpha, m, s), rel=RTOL)
     ref = mp_eval("ema_variance_hb", alpha, gamma, m, s)
     assert float(stat.ema_variance(alpha, gamma, s, m)) == pytest.approx(ref, rel=RTOL)
@@ -143,6 +150,7 @@ def test_ema_every_momentum_free(alpha, gamma, c):
 @settings(deadline=None, max_examples=40)
 @given(alpha=alphas, m=mus, gap=st.integers(0, 400), s=sig2)
 def test_two_point(alpha, m, gap, s):
+    assume(simple_roots(alpha, m))
     args = (alpha, m, gap, s) if m > 0 else (alpha, gap, s)
     assert float(stat.two_point_variance(alpha, gap, s, m)) == pytest.approx(mp_eval(hb_key("two_point", m), *args),
                                                                              rel=RTOL)
@@ -151,6 +159,7 @@ def test_two_point(alpha, m, gap, s):
 @settings(deadline=None, max_examples=40)
 @given(alpha=alphas, m=mus, npts=st.integers(2, 8), gap=st.integers(1, 200), s=sig2)
 def test_n_point(alpha, m, npts, gap, s):
+    assume(simple_roots(alpha, m))
     args = (alpha, m, npts, gap, s) if m > 0 else (alpha, npts, gap, s)
     ref = mp_eval(hb_key("n_point", m), *args)
     assert float(stat.n_point_variance(alpha, npts, gap, s, m)) == pytest.approx(ref, rel=RTOL)
@@ -159,6 +168,7 @@ def test_n_point(alpha, m, npts, gap, s):
 @settings(deadline=None, max_examples=40)
 @given(alpha=alphas, m=mus, window=st.integers(2, 2000), every=st.integers(1, 5))
 def test_swa(alpha, m, window, every):
+    assume(simple_roots(alpha, m))
     args = (alpha, m, window, every, 1.0) if m > 0 else (alpha, window, every, 1.0)
     ref = mp_eval(hb_key("n_point", m), *args)                       # SWA every c = N-point with gap c
     assert float(stat.swa_variance(alpha, window, 1.0, m, every)) == pytest.approx(ref, rel=RTOL)
