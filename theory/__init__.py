@@ -1,7 +1,7 @@
 """Noisy-quadratic model (NQM) of SGD and the equivalence between weight averaging and LR schedules.
 
 Reference: Sandler, Zhmoginov, Vladymyrov & Miller, "Training trajectories, mini-batch losses and the curious role
-of the learning rate", arXiv 2301.02312. Formulas: ../shared/docs/theory.md (project reconstruction, sections cited
+of the learning rate", arXiv 2301.02312. Formulas: docs/theory.md (project reconstruction, sections cited
 in each docstring). This package imports numpy, scipy and sympy only, never torch.
 
 Notation (per eigendirection k of the Hessian H):
