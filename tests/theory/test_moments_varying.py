@@ -39,14 +39,7 @@ def schedules(draw):
     return spec.Warmup(base, warm) if warm else base
 
 
-averagings = st.one_of(
-    st.just(spec.NoAverage()),
-    st.builds(spec.EMA, decay=st.floats(0.0, 0.99), start=st.integers(0, 60), every=st.integers(1, 5)),
-    st.builds(spec.SWA, start=st.integers(0, 60), length=st.one_of(st.none(), st.integers(1, 20)),
-              every=st.integers(1, 6)),
-    st.builds(spec.TwoPoint, gap=st.integers(0, 30)),
-    st.builds(spec.NPoint, n=st.integers(1, 4), gap=st.integers(0, 12)),
-)
+from test_moments import averagings  # noqa: E402  (one strategy of every averaging spec for both files)
 
 
 @pytest.fixture(params=["tree", "seq"])
