@@ -141,4 +141,7 @@ def _cli(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    # run the importable module's cli: empirical/train.py raises empirical.run.Stopped, which as __main__ would be a
+    # different class and miss its except clause (exit 1 instead of 130 / 3)
+    from empirical import run as _run
+    sys.exit(_run.cli())
