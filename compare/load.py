@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.rundir import Run, RunDirError, load_run
+from common.rundir import Run, RunDirError, load_run
 
 # Keys that differ between seeds / branches of one setup, or only record where output went.
 PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_step", "branch_schedule", "device",

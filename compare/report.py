@@ -18,8 +18,8 @@ import numpy as np
 from compare.analysis import CELL_REL_TOL, CELL_SE, Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
 from compare.load import group_runs, load_runs
-from theory.cli import OneLineParser, pipe_safe_stdout
-from theory.rundir import RunDirError, atomic_write_bytes, atomic_write_json
+from common.cli import OneLineParser, pipe_safe_stdout
+from common.rundir import RunDirError, atomic_write_bytes, atomic_write_json
 
 
 def _f(x, digits: int = 3) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from theory import rundir
+from common import rundir
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from theory.rundir import atomic_write_bytes
+from common.rundir import atomic_write_bytes
 
 CKPT_DIR = "checkpoints"
 FORMAT = 1

@@ -2,7 +2,7 @@
 
 Series are kept as plain Python lists (floats, lists of floats, ints), so the recorder's state goes into a
 checkpoint loadable with ``torch.load(weights_only=True)`` and a resumed run continues the very same buffers.
-Files are written with theory.rundir's atomic writes: a crash or a failed write leaves the previous file.
+Files are written with common.rundir's atomic writes: a crash or a failed write leaves the previous file.
 
     config.json, env.json        once at the start (config: the resolved RunConfig + averaging semantics)
     trajectory.npz, summary.json at every evaluation (status "running") and at the end
@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from theory import rundir
+from common import rundir
 
 NAN = float("nan")
 

@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from empirical import config
-from theory import rundir
-from theory.cli import pipe_safe_stdout
+from common import rundir
+from common.cli import pipe_safe_stdout
 
 
 class Stopped(Exception):

@@ -26,7 +26,7 @@ from empirical.bn import RAW_RUNNING_BN, ConsistentRaw, prepare_variant
 from empirical.recorder import Recorder
 from empirical.run import Stopped
 from empirical.sketch import CountSketch
-from theory import rundir
+from common import rundir
 
 
 # ------------------------------------------------------------------------------------------------- helpers

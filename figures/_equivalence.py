@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures import style
+from common import style
 
 
 def plot_equivalence(data: dict, title: str, plain_title: str, missing: str):

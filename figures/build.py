@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from figures import (ellipsoid, ema_equivalence, fixed_batch_along_trajectory, gradient_alignment,
-                     nqm_equivalence_grid, one_step_probe, structure_function, style, swa_equivalence,
+                     nqm_equivalence_grid, one_step_probe, structure_function, swa_equivalence,
                      two_point_vs_distance)
-from theory.cli import OneLineParser, pipe_safe_stdout
+from common import style
+from common.cli import OneLineParser, pipe_safe_stdout
 
 FIGURES = {"one_step_probe": one_step_probe.plot, "fixed_batch_along_trajectory": fixed_batch_along_trajectory.plot,
            "ema_equivalence": ema_equivalence.plot, "swa_equivalence": swa_equivalence.plot,
@@ -297,7 +298,7 @@ def figure_data(analyses: list) -> dict[str, dict]:
 
 def render(analyses: list, out: Path, command: list[str]) -> list[Path]:
     """Plot and write every available figure as PNG + provenance JSON into ``out``. Returns the PNG paths."""
-    from theory.rundir import atomic_write_bytes, atomic_write_json
+    from common.rundir import atomic_write_bytes, atomic_write_json
     runs = [r for a in analyses for r in (*a.setup.base, *a.setup.branches)]
     prov_runs = [{"path": str(r.path), "git_sha": (r.env.get("git") or {}).get("sha"),
                   "git_dirty": (r.env.get("git") or {}).get("dirty")} for r in runs]
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from compare.analysis import analyse
     from compare.load import group_runs, load_runs
-    from theory.rundir import RunDirError
+    from common.rundir import RunDirError
     try:
         analyses = [analyse(s, split=args.split) for s in group_runs(load_runs(args.runs))] if args.runs else []
     except (RunDirError, ValueError, KeyError) as e:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures import style
+from common import style
 
 LIM = 1.5           # the left axes span ±LIM √v∞ (samples beyond are cut; every ellipse lies inside the unit circle)
 

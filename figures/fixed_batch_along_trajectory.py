@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures import style
+from common import style
 
 ZOOM = (-10, 40)    # the zoom panel spans these many bank intervals around the use step
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures import style
+from common import style
 
 
 def plot(data: dict):

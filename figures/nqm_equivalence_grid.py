@@ -10,7 +10,7 @@ data = {"ema": {"ratio"[M], "exact"[M], "harmonic"[M], "alpha": float},
 
 from __future__ import annotations
 
-from figures import style
+from common import style
 
 
 def plot(data: dict):

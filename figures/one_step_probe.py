@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.lines import Line2D
 
-from figures import style
+from common import style
 
 OVERSHOOT = 2.5     # main axes show losses up to this multiple of the largest pre-step loss; the inset shows all
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from theory.rundir import RunDirError, load_run  # noqa: E402
+from common.rundir import RunDirError, load_run  # noqa: E402
 
 
 def table(runs, lo: int, hi: int) -> str:

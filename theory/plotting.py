@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.rundir import atomic_write_bytes
+from common.rundir import atomic_write_bytes
 
 
 def _save(fig, path: Path) -> Path:

@@ -10,7 +10,7 @@
     python -m theory.predict --avg ema --batch-scale 4 --lr 0.05 --decay 0.999   # batch ×4: which LR and decay?
 
 Glue only (design.md §3.2): parse -> specs -> pure functions of theory.stationary / equivalence / inverse -> a run
-directory (theory/rundir.py). ``main(argv)`` returns the run directory. Human output is a table plus a figure;
+directory (common/rundir.py). ``main(argv)`` returns the run directory. Human output is a table plus a figure;
 ``--json`` prints exactly one JSON object and keeps matplotlib and sympy off the path (speed target: well under a
 second for 10,000 directions and 100,000 steps, see scripts/bench_theory.py).
 """
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from theory import rundir, spec
-from theory.cli import OneLineParser, keep_freed_memory, pipe_safe_stdout
+from common import rundir
+from theory import spec
+from common.cli import OneLineParser, keep_freed_memory, pipe_safe_stdout
 from theory.schedtext import parse_schedule_text
 
 AVG_CHOICES = ("none", "ema", "swa", "two-point", "points")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from compare import calibrate, load
-from theory.rundir import load_run
+from common.rundir import load_run
 
 H_RTOL, S_RTOL = 0.05, 0.25
 

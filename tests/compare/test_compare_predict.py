@@ -5,7 +5,7 @@ import pytest
 
 from compare import analysis, load, predict
 from compare.calibrate import calibrate
-from theory.rundir import load_run
+from common.rundir import load_run
 
 GAIN_RTOL = 0.15   # averaging gain: calibration error (~5% in h, ~20% in s) partly cancels in the gain
 

@@ -106,8 +106,10 @@ def test_quick_reproduction_with_real_training(tmp_path):
     assert setup["n_seeds"] == 1 and len(setup["branches"]) == 4
     assert {c["verdict"] for c in setup["claims"]} <= {"reproduced", "not reproduced", "not testable here"}
     assert len(setup["claims"]) == 8
-    h = setup["calibration"]["h"][0]
-    assert f"swa:{h:.6g}" in r.stdout           # the SWA branch used the curvature the calibration printed
+    h_swa, h_ema, _ = reproduce.calibrated_h([root / "s0"])
+    assert f"swa:{h_swa:.6g}" in r.stdout       # the SWA branch used the cooldown curvature of the calibration
+    for g, h in h_ema.items():
+        assert f"ema:{g:g}:{h:.6g}" in r.stdout
     for fig in ("one_step_probe", "ema_equivalence", "swa_equivalence", "two_point_vs_distance"):
         assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
     md = (root / "report" / "report.md").read_text()

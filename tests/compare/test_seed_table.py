@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from compare import synthetic
-from theory.rundir import load_run
+from common.rundir import load_run
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("seed_table", ROOT / "scripts" / "seed_table.py")

@@ -47,7 +47,7 @@ def test_rejects_zero_pad():
 
 def test_run_with_shift_is_reproducible_and_recorded(tmp_path):
     from empirical import run
-    from theory.rundir import load_run
+    from common.rundir import load_run
     args = ["smoke", "--steps", "12", "--eval-every", "6", "--shift-augment", "1"]
     run.main([*args, "--out", str(tmp_path / "a")])
     run.main([*args, "--out", str(tmp_path / "b")])

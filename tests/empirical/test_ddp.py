@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from theory import rundir
+from common import rundir
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from empirical import bn, run
-from theory import rundir
+from common import rundir
 
 ARGS = ["smoke", "--steps", "40", "--ema-decays", "0.0,0.9", "--ema-start", "0", "--eval-every", "20",
         "--eval-dense-every", "5", "--eval-dense-from", "5", "--two-point-gaps", "5,10", "--bank-every", "5",

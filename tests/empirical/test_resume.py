@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from empirical import checkpoint, run
-from theory import rundir
+from common import rundir
 
 REPO = Path(__file__).resolve().parents[2]
 # 160 steps = 10 epochs of smoke; checkpoints every 10 steps (mid-epoch: 16 steps per epoch).

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from empirical import run
-from theory import rundir, spec
+from common import rundir
+from theory import spec
 
 # 40 steps, constant LR then a cosine from step 30; every average and measurement is live before the end.
 ARGS = ["smoke", "--steps", "40", "--eval-every", "10", "--schedule", "cosine", "--decay-start", "30", "--lr", "0.05",

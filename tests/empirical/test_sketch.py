@@ -36,7 +36,7 @@ def test_norm_estimate_unbiased_with_bounded_spread():
 
 def test_sketch_distance_matches_exact_distance_in_a_run(tmp_path):
     from empirical import run
-    from theory.rundir import load_run
+    from common.rundir import load_run
     assert run.main(["smoke", "--out", str(tmp_path / "r"), "--steps", "40", "--eval-every", "20"])
     t = load_run(tmp_path / "r").trajectory
     names = [k.split("/", 1)[1] for k in t.series if k.startswith("sketch/") and k not in ("sketch/step", "sketch/raw")]

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from theory import rundir
-from theory.rundir import RunDirError, Trajectory
+from common import rundir
+from common.rundir import RunDirError, Trajectory
 
 
 def _traj():
