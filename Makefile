@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(PY) -m theory.predict --avg ema --lr 0.05 --momentum 0.9 --decay 0.99 --steps 1500 --start 200 --out $(DEMO)/predict
 	$(PY) -m empirical.run digits --out $(DEMO)/digits
 	$(PY) -m compare.report $(DEMO)/digits --out $(DEMO)/report
+	$(PY) -m figures.build $(DEMO)/digits --out $(DEMO)/report
 	@echo "demo report: $(DEMO)/report/report.md"
 
 reproduce: $(STAMP)

@@ -23,6 +23,11 @@ CELL_REL_TOL = 0.15        # a (seed, variant) cell agrees if |pred − obs| <= 
 CELL_SE = 2.0
 MATCH_LR_FACTOR = 1.5      # a constant branch "is" a variant's equivalent run if λ_b/λ_eq ∈ [1/1.5, 1.5]
 SETTLE_RELAX = 3.0         # skip 3 relaxation times 1/α_eff after a branch point / EMA start before comparing
+# A post-hoc average matches its scheduled run if |L_posthoc − L_branch| <= max(POSTHOC_REL_TOL·|L_T − L_branch|,
+# POSTHOC_SE·s.e.), L_T the constant-LR iterate at the same step: within 15 % (the per-seed cells' relative tolerance)
+# of the effect of the schedule itself, or within 2 s.e. of the difference of two single evaluations.
+POSTHOC_REL_TOL = 0.15
+POSTHOC_SE = 2.0
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Analysis:
     curves: dict[str, Curve] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
     branches: list[dict] = field(default_factory=list)
+    posthoc: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
 
 
@@ -317,4 +323,75 @@ def analyse(setup: Setup, scales: int | None = None, split: str = "test", floor:
         a.metrics["variants"][name] = _variant_metrics(a, name)
     a.metrics["bn_artefact"] = bn_artefact(a)
     a.branches = [_branch(a, r) for r in setup.branches]
+    a.posthoc = [posthoc_vs_branch(a, r) for r in setup.posthoc]
     return a
+
+
+def _trajectory_noise(steps: np.ndarray, loss: np.ndarray, lo: float, hi: float) -> float:
+    """s.d. (loss units) of one evaluation of a run around its own trend: residuals of a straight line through its
+    eval points in [lo, hi] (at least 4 points, else NaN). It stands for what another noise realisation would
+    change in a single evaluation at the end of that range."""
+    m = (steps >= lo) & (steps <= hi) & np.isfinite(loss)
+    if m.sum() < 4:
+        return float("nan")
+    x, y = steps[m].astype(float), loss[m]
+    res = y - np.polyval(np.polyfit(x, y, 1), x)
+    return float(np.sqrt(np.sum(res ** 2) / (m.sum() - 2)))
+
+
+def posthoc_vs_branch(a: Analysis, run) -> dict:
+    """A post-hoc average of constant-LR checkpoints (empirical.posthoc, theory.md §3.6a) against the branch run of
+    the same schedule, seed and branch point, at the step T the average emulates. Everything is one evaluation per
+    run at T: L_posthoc, the constant-LR iterate L_T (the posthoc run's ``raw``) and the branch's raw weights."""
+    ph = run.config.get("config", {}).get("posthoc", {})
+    seed, split, at = run.config.get("config", {}).get("seed"), a.cal.split, int(ph.get("at", -1))
+    tr = run.trajectory
+    one = lambda key: float(np.asarray(tr[key], float)[0]) if key in tr else float("nan")  # noqa: E731
+    w = np.asarray(ph.get("weights", []), float)
+    info = {"path": str(run.path), "seed": seed, "schedule": ph.get("schedule"), "from": ph.get("from_step"),
+            "at": at, "h": ph.get("h"), "n_checkpoints": int(w.size), "max_spacing": ph.get("max_spacing"),
+            "negative_mass": ph.get("negative_mass"), "kernel_rel_error": ph.get("kernel_rel_error"),
+            "variance_ratio": ph.get("variance_ratio"), "weight_last": float(w[-1]) if w.size else float("nan"),
+            "loss_posthoc": one(f"eval/{split}_loss_posthoc"), "acc_posthoc": one(f"eval/{split}_acc_posthoc"),
+            "loss_const": one(f"eval/{split}_loss_raw"), "acc_const": one(f"eval/{split}_acc_raw")}
+    match = [b for b in a.setup.branches if b.config.get("config", {}).get("seed") == seed
+             and ph.get("syntax") == "branch" and b.config.get("config", {}).get("branch_schedule") == ph.get("schedule")
+             and branch_start(b) == ph.get("from_step")]
+    if not match:
+        info["not_compared"] = ("no branch run of this schedule, branch point and seed was given (empirical.run "
+                                f"--branch-from RUN/checkpoints/step_{ph.get('from_step')}.pt --branch-schedule "
+                                f"{ph.get('schedule')})" if ph.get("syntax") == "branch" else
+                                "the target is a whole schedule (theory/schedtext syntax): only a branch-syntax "
+                                "target (--schedule SPEC --from STEP) is paired with a branch run")
+        return info
+    b = match[0]
+    bs, bl = b.trajectory["eval/step"], np.asarray(b.trajectory[f"eval/{split}_loss_raw"], float)
+    ba = np.asarray(b.trajectory.series.get(f"eval/{split}_acc_raw", np.full(bs.size, np.nan)), float)
+    ok = np.isfinite(bl)
+    if not ok.any() or at < bs[ok].min() or at > bs[ok].max():
+        info["not_compared"] = f"the branch run {b.path} has no {split} evaluation around step {at}"
+        return info
+    hit = np.flatnonzero((bs == at) & ok)
+    L_b = float(bl[hit[0]]) if hit.size else float(np.interp(at, bs[ok], bl[ok]))
+    acc_b = float(ba[hit[0]]) if hit.size else float("nan")
+    t0 = branch_start(b)
+    sd = _trajectory_noise(bs, bl, at - 0.5 * (at - t0), at)
+    se = np.sqrt(2.0) * sd if np.isfinite(sd) else float("nan")   # the difference of two single evaluations
+    effect = info["loss_const"] - L_b                              # what the schedule gained over the constant LR
+    tol = max(POSTHOC_REL_TOL * abs(effect), POSTHOC_SE * (se if np.isfinite(se) else 0.0))
+    diff = info["loss_posthoc"] - L_b
+    info.update({"branch": str(b.path), "loss_branch": L_b, "acc_branch": acc_b, "branch_noise_sd": sd, "se": se,
+                 "schedule_effect": effect, "posthoc_minus_branch": diff, "tolerance": tol,
+                 "effect_captured": float((info["loss_const"] - info["loss_posthoc"]) / effect) if effect else float("nan"),
+                 "agrees": bool(np.isfinite(diff) and abs(diff) <= tol),
+                 "tolerance_from": "relative" if tol == POSTHOC_REL_TOL * abs(effect) else "noise"})
+    # path level (CountSketch, empirical/sketch.py): how far the average is from the branch's weights at T, against
+    # how far the constant-LR iterate is
+    ts, tb = run.trajectory, b.trajectory
+    if all(k in ts for k in ("sketch/posthoc", "sketch/raw")) and "sketch/raw" in tb:
+        j = np.flatnonzero(np.asarray(tb["sketch/step"]) == at)
+        if j.size:
+            sb = np.asarray(tb["sketch/raw"])[j[0]]
+            info["sketch_dist_posthoc_branch"] = float(np.linalg.norm(np.asarray(ts["sketch/posthoc"])[0] - sb))
+            info["sketch_dist_const_branch"] = float(np.linalg.norm(np.asarray(ts["sketch/raw"])[0] - sb))
+    return info

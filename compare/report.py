@@ -3,7 +3,8 @@
     python -m compare.report RUN_DIR [RUN_DIR ...] [--out DIR] [--scales J] [--floor model|min-avg] [--split test]
 
 Several run directories = seeds (and branches) of one setup; they are grouped by config (compare/load.py).
-Writes DIR/report.md (with its PNG figures), DIR/metrics.json and the PNGs; default DIR runs/compare/<stamp>-report.
+Writes DIR/report.md and DIR/metrics.json; default DIR runs/compare/<stamp>-report. The figures are drawn by
+``python -m figures.build`` on the same runs (compare never imports figures; compare.figure_data prepares their data).
 Bad input: one line on stderr naming the problem and the fix, exit status 2, nothing written.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from compare.analysis import CELL_REL_TOL, CELL_SE, Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
 from compare.load import group_runs, load_runs
-from common.cli import OneLineParser, pipe_safe_stdout
+from common.cli import DefaultsFormatter, OneLineParser, pipe_safe_stdout
 from common.rundir import RunDirError, atomic_write_bytes, atomic_write_json
 
 
@@ -57,6 +58,7 @@ def metrics_json(analyses: list[Analysis], tables: list[list[dict]]) -> dict:
             "bn_artefact": a.metrics.get("bn_artefact", []),
             "seed_spread": seed_spread(a),
             "branch_results": [{k: v for k, v in b.items() if k != "curve"} for b in a.branches],
+            "posthoc": [str(r.path) for r in a.setup.posthoc], "posthoc_results": a.posthoc,
             "claims": tab, "thresholds": THRESHOLDS})
     return out
 
@@ -136,6 +138,42 @@ FLOOR_NOTE = ("Excess loss = loss − floor. The floor is a modelling choice: by
               "reported beside every excess error.")
 
 
+def _figures_text(analyses: list[Analysis], figures: list[Path]) -> list[str]:
+    """The report's figure section: the PNGs a caller drew (e.g. figures.build.render into the report folder), else
+    the command that draws them (the report itself draws nothing, so that compare does not import figures)."""
+    if figures:
+        return [f"![{p.stem}]({p.name})" for p in figures]
+    runs = " ".join(str(r.path) for a in analyses for r in (*a.setup.base, *a.setup.branches))
+    return [f"Drawn by `python -m figures.build {runs} --out DIR` (one PNG and one provenance JSON per figure)."]
+
+
+def _posthoc_text(a: Analysis) -> list[str]:
+    """One line per post-hoc average (empirical.posthoc): its target, weights and grid, and its loss beside the branch
+    run of the same schedule (compare/analysis.py posthoc_vs_branch)."""
+    if not a.posthoc:
+        return ["No post-hoc average given (`python -m empirical.posthoc RUN --schedule SPEC --from STEP`)."]
+    L = []
+    for p in a.posthoc:
+        head = (f"* `{p['path']}`: `{p['schedule']}`" + (f" from step {p['from']}" if p.get("from") is not None else "")
+                + f", emulated at step {p['at']} with h = {_f(p['h'])}: {p['n_checkpoints']} checkpoints (spacing ≤ "
+                f"{p['max_spacing']} steps), weight on the last {_f(p['weight_last'])}, negative mass "
+                f"{_f(p['negative_mass'], 2)}; coarse grid vs per-step weights: kernel rel. error "
+                f"{_f(p['kernel_rel_error'], 2)}, noise variance ratio {_f(p['variance_ratio'], 4)}. Loss: average "
+                f"{_f(p['loss_posthoc'], 4)}, constant-LR iterate L_T {_f(p['loss_const'], 4)}")
+        if "agrees" in p:
+            head += (f", branch `{Path(p['branch']).name}` {_f(p['loss_branch'], 4)}: |Δ| = "
+                     f"{_f(abs(p['posthoc_minus_branch']), 2)} vs tolerance {_f(p['tolerance'], 2)} ({p['tolerance_from']}; "
+                     f"s.e. {_f(p['se'], 2)}), **{'agrees' if p['agrees'] else 'differs'}**; the average captures "
+                     f"{_f(p['effect_captured'], 2)} of the schedule's effect L_T − L_branch = {_f(p['schedule_effect'], 2)}"
+                     + (f"; sketch distance to the branch's weights: average {_f(p['sketch_dist_posthoc_branch'])}, "
+                        f"constant-LR iterate {_f(p['sketch_dist_const_branch'])}"
+                        if "sketch_dist_posthoc_branch" in p else ""))
+        else:
+            head += f"; not compared: {p.get('not_compared', '')}"
+        L.append(head + ".")
+    return L
+
+
 def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[Path], command: list[str]) -> str:
     L = ["# NQM comparison report", "", f"Command: `{' '.join(command)}`", ""]
     for i, (a, tab) in enumerate(zip(analyses, tables)):
@@ -212,27 +250,35 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
                         f"(step {b['settle_step_model']:.0f})" if b.get("settled") is False else "")
                      + (f"; the parent's {b['matches']} still remembers its start (it forgets it at step "
                         f"{b['avg_settle_step_model']:.0f})" if b.get("avg_settled") is False else ""))
+        L += ["", "### Post-hoc averages of constant-LR checkpoints (theory.md §3.6a)", "", *_posthoc_text(a)]
         L += ["", "### Claims (theory.md §5)", "", "| claim | measurement | value | threshold | verdict | note |",
               "|---|---|---|---|---|---|"]
         esc = lambda x: str(x).replace("|", "\\|")   # noqa: E731  (a literal | would split the table cell)
         L += [f"| {esc(r['claim'])} | {esc(r['measurement'])} | {esc(r['value'])} | {esc(r['threshold'])} | "
               f"**{r['verdict']}** | {esc(r['note'])} |" for r in tab]
         L.append("")
-    L += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    L += ["## Figures", ""] + _figures_text(analyses, figures) + [""]
     return "\n".join(L)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m compare.report", description=__doc__.split("\n\n")[0])
+def build_parser() -> OneLineParser:
+    # DefaultsFormatter: "(default: X)" once per option, none for None/False (the convention of every CLI here)
+    p = OneLineParser(prog="python -m compare.report", description=__doc__.split("\n\n")[0],
+                      formatter_class=DefaultsFormatter)
     p.add_argument("runs", nargs="+", help="run directories (seeds and/or branches)")
-    p.add_argument("--out", default=None, help="output folder (default runs/compare/<stamp>-report)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/compare/<stamp>-report)")
     p.add_argument("--scales", type=int, default=None, choices=(1, 2, 3),
                    help="curvature scales J of the fitted NQM spectrum (default: 2 when fitted to D(τ) of two-point "
                         "averages, 1 when the runs have no lag grid and the one-step probes are used)")
     p.add_argument("--floor", choices=("model", "min-avg"), default="model", help="loss-floor estimate (see report)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which eval loss is compared")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNGs (faster)")
-    args = p.parse_args(argv)
+    p.add_argument("--no-figures", action="store_true",
+                   help="accepted for old command lines; the report draws no figures (python -m figures.build does)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     argv_used = argv if argv is not None else sys.argv[1:]
     try:
         setups = group_runs(load_runs(args.runs))
@@ -246,13 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare.report: --out {out} exists and is not empty; choose a new folder", file=sys.stderr)
         return 2
     command = ["python", "-m", "compare.report", *argv_used]
-    figs = []
     try:
-        if not args.no_figures:
-            from figures.build import render
-            figs = render(analyses, out, command)
         atomic_write_json(out / "metrics.json", metrics_json(analyses, tables))
-        atomic_write_bytes(out / "report.md", report_md(analyses, tables, figs, command).encode())
+        atomic_write_bytes(out / "report.md", report_md(analyses, tables, [], command).encode())
     except OSError as e:   # every file is written atomically: none is left half written
         print(f"compare.report: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
         return 1

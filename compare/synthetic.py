@@ -3,7 +3,10 @@
 A synthetic run looks like an empirical run (docs/run-series.md) but its numbers come from a heavy-ball NQM with a
 few curvature scales (theory.md §2.1 M1/M3, §2.6). Every expected value is computed HERE from the AR(2)
 autocovariance of heavy-ball SGD, written out independently of ``theory/`` on purpose: tests then check that
-``compare`` (which uses ``theory``) recovers the parameters chosen here, which is a cross-check of both.
+``compare`` (which uses ``theory``) recovers the parameters chosen here, which is a cross-check of both. The one
+exception is the heavy-ball impulse response of the fixed-batch dips, ``theory.inverse.constant_kernel`` (its one
+definition, checked against hand values in tests/theory/test_inverse.py); the dip the figures predict comes from
+``theory.probes`` through transition matrices, a different computation, so that check stays independent.
 
 Per scale j: curvature ``h[j]`` (1/LR units), noise mass ``s[j]`` = Σ σ_k² over the directions of that scale
 (param²), ``d[j]`` directions (only used to sample the one-step probes), and a bias mass ``b[j]`` = Σ m_0,k²
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common import rundir
+from theory.inverse import constant_kernel
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,6 @@ def autocov(alpha: float, sigma2: float, mu: float, n: int) -> np.ndarray:
     for i in range(2, rho.size):
         rho[i] = phi1 * rho[i - 1] + phi2 * rho[i - 2]
     return rho[:n]
-
-
-def impulse(alpha: float, mu: float, n: int) -> np.ndarray:
-    """r(0..n−1): response of x_{s+m} to a unit ε_s (r0 = 0, r1 = α, then the homogeneous AR(2))."""
-    r = np.zeros(max(n, 3))
-    r[1] = alpha
-    for i in range(2, r.size):
-        r[i] = (1 + mu - alpha) * r[i - 1] - mu * r[i - 2]
-    return r[:n]
 
 
 def _ema_coef(g: float, t: int) -> np.ndarray:
@@ -238,7 +233,8 @@ def write_run(path, cfg: SynthSetup, seed: int = 0, *, branch: dict | None = Non
             tr[:, j] = cfg.floor + np.interp(bstep, estep, ex["raw"])
             if s_used >= 0:
                 for hh, ss in zip(cfg.h, cfg.s):
-                    r = impulse(cfg.lr * hh, cfg.momentum, T + 2)
+                    # response of x_{s+m} to a unit ε_s: 0 at m = 0, then the heavy-ball kernel k_{m−1}
+                    r = np.concatenate([[0.0], constant_kernel(cfg.lr * hh, T + 1, cfg.momentum)])
                     lag = bstep - s_used
                     tr[:, j] -= np.where(lag > 0, hh * ss * r[np.clip(lag, 0, T + 1)], 0.0)
         series["bank/step"], series["bank/train_loss"] = bstep, tr + rng.normal(0, 0.002, tr.shape)

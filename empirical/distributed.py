@@ -78,15 +78,6 @@ def setup(device: str, bf16: bool) -> Env:
     return Env(dev, ctx, rank, world, world > 1)
 
 
-def any_rank(flag: bool, env: Env) -> bool:
-    """True on every rank if ``flag`` is true on any rank (one tiny all-reduce under DDP)."""
-    if not env.ddp:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=env.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def broadcast_flags(flags: list[float], env: Env) -> list[float]:
     """Element-wise max of ``flags`` over ranks (e.g. [diverged, interrupted])."""
     if not env.ddp:

@@ -131,6 +131,8 @@ def fetch(ds: Dataset, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     if t is not None:
         i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         return t[0][i], t[1][i]
+    if callable(getattr(ds, "make_batch", None)):   # generated in whole batches on its device (data.SyntheticImages)
+        return ds.make_batch(idx)
     items = [ds[int(i)] for i in idx]
     return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
 
@@ -157,7 +159,7 @@ class _StepKeys:
 def train_batches(ds: Dataset, sampler: EpochSampler, start: int, stop: int, workers: int = 0,
                   pin_memory: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(step, x, y) for updates start, ..., stop-1, this rank's share of each batch; prefetched by ``workers``."""
-    if isinstance(ds, RandomShift):
+    if callable(getattr(ds, "batch", None)):   # whole-batch datasets: RandomShift, data.SyntheticImages
         for step in range(start, stop):
             yield (step, *ds.batch(torch.from_numpy(sampler.indices(step)), step, sampler.rank))
         return
@@ -171,17 +173,6 @@ def train_batches(ds: Dataset, sampler: EpochSampler, start: int, stop: int, wor
                         collate_fn=_collate, pin_memory=pin_memory, persistent_workers=False,
                         prefetch_factor=4 if workers > 0 else None)
     yield from ((start + k, x, y) for k, (x, y) in enumerate(loader))
-
-
-def index_batches(ds: Dataset, indices: Sequence[int], batch_size: int, workers: int = 0
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``ds`` at ``indices`` in order (for evaluation: no augmentation randomness is fixed here)."""
-    idx = np.asarray(indices, dtype=np.int64)
-    chunks = [idx[a:a + batch_size] for a in range(0, len(idx), batch_size)]
-    if in_memory(ds) is not None or workers == 0:
-        yield from (fetch(ds, c) for c in chunks)
-        return
-    yield from DataLoader(ds, batch_sampler=[c.tolist() for c in chunks], num_workers=workers, collate_fn=_collate)
 
 
 class FixedBatches:

@@ -10,8 +10,11 @@ Stages, per dataset (everything is a subprocess, so this script never imports to
   2. calibrate the NQM on the raw weights of the base runs (compare.calibrate) to get the curvature h;
   3. equivalent-LR branches from each seed's T0 checkpoint (same data order): `half` (two-point ⇔ λ/2),
      `ema:GAMMA:h` per EMA decay (harmonic rule, theory.md §3.3), `swa:h` (1/t cooldown, theory.md §3.4);
-  4. `python -m compare.report` on base + branch runs, and `python -m figures.build`.
-Output: OUT/<preset>/{s<seed>, s<seed>-<branch>, report/, figures/}; default OUT = runs/reproduce/<stamp>.
+  3b. (digits) the post-hoc average of each seed's kept constant-LR checkpoints that emulates the `swa:h` branch
+     (`python -m empirical.posthoc`, theory.md §3.6a): the base runs keep a checkpoint every POSTHOC_EVERY steps;
+  4. `python -m compare.report` on base + branch + post-hoc runs, and `python -m figures.build`.
+Output: OUT/<preset>/{s<seed>, s<seed>-<branch>, s<seed>-posthoc-swa, report/, figures/}; default OUT =
+runs/reproduce/<stamp>.
 Interrupted? Run the same command with the same --out: started runs resume from their last checkpoint, finished ones
 are skipped.
 """
@@ -49,6 +52,15 @@ QUICK = {"digits": ["--steps", "600", "--decay-start", "480", "--ema-start", "80
                     "--eval-dense-every", "10", "--eval-dense-from", "120", "--probe-every", "40",
                     "--bank-every", "10", "--align-every", "40", "--curv-every", "120"]}
 SEEDS = {"digits": 5, "mnist": 3}            # default seeds per dataset in full mode
+# Post-hoc averaging (digits only): the base runs keep a checkpoint every K steps and the average of those that
+# emulates the swa:h branch is compared with it. Why swa:h: its inverse-map weights are non-negative and flat (a
+# uniform average from T0 plus a lump on the last iterate, theory.md §3.6a), so a coarse grid loses little; the λ/2
+# (`half`) weights decay over 2/α_eff steps, a few steps at the sharp curvatures, which no checkpoint grid follows.
+# K: 50 steps in full mode (13 checkpoints over steps 600–1200; a digits checkpoint holds the lag-grid snapshots,
+# ~40 MB, so ~1.2 GB per seed), 20 in quick mode (13 over 240–480). Each must divide T0.
+POSTHOC_EVERY = {"digits": 50}
+QUICK_POSTHOC_EVERY = {"digits": 20}
+POSTHOC_TARGET = "swa"                       # the branch schedule the post-hoc average emulates
 FULL_T0 = {"digits": 600, "mnist": 600}      # = the runs' swa_start: inside the constant-LR phase
 QUICK_T0 = {"digits": 240}
 
@@ -62,13 +74,15 @@ def plan(quick: bool, seeds: list[int] | None, out: Path,
         seeds_here = seeds if seeds is not None else ([0] if quick else list(range(SEEDS[preset])))
         t0 = (QUICK_T0 if quick else FULL_T0)[preset]
         extra = QUICK[preset] if quick else FULL[preset]
+        keep = (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY).get(preset, t0)   # divides t0: T0 is kept
         base = []
         for s in seeds_here:
             d = out / preset / f"s{s}"
             base.append({"seed": s, "dir": d, "cmd": [sys.executable, "-m", "empirical.run", preset, "--out", str(d),
-                                                      "--seed", str(s), "--checkpoint-every", str(t0),
-                                                      "--checkpoint-keep-every", str(t0), *extra]})
-        entries.append({"preset": preset, "t0": t0, "extra": extra, "base": base, "root": out / preset})
+                                                      "--seed", str(s), "--checkpoint-every", str(keep),
+                                                      "--checkpoint-keep-every", str(keep), *extra]})
+        entries.append({"preset": preset, "t0": t0, "extra": extra, "base": base, "root": out / preset,
+                        "posthoc": preset in (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY)})
     return entries
 
 
@@ -85,6 +99,19 @@ def branch_commands(entry: dict, h_swa: float, h_ema: dict[float, float]) -> lis
                                           "--seed", str(b["seed"]), "--branch-from", str(ckpt),
                                           "--branch-schedule", sp, *entry["extra"]]})
     return out
+
+
+def posthoc_commands(entry: dict, h_swa: float) -> list[dict]:
+    """Per seed: the post-hoc average of the base run's kept checkpoints whose noise kernel at curvature h_swa is the
+    `swa:h_swa` branch's (same target text and branch point, so compare.report pairs them); [] where the preset keeps
+    no checkpoint grid."""
+    if not entry.get("posthoc"):
+        return []
+    spec = f"{POSTHOC_TARGET}:{h_swa:.6g}"
+    return [{"dir": entry["root"] / f"s{b['seed']}-posthoc-{POSTHOC_TARGET}",
+             "cmd": [sys.executable, "-m", "empirical.posthoc", str(b["dir"]), "--schedule", spec,
+                     "--from", str(entry["t0"]), "--out", str(entry["root"] / f"s{b['seed']}-posthoc-{POSTHOC_TARGET}")]}
+            for b in entry["base"]]
 
 
 def calibrated_h(dirs: list[Path]) -> tuple[float, dict[float, float], str]:
@@ -122,7 +149,8 @@ def expected_cost(entries: list[dict], quick: bool) -> str:
         wall = (n * base + 4 * n * branch) / 2
         total += wall
         lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + {4 * n} branches × ~{branch:.1f} min, "
-                     f"two at a time ≈ {wall:.0f} min")
+                     f"two at a time ≈ {wall:.0f} min" + (f" + {n} post-hoc average(s) × ~0.2 min" if e.get("posthoc")
+                                                           else ""))
     return ("expected cost (--jobs 2 on 2 CPU cores; GPU faster):\n" + "\n".join(lines)
             + f"\n  total ≈ {total:.0f} min + report/figures ≈ 1 min per dataset")
 
@@ -183,6 +211,9 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
             for b in e["base"]:
                 print("+ " + " ".join(b["cmd"][1:]))
             print(f"  then branches from step {e['t0']}: half, swa:<h>, ema:<γ>:<h> (h from the calibration)")
+            if e.get("posthoc"):
+                print(f"  then per seed: python -m empirical.posthoc s<seed> --schedule {POSTHOC_TARGET}:<h> --from "
+                      f"{e['t0']} (the kept checkpoints' average that emulates the {POSTHOC_TARGET} branch)")
         return 0
     if args.jobs > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
@@ -192,8 +223,13 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
         print(f"{e['preset']}: {text}", flush=True)
         branches = branch_commands(e, h_swa, h_ema) if not args.no_branches else []
         _run_all(branches, runner, args.jobs)
+        averages = posthoc_commands(e, h_swa)
+        for ph in averages:          # seconds each; skipped when an earlier reproduction already wrote it
+            if not (ph["dir"] / "summary.json").is_file():
+                _run(ph["cmd"], runner, ph["dir"].parent / "logs" / f"{ph['dir'].name}.log")
         dirs = [str(b["dir"]) for b in e["base"]] + [str(b["dir"]) for b in branches]
-        _run([sys.executable, "-m", "compare.report", *dirs, "--out", str(e["root"] / "report")], runner)
+        _run([sys.executable, "-m", "compare.report", *dirs, *[str(ph["dir"]) for ph in averages], "--out",
+              str(e["root"] / "report")], runner)
         _run([sys.executable, "-m", "figures.build", *dirs, "--out", str(e["root"] / "figures")], runner)
         print(f"report: {e['root'] / 'report' / 'report.md'}", flush=True)
     return 0

@@ -47,7 +47,9 @@ def main(argv=None) -> int:
     except (OSError, RunDirError) as e:
         print(f"seed_table: {e}", file=sys.stderr)
         return 2
-    runs = [r for r in runs if not r.config.get("config", {}).get("branch_from")]
+    # base runs only: neither branches nor post-hoc averages of a base run's checkpoints (empirical.posthoc)
+    runs = [r for r in runs if not r.config.get("config", {}).get("branch_from") and "posthoc" not in r.config.get(
+        "config", {})]
     if not runs:
         print(f"seed_table: no base run directory under {a.folder}", file=sys.stderr)
         return 2

@@ -19,7 +19,8 @@ from scipy.signal import lfilter
 from .moments import excess_loss, moments
 from .spec import NQM, SGD, NoAverage, Schedule
 
-__all__ = ["schedule_kernel", "constant_kernel", "InverseResult", "averaging_weights", "inverse"]
+__all__ = ["schedule_kernel", "constant_kernel", "InverseResult", "averaging_weights", "rate_table_weights",
+           "average_kernel", "inverse"]
 
 
 def _check_mu(mu: float) -> None:
@@ -52,19 +53,27 @@ def schedule_kernel(alphas: np.ndarray, momentum: float = 0.0) -> np.ndarray:
     return out
 
 
-def _impulse(alpha: float, n: int, mu: float) -> np.ndarray:
-    e = np.zeros(n)
-    if n:
-        e[0] = 1.0
-    return lfilter([alpha], [1.0, -(1.0 + mu - alpha), mu], e)
+def _heavy_ball_filter(alpha: float, mu: float, x: np.ndarray) -> np.ndarray:
+    """x filtered by the constant-rate heavy-ball recursion y_j = (1 + μ − α) y_{j−1} − μ y_{j−2} + α x_j
+    (theory.md §2.6): its impulse response is :func:`constant_kernel`."""
+    return lfilter([alpha], [1.0, -(1.0 + mu - alpha), mu], x)
 
 
 def constant_kernel(alpha: float, T: int, momentum: float = 0.0) -> np.ndarray:
-    """Impulse response k_j, j < T, of constant-rate iterates: the weight of ε_s in θ_{s+1+j}; μ = 0: α a^j."""
+    """Heavy-ball impulse response k_j, j < T, of constant-rate iterates: the weight of ε_s in θ_{s+1+j}
+    (theory.md §2.6, §3.6); k_0 = α, k_1 = α(1 + μ − α), k_j = (1 + μ − α) k_{j−1} − μ k_{j−2}; μ = 0: α a^j.
+
+    The one definition of this response (compare.synthetic draws its fixed-batch dips from it).
+    Example: ``constant_kernel(0.5, 3)`` → [0.5, 0.25, 0.125].
+    """
     _check_mu(momentum)
     if not (np.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite rate > 0, got {alpha}")
-    return _impulse(float(alpha), int(T), momentum)
+    if int(T) != T or T < 0:
+        raise ValueError(f"T must be an integer number of steps >= 0, got {T}")
+    unit = np.zeros(int(T))
+    unit[:1] = 1.0
+    return _heavy_ball_filter(float(alpha), momentum, unit)
 
 
 def _weights(w: np.ndarray, alpha: float, mu: float, d_sched: float) -> np.ndarray:
@@ -73,7 +82,7 @@ def _weights(w: np.ndarray, alpha: float, mu: float, d_sched: float) -> np.ndarr
     wp = np.concatenate([w, [0.0, 0.0]])
     cw = np.zeros(t + 1)
     cw[1:] = (wp[:t] - c * wp[1:t + 1] + mu * wp[2:t + 2]) / alpha
-    d = 1.0 - np.concatenate([[0.0], np.cumsum(_impulse(alpha, t, mu))])   # θ=1 for ε≡1, x₀=1: d_t = 1 − Σ k
+    d = 1.0 - np.concatenate([[0.0], np.cumsum(constant_kernel(alpha, t, mu))])   # θ=1 for ε≡1, x₀=1: d_t = 1 − Σ k
     cw[0] = d_sched - np.dot(cw[1:], d[1:])                       # match the x₀ (bias) coefficient exactly
     return cw
 
@@ -90,10 +99,35 @@ def averaging_weights(schedule: Schedule, base_lr: float, h_ref: float, total: i
         raise ValueError(f"base_lr and h_ref must be finite and > 0, got {base_lr}, {h_ref}")
     if int(total) != total or total < 1:
         raise ValueError(f"total must be an integer number of steps >= 1, got {total}")
-    al = schedule.lr_at(np.arange(int(total))) * h_ref
-    w = schedule_kernel(al, momentum)
+    return rate_table_weights(schedule.lr_at(np.arange(int(total))) * h_ref, base_lr * h_ref, momentum)
+
+
+def rate_table_weights(alphas: np.ndarray, alpha: float, momentum: float = 0.0) -> np.ndarray:
+    """:func:`averaging_weights` for a schedule given as a table of per-step rates α_0..α_{T−1} (α_t = λ_t h):
+    weights c_0..c_T over θ_0..θ_T of the constant-rate-``alpha`` run from the same start (theory.md §3.6).
+
+    For a target that departs from the constant rate at some step, slice both runs from that step on (the
+    shared history enters through θ_0; with momentum the inherited velocity is matched only approximately).
+    Example: ``rate_table_weights([0.1] * 5, 0.1)`` → [0, 0, 0, 0, 0, 1] (the run itself: its last iterate).
+    """
+    _check_mu(momentum)
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite rate > 0, got {alpha}")
+    w = schedule_kernel(np.asarray(alphas, dtype=float), momentum)
     d_sched = 1.0 - np.sum(w)                                     # same identity as for d_t: ε≡1, x₀=1 ⇒ x_T=1
-    return _weights(w, base_lr * h_ref, momentum, d_sched)
+    return _weights(w, float(alpha), momentum, d_sched)
+
+
+def average_kernel(weights: np.ndarray, alpha: float, momentum: float = 0.0) -> np.ndarray:
+    """Noise kernel κ_s (s < T) of Σ_t c_t θ_t over θ_0..θ_T of a constant-rate run (theory.md §3.6): the weight
+    of ε_s in the average, Σ_{t>s} c_t k_{t−1−s} with k the run's impulse response (:func:`constant_kernel`).
+    Compare with :func:`schedule_kernel` of a target to see how far an average is from the schedule."""
+    c = np.asarray(weights, dtype=float)
+    total = c.size - 1
+    if total < 1:
+        return np.zeros(0)
+    rev = c[:0:-1]                                                # c_T, …, c_1
+    return np.convolve(rev, constant_kernel(alpha, total, momentum))[:total][::-1]
 
 
 @dataclass(frozen=True)
@@ -123,12 +157,12 @@ def inverse(model: NQM, opt: SGD, base_lr: float, total: int, h_ref: float | Non
     al = opt.schedule.lr_at(np.arange(int(total))) * h_ref
     w = schedule_kernel(al, mu)
     rev = cw[:0:-1]                                               # c_T, …, c_1
-    kern = np.convolve(rev, constant_kernel(base_lr * h_ref, int(total), mu))[: int(total)][::-1]
+    kern = average_kernel(cw, base_lr * h_ref, mu)
     m_avg, v_avg = np.empty(model.dim), np.empty(model.dim)
     for k in range(model.dim):
         a = base_lr * model.h[k]
-        kr = lfilter([a], [1.0, -(1.0 + mu - a), mu], rev)      # the average's noise kernel, reversed
-        d = 1.0 - np.concatenate([[0.0], np.cumsum(_impulse(a, int(total), mu))])
+        kr = _heavy_ball_filter(a, mu, rev)                     # the average's noise kernel, reversed
+        d = 1.0 - np.concatenate([[0.0], np.cumsum(constant_kernel(a, int(total), mu))])
         x0 = float(np.dot(cw, d))
         m_avg[k] = model.m0[k] * x0
         v_avg[k] = model.sigma2[k] * float(np.dot(kr, kr)) + model.v0[k] * x0 * x0

@@ -10,19 +10,32 @@ Where α ≥ 2(1+μ) the iterate has no stationary distribution: variances are `
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .moments import _compose, _identity, _Powers, _sandwich, _step_map
-from .spec import EMA, SWA, Averaging, NoAverage, NPoint, TwoPoint
+from .spec import EMA, SGD, SWA, Averaging, Constant, NoAverage, NPoint, TwoPoint, check_ema_decay
 
 __all__ = ["max_stable_alpha", "iterate_variance", "ema_variance", "swa_variance", "two_point_variance",
-           "n_point_variance", "averaged_variance", "equivalent_alpha", "equivalent_alpha_approx"]
+           "n_point_variance", "averaged_variance", "equivalent_alpha", "equivalent_alpha_approx",
+           "harmonic_equivalent_lr", "harmonic_curvature"]
 
 
 def max_stable_alpha(momentum: float = 0.0) -> float:
-    """Heavy-ball stability bound 2(1+μ) on α = λh (theory.md §2.2, §2.6). Example: ``max_stable_alpha(0.9)`` → 3.8."""
+    """Heavy-ball stability bound 2(1+μ) on α = λh (theory.md §2.2, §2.6). Example: ``max_stable_alpha(0.9)`` → 3.8.
+
+    The bound is the optimiser spec's (:meth:`theory.spec.SGD.max_stable_alpha`, its one definition); it does not
+    depend on the schedule, so any schedule stands in for asking about a momentum alone.
+    """
     _check_mu(momentum)
-    return 2.0 * (1.0 + momentum)
+    return _edge(float(momentum))
+
+
+@functools.lru_cache(maxsize=64)
+def _edge(momentum: float) -> float:
+    # cached: every variance call checks its rates against the edge, and building the spec takes microseconds
+    return SGD(Constant(1.0), momentum).max_stable_alpha()
 
 
 def _check_mu(mu: float) -> None:
@@ -37,7 +50,7 @@ def _prep(alpha, sigma2, mu):
         raise ValueError("alpha = λh must be finite and >= 0")
     if np.any(~np.isfinite(sigma2)) or np.any(sigma2 < 0):
         raise ValueError("sigma2 must be finite and >= 0")
-    return alpha, sigma2, alpha >= 2.0 * (1.0 + mu)
+    return alpha, sigma2, alpha >= max_stable_alpha(mu)
 
 
 def _int(name: str, v, lo: int) -> int:
@@ -102,8 +115,7 @@ def ema_variance(alpha, decay: float, sigma2=1.0, momentum: float = 0.0, every: 
     μ > 0: P = B P Bᵀ + G_B for the block map B (c heavy-ball steps, then the EMA update) of (x, x_prev, y).
     Example: ``ema_variance(0.05, 0.995)`` → 2.283252e-3.
     """
-    if not (np.isfinite(decay) and 0 <= decay < 1):
-        raise ValueError(f"EMA decay must be in [0, 1) per step, got {decay}")
+    decay = check_ema_decay(decay)
     c = _int("every", every, 1)
     alpha, sigma2, bad = _prep(alpha, sigma2, momentum)
     v = iterate_variance(np.where(bad, 0.0, alpha), sigma2, momentum)
@@ -229,8 +241,33 @@ def equivalent_alpha(variance, sigma2=1.0, momentum: float = 0.0) -> np.ndarray:
     k = (1 + momentum) / (1 - momentum)
     with np.errstate(invalid="ignore", divide="ignore"):       # σ² = 0, v = 0: every α fits → NaN (undefined)
         r = v / s2
-        out = 2 * (1 + momentum) * r / (k + r)
-    return np.where(np.isinf(r), 2 * (1 + momentum), out)
+        out = max_stable_alpha(momentum) * r / (k + r)
+    return np.where(np.isinf(r), max_stable_alpha(momentum), out)   # infinite variance: the stability edge
+
+
+def harmonic_equivalent_lr(lr, decay: float, h=1.0, momentum: float = 0.0) -> np.ndarray:
+    """The harmonic rule of theory.md §3.3, the one definition of it: the constant LR an EMA of decay γ is worth,
+    λ_eq = λβ/(β + λ_eff·h), β = 1 − γ, λ_eff = λ/(1 − μ) (§2.6) — i.e. 1/α_eq,eff = 1/α_eff + 1/β with α = λh.
+
+    Approximate (small α_eff and β). With h = 1 (the default) ``lr`` is the dimensionless rate α and the result α_eq.
+    Example: ``harmonic_equivalent_lr(0.05, 0.995)`` → 4.545455e-3 (theory.md §3.3 anchor table).
+    """
+    _check_mu(momentum)
+    decay = check_ema_decay(decay)
+    beta = 1.0 - decay
+    lr, h = np.asarray(lr, dtype=float), np.asarray(h, dtype=float)
+    return lr * beta / (beta + lr * h / (1.0 - momentum))
+
+
+def harmonic_curvature(lr, decay: float, lr_eq, momentum: float = 0.0) -> np.ndarray:
+    """:func:`harmonic_equivalent_lr` solved for the curvature: the h at which an EMA of decay γ is worth ``lr_eq``,
+    h = β(λ/λ_eq − 1)(1 − μ)/λ (theory.md §3.3). 1/LR units; meaningful for 0 < λ_eq < λ (h > 0).
+    Example: ``harmonic_curvature(0.05, 0.995, 4.545455e-3)`` → 1.0.
+    """
+    _check_mu(momentum)
+    beta = 1.0 - check_ema_decay(decay)
+    lr, lr_eq = np.asarray(lr, dtype=float), np.asarray(lr_eq, dtype=float)
+    return beta * (lr / lr_eq - 1.0) * (1.0 - momentum) / lr
 
 
 def equivalent_alpha_approx(alpha, avg: Averaging, momentum: float = 0.0) -> np.ndarray:
@@ -250,8 +287,7 @@ def equivalent_alpha_approx(alpha, avg: Averaging, momentum: float = 0.0) -> np.
     if isinstance(avg, NoAverage):
         return alpha * 1.0
     if isinstance(avg, EMA):
-        beta = 1.0 - avg.decay
-        return (1 - momentum) * a_eff * beta / (a_eff + beta)
+        return harmonic_equivalent_lr(alpha, avg.decay, 1.0, momentum)
     if isinstance(avg, SWA):
         if avg.length is None:
             raise ValueError("SWA equivalent rate needs a window: give SWA(length=n iterates)")

@@ -1,4 +1,5 @@
-"""Synthetic run directories drawn from the NQM (compare/synthetic.py), built once per test session."""
+"""Synthetic run directories drawn from the NQM (compare/synthetic.py), built once per test session through the
+shared ``synth`` fixture of tests/conftest.py."""
 
 import pytest
 
@@ -16,18 +17,12 @@ def synth_cfg():
 
 
 @pytest.fixture(scope="session")
-def synth_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    return [synthetic.write_run(root / f"s{i}", CFG, seed=i) for i in range(3)]
+def synth_runs(synth):
+    return synth.seeds("synth", CFG, 3)
 
 
 @pytest.fixture(scope="session")
-def synth_branches(tmp_path_factory, synth_runs):
+def synth_branches(synth, synth_runs):
     """A λ/2 branch (two-point equivalent) and an EMA-equivalent branch, both from step 2000 of seed 0."""
-    root = tmp_path_factory.mktemp("branch")
-    lam = CFG.lr
-    a = lam * CFG.h[0] / (1 - CFG.momentum)
-    beta = 1 - 0.99
-    lr_ema = lam * beta / (beta + a)          # harmonic rule with λ_eff (theory.md §3.3, §2.6)
-    return [synthetic.write_run(root / "half", CFG, seed=0, branch={"t0": 2000, "lr_fn": lambda t: lam / 2, "name": "half"}),
-            synthetic.write_run(root / "ema", CFG, seed=0, branch={"t0": 2000, "lr_fn": lambda t: lr_ema, "name": "ema"})]
+    return [synth.branch("branch", CFG, "half", 2000, CFG.lr / 2),
+            synth.branch("branch", CFG, "ema", 2000, synth.harmonic_lr(CFG, 0.99))]

@@ -2,11 +2,13 @@
 NQM runs (so the stage logic — calibrate, branch commands, report, figures — is exercised without torch)."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from compare import synthetic
@@ -41,12 +43,36 @@ def fake_runner(cmd, cwd=None, **kw):
             else:
                 tau = (1 - mu) / (lam * float(vals[0]))
                 fn = lambda t, tau=tau: lam * tau / (tau + t - t0)                # noqa: E731
-            branch = {"t0": t0, "lr_fn": fn, "name": sched}
+            branch = {"t0": t0, "lr_fn": fn, "name": sched, "spec": sched}
         synthetic.write_run(out, CFG, seed=seed, branch=branch)
+        return SimpleNamespace(returncode=0)
+    if mod == "empirical.posthoc":
+        _fake_posthoc(Path(cmd[3]), Path(_arg(cmd, "--out")), _arg(cmd, "--schedule"), int(_arg(cmd, "--from")))
         return SimpleNamespace(returncode=0)
     from compare import report
     from figures import build
     return SimpleNamespace(returncode=(report.main if mod == "compare.report" else build.main)(cmd[3:]))
+
+
+def _fake_posthoc(base: Path, out: Path, schedule: str, t0: int) -> None:
+    """A post-hoc run directory as empirical.posthoc writes it (the base config plus a ``posthoc`` section, one eval
+    row at T); the base run's SWA loss at T stands in for the average's."""
+    from common import rundir
+    b = rundir.load_run(base)
+    tr, T = b.trajectory, int(b.trajectory["eval/step"][-1])
+    sec = {"schedule": schedule, "syntax": "branch", "from_step": t0, "at": T, "h": float(schedule.split(":")[1]),
+           "checkpoint_steps": [t0, T], "weights": [0.5, 0.5], "max_spacing": T - t0, "negative_mass": 0.0,
+           "n_negative": 0, "kernel_rel_error": 0.0, "variance_ratio": 1.0}
+    rundir.new_run_dir("empirical", "posthoc", out=out)
+    rundir.write_config(out, "empirical", {**b.config["config"], "posthoc": sec}, command=["fake"])
+    rundir.write_env(out)
+    series = {"eval/step": np.array([T], dtype=np.int64)}
+    for split in ("test", "train"):
+        for name, src in (("posthoc", "swa"), ("raw", "raw")):
+            series[f"eval/{split}_loss_{name}"] = np.asarray(tr[f"eval/{split}_loss_{src}"])[-1:]
+            series[f"eval/{split}_acc_{name}"] = np.asarray(tr[f"eval/{split}_acc_{src}"])[-1:]
+    rundir.Trajectory(series).save(out / "trajectory.npz")
+    rundir.write_summary(out, "ok", T)
 
 
 def test_dry_run_prints_plan_and_cost(capsys, tmp_path):
@@ -54,7 +80,9 @@ def test_dry_run_prints_plan_and_cost(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "expected cost" in out and "digits" in out and "mnist" in out
     assert out.count("empirical.run digits") == 5 and out.count("empirical.run mnist") == 3
-    assert "--checkpoint-keep-every 600" in out
+    assert "--checkpoint-keep-every 600" in out      # mnist: the branch point only
+    assert "empirical.run digits" in out and out.count("--checkpoint-keep-every 50") == 5   # digits: the post-hoc grid
+    assert "empirical.posthoc" in out
     assert not any(tmp_path.iterdir())
 
 
@@ -91,6 +119,24 @@ def test_pipeline_with_synthetic_runs(tmp_path, monkeypatch):
     assert (tmp_path / "digits" / "figures" / "ema_equivalence.png").is_file()
     md = (rep / "report.md").read_text()
     assert "branch from step 1500" in md
+    (setup,) = json.loads((rep / "metrics.json").read_text())["setups"]
+    (ph,) = setup["posthoc_results"]                        # paired with the swa branch of the same seed
+    assert ph["schedule"].startswith("swa:") and ph["branch"].endswith("s0-swa") and "agrees" in ph
+    assert [c["id"] for c in setup["claims"]].count("posthoc") == 1
+
+
+def test_posthoc_commands_follow_the_swa_branch(tmp_path):
+    """Digits keeps a checkpoint every POSTHOC_EVERY steps (dividing T0, so T0 stays a branch point) and averages
+    them for the same target text and branch point as the swa:h branch; mnist keeps none."""
+    digits, mnist = reproduce.plan(False, [0, 1], tmp_path, ("digits", "mnist"))
+    k = reproduce.POSTHOC_EVERY["digits"]
+    assert digits["t0"] % k == 0 and all(_arg(b["cmd"], "--checkpoint-keep-every") == str(k) for b in digits["base"])
+    cmds = reproduce.posthoc_commands(digits, 2.5)
+    assert [_arg(c["cmd"], "--schedule") for c in cmds] == ["swa:2.5"] * 2
+    assert all(_arg(c["cmd"], "--from") == "600" and c["cmd"][2] == "empirical.posthoc" for c in cmds)
+    branch = [b for b in reproduce.branch_commands(digits, 2.5, {}) if "swa:2.5" in b["cmd"]]
+    assert branch and all(_arg(b["cmd"], "--branch-schedule") == "swa:2.5" for b in branch)
+    assert reproduce.posthoc_commands(mnist, 2.5) == []
 
 
 @pytest.mark.slow
@@ -100,12 +146,13 @@ def test_quick_reproduction_with_real_training(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)   # no timeout: a slow machine is not a failure
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     root = tmp_path / "digits"
-    import json
     m = json.loads((root / "report" / "metrics.json").read_text())
     (setup,) = m["setups"]
     assert setup["n_seeds"] == 1 and len(setup["branches"]) == 4
     assert {c["verdict"] for c in setup["claims"]} <= {"reproduced", "not reproduced", "not testable here"}
-    assert len(setup["claims"]) == 8
+    assert len(setup["claims"]) == 9
+    (ph,) = setup["posthoc_results"]                        # the kept checkpoints' average vs the swa branch
+    assert "agrees" in ph and ph["at"] == 480 and ph["negative_mass"] == 0
     h_swa, h_ema, _ = reproduce.calibrated_h([root / "s0"])
     assert f"swa:{h_swa:.6g}" in r.stdout       # the SWA branch used the cooldown curvature of the calibration
     for g, h in h_ema.items():

@@ -1,5 +1,6 @@
-"""Small synthetic setups for the figure tests (compare/synthetic.py, no torch): two seeds with a two-point lag grid
-on the evaluation grid (so the calibration source is D(τ)), and an EMA-equivalent branch of seed 0."""
+"""Small synthetic setups for the figure tests (compare/synthetic.py, no torch, through the shared ``synth`` fixture
+of tests/conftest.py): two seeds with a two-point lag grid on the evaluation grid (so the calibration source is
+D(τ)), and an EMA-equivalent branch of seed 0."""
 
 import pytest
 
@@ -17,13 +18,9 @@ def fig_cfg():
 
 
 @pytest.fixture(scope="session")
-def fig_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("figsynth")
-    base = [synthetic.write_run(root / f"s{i}", CFG, seed=i) for i in range(2)]
-    a = CFG.lr * CFG.h[0] / (1 - CFG.momentum)
-    lr_ema = CFG.lr * 0.01 / (0.01 + a)       # harmonic rule with λ_eff (theory.md §3.3, §2.6)
-    branch = synthetic.write_run(root / "s0-ema", CFG, seed=0, branch={"t0": BRANCH_T0, "lr_fn": lambda t: lr_ema,
-                                                                      "name": "ema", "spec": "ema:0.99:1"})
+def fig_runs(synth):
+    base = synth.seeds("figsynth", CFG, 2)
+    branch = synth.branch("figsynth-branch", CFG, "ema", BRANCH_T0, synth.harmonic_lr(CFG, 0.99), spec="ema:0.99:1")
     return base, branch
 
 

@@ -1,5 +1,5 @@
-"""Each figure's plot(data) returns a Figure that draws what its title claims, and figures.build prepares that data
-from the runs (synthetic setups of tests/figures/conftest.py, no torch): bank curves aligned on their use step with
+"""Each figure's plot(data) returns a Figure that draws what its title claims, and compare.figure_data prepares that
+data from the runs (synthetic setups of tests/figures/conftest.py, no torch): bank curves aligned on their use step with
 the predicted dip, the alignment line over the measured α_eff, the run's own variants in the ellipsoid, the probe
 figure's axes/legend/inset, the equivalence figures with and without a branch run, and the structure function D(τ).
 figures.build regenerates every figure from run directories and rejects bad input (exit 2, nothing written)."""
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from compare import figure_data as fd
 from compare.analysis import Curve
 from figures import (build, ellipsoid, ema_equivalence, fixed_batch_along_trajectory, gradient_alignment,
                      nqm_equivalence_grid, one_step_probe, structure_function, swa_equivalence, two_point_vs_distance)
@@ -34,7 +35,7 @@ def _legend_texts(fig):
 # --------------------------------------------------------------------------------------- fixed batch (§3.2)
 
 def test_bank_curves_aligned_and_averaged(a_plain, fig_cfg):
-    d = build._bank_data(a_plain)
+    d = fd.bank_data(a_plain)
     lag = d["lag"]
     assert lag[0] < 0 and 0 in lag and lag[-1] > 0
     assert d["n"] == 2 and d["n_curves"] == 2 * 3        # 2 seeds × the 3 bank batches that were trained on
@@ -52,7 +53,7 @@ def test_bank_curves_aligned_and_averaged(a_plain, fig_cfg):
 
 
 def test_fixed_batch_plot(a_plain):
-    d = build._bank_data(a_plain)
+    d = fd.bank_data(a_plain)
     fig = fixed_batch_along_trajectory.plot(d)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     full, zoom = fig.axes
@@ -96,7 +97,7 @@ def test_one_step_probe_axes_inset_and_one_legend():
 
 
 def test_probe_data_from_runs(a_plain):
-    d = build._probe_data(a_plain)
+    d = fd.probe_data(a_plain)
     assert d is not None and d["rows"] and d["source"] == "two-point"
     for r in d["rows"]:
         assert r["pred_train"].shape == r["eta_line"].shape and np.all(np.isfinite(r["pred_heldout"]))
@@ -106,7 +107,7 @@ def test_probe_data_from_runs(a_plain):
 
 def test_probe_figure_skipped_without_probe_moments(a_plain):
     fake = SimpleNamespace(setup=a_plain.setup, cal=replace(a_plain.cal, probes=None))
-    assert build._probe_data(fake) is None
+    assert fd.probe_data(fake) is None
 
 
 # --------------------------------------------------------------------------------------- EMA / SWA equivalence
@@ -145,14 +146,14 @@ def test_equivalence_data_branch_starts_at_branch_step(a_branch):
     grown = Curve(steps, np.concatenate([np.full((1, early.size), 9.0), np.atleast_2d(c.obs)], axis=1),
                   np.concatenate([np.full(early.size, 9.0), c.pred]))
     fake = SimpleNamespace(**{**vars(a_branch), "branches": [{**b, "curve": grown}]})
-    d = build._equiv_data(fake, ("ema",))
+    d = fd.equivalence_data(fake, ("ema",))
     (db,) = d["branches"]
     assert db["t0"] == b["t0"] and db["steps"][0] >= b["t0"] and db["obs"].shape[1] == db["steps"].size
     assert "⇔" in ema_equivalence.plot(d).axes[0].get_title()
 
 
 def test_equivalence_data_without_branch(a_plain):
-    d = build._equiv_data(a_plain, ("swa",))
+    d = fd.equivalence_data(a_plain, ("swa",))
     assert d["branches"] == []
     fig = swa_equivalence.plot(d)
     assert swa_equivalence.MISSING in _texts(fig)
@@ -161,7 +162,7 @@ def test_equivalence_data_without_branch(a_plain):
 # --------------------------------------------------------------------------------------- ellipsoid (§2.5)
 
 def test_ellipsoid_uses_the_runs_variants(a_plain, fig_cfg):
-    d = build._ellipsoid_data(a_plain)
+    d = fd.ellipsoid_data(a_plain)
     run_avgs = [n for n in a_plain.variants if n != "raw"]
     assert list(d["averages"]) == run_avgs
     assert {f"two_point_k{k}" for k in fig_cfg.two_point_gaps} <= set(d["averages"])
@@ -182,7 +183,7 @@ def test_ellipsoid_uses_the_runs_variants(a_plain, fig_cfg):
 # --------------------------------------------------------------------------------------- gradient alignment (§3.7)
 
 def test_alignment_line_covers_measured_alpha(a_plain):
-    d = build._alignment_data([a_plain])
+    d = fd.alignment_data([a_plain])
     (r,) = d["runs"]
     measured = [r["alpha_eff"], *r["alpha_eff_seeds"]]
     ae = d["theory"]["alpha_eff"]
@@ -195,7 +196,7 @@ def test_alignment_line_covers_alpha_above_one(a_plain):
     """A sharp calibrated spectrum (α_eff > 1, where the old fixed line stopped) is still covered."""
     cal = replace(a_plain.cal, h=np.array([30.0]), s=np.array([1.0]), seed_h=np.array([[20.0], [40.0]]),
                   seed_s=np.array([[1.0], [1.0]]))
-    d = build._alignment_data([SimpleNamespace(setup=a_plain.setup, cal=cal)])
+    d = fd.alignment_data([SimpleNamespace(setup=a_plain.setup, cal=cal)])
     top = cal.lam_eff * 40.0
     assert d["theory"]["alpha_eff"].max() >= top > 1
     fig = gradient_alignment.plot(d)
@@ -214,7 +215,7 @@ def test_gradient_alignment_plot():
 # --------------------------------------------------------------------------------------- structure function
 
 def test_structure_function_data_and_plot(a_plain, fig_cfg):
-    d = build._structure_data(a_plain)
+    d = fd.structure_data(a_plain)
     lags = np.asarray(fig_cfg.two_point_gaps)
     assert np.array_equal(d["pooled"]["lags"], lags) and len(d["seeds"]) == 2
     tau = d["model"]["tau"]
@@ -233,7 +234,7 @@ def test_structure_function_data_and_plot(a_plain, fig_cfg):
 
 def test_structure_function_skipped_for_probe_source(a_plain):
     fake = SimpleNamespace(setup=a_plain.setup, cal=replace(a_plain.cal, structure=None, source="probe"))
-    assert build._structure_data(fake) is None
+    assert fd.structure_data(fake) is None
 
 
 # --------------------------------------------------------------------------------------- others, build
@@ -246,13 +247,13 @@ def test_two_point():
 
 
 def test_nqm_grid_from_theory():
-    fig = nqm_equivalence_grid.plot(build.theory_grid())
+    fig = nqm_equivalence_grid.plot(fd.theory_grid())
     assert len(fig.axes) == 4 and _n_lines(fig) == [2, 2, 1, 2]
 
 
 def test_nqm_grid_values_by_hand():
     """Anchors of theory.md §3.3/§3.5 (σ² = 1, α = 0.05): harmonic α_eq/α = 1/(1 + α/β); two-point (1 + a^k)/2."""
-    g = build.theory_grid()
+    g = fd.theory_grid()
     e = g["ema"]
     assert e["harmonic"] == pytest.approx(1 / (1 + 1 / e["ratio"]))
     tp = g["two_point"]
@@ -294,9 +295,25 @@ def test_probe_source_setup(tmp_path):
                                n_point_gap=100, eval_noise=0.001)
     a = analyse(group_runs(load_runs([synthetic.write_run(tmp_path / "s0", cfg, seed=0)]))[0])
     assert a.cal.source == "probe" and a.cal.structure is None
-    data = build.figure_data([a])
+    data = fd.figure_data([a])
     assert "structure_function" not in data and "one_step_probe" in data
     assert data["ellipsoid"]["single_scale"] and list(data["ellipsoid"]["averages"]) == [
         n for n in a.variants if n != "raw"]
     for name, d in data.items():
         assert isinstance(build.FIGURES[name](d), Figure)
+
+
+def test_every_prepared_figure_has_a_plot():
+    """compare.figure_data names the figures it prepares; figures.build draws each of them and nothing else."""
+    assert set(build.FIGURES) == set(fd.NAMES)
+
+
+def test_report_embeds_the_figures_a_caller_draws(a_branch, tmp_path):
+    """compare.report draws nothing itself; a caller that has figures.build draw into the report folder gets them
+    embedded in report.md."""
+    from compare import report
+    from compare.claims import claim_table
+    pngs = build.render([a_branch], tmp_path, ["test"])
+    md = report.report_md([a_branch], [claim_table(a_branch)], pngs, ["test"])
+    assert "![ema_equivalence](ema_equivalence.png)" in md and "figures.build" not in md
+    assert (tmp_path / "ema_equivalence.png").is_file()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from theory import predict, rundir
+from common import rundir
+from theory import predict
 
 # theory.md §3.3 / §3.5 anchor tables (σ² = 1, h = 1 so LR = α); printed to 7 significant digits.
 ANCHOR_RTOL = 5e-7
