@@ -76,3 +76,41 @@ def pipe_safe_stdout():
     finally:   # flush here: output still buffered would otherwise meet the closed pipe at exit ("Exception ignored")
         safe.flush()
         sys.stdout = real
+
+
+# ------------------------------------------------------------------------------------------------ --help defaults
+# One convention for every CLI's --help: an option whose default means something shows it once, at the end of its
+# help, as "(default: X)"; a default of None (nothing given: the help says what happens), False (a switch that is
+# off) or an empty list shows nothing. A help text that already says "(default: ...)" (e.g. "(default: T/2)",
+# a default computed from other flags) is left as it is.
+
+def default_text(value) -> str:
+    """The shown form of a default, or "" when the convention shows none (None, False, "", empty tuple/list)."""
+    if value is None or value is False or value is argparse.SUPPRESS or value == "" or value == () or value == []:
+        return ""
+    if value is True:
+        return "on"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def with_default(help_text: str, value) -> str:
+    """``help_text`` + " (default: X)" by the convention above (unchanged when it already names its default)."""
+    shown = default_text(value)
+    if not shown or "(default:" in help_text:
+        return help_text
+    return f"{help_text} (default: {shown})"
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """argparse formatter that appends " (default: X)" by the convention above (argparse's own
+    ArgumentDefaultsHelpFormatter also prints "(default: None)" and "(default: False)")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default is not argparse.SUPPRESS:
+            # argparse %-formats help strings: a literal % in a default must be doubled
+            text = with_default(text, action.default if not isinstance(action.default, str)
+                                else action.default.replace("%", "%%"))
+        return text

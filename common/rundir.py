@@ -51,12 +51,30 @@ class RunDirError(ValueError):
 # Atomic writes
 # --------------------------------------------------------------------------------------------------------------
 
+def current_umask() -> int:
+    """The process umask. Linux reports it in /proc/self/status ("Umask:", since 4.7), which reads it without
+    changing it; elsewhere os.umask has to set a value to return the old one, so it is set back at once (another
+    thread creating a file in between would see 0o077, the stricter of the two, never a looser mask)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace`` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 (private temp files); a run file is shared like any file a tool writes: 0666 & ~umask
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

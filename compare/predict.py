@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import brentq
 
 from compare.calibrate import Calibration
 from compare.load import Variant
@@ -103,24 +102,13 @@ def branch_excess(cal: Calibration, t0: int, lr_steps: np.ndarray, lr_values: np
 
 
 def raw_excess_at(cal: Calibration, lr: float) -> float:
-    """Stationary raw excess ½Σh v∞(lr·h) at a constant LR (theory.md §2.4, §2.6)."""
-    a = lr * cal.h
-    if np.any(a >= stationary.max_stable_alpha(cal.momentum)):
-        return float("inf")
-    return float(0.5 * np.sum(cal.h * stationary.iterate_variance(a, cal.s, cal.momentum)))
+    """Stationary raw excess ½Σh v∞(lr·h) of the calibrated spectrum at a constant LR (theory.md §2.4, §2.6)."""
+    return stationary.spectrum_raw_excess(lr, cal.h, cal.s, cal.momentum)
 
 
 def equivalent_lr(cal: Calibration, excess: float) -> float:
     """Scalar LR whose stationary raw excess equals ``excess`` (= equivalent_alpha/h for one scale, §3.3)."""
-    if not np.isfinite(excess) or excess <= 0:
-        return float("nan")
-    top = cal.lr
-    while raw_excess_at(cal, top) < excess and top < 1e6 * cal.lr:
-        top *= 2
-    f = lambda lr: raw_excess_at(cal, lr) - excess   # noqa: E731
-    if f(top) < 0:
-        return float("nan")
-    return float(brentq(f, 1e-12 * cal.lr, top, xtol=1e-12 * cal.lr, rtol=1e-10))
+    return stationary.spectrum_equivalent_lr(excess, cal.lr, cal.h, cal.s, cal.momentum)
 
 
 def stationary_excess(cal: Calibration, v: Variant, cfg: dict) -> float:
@@ -141,9 +129,6 @@ def stationary_excess(cal: Calibration, v: Variant, cfg: dict) -> float:
 
 
 def hyperbolic_tau(cal: Calibration) -> float:
-    """τ of the SWA-equivalent cooldown λ_n = λτ/(τ + n), τ = 1/α_eff (theory.md §3.4, momentum mapping §2.6). A
-    spectrum has one τ_k = 1/(λ_eff h_k) per scale and a schedule has one τ: the scales' relaxation times are averaged
-    with weights h_k·v_k, each scale's share of the raw excess ½Σhv (the noise the cooldown has to remove), so a
-    flat scale that carries the excess sets the cooldown rather than a sharp one that carries little. Steps."""
-    w = cal.h * stationary.iterate_variance(cal.lr * cal.h, cal.s, cal.momentum)
-    return float(np.sum(w / (cal.lam_eff * cal.h)) / np.sum(w))
+    """τ (steps) of the SWA-equivalent cooldown λτ/(τ + n) for the calibrated spectrum
+    (theory.stationary.spectrum_cooldown_tau, theory.md §3.4)."""
+    return stationary.spectrum_cooldown_tau(cal.lr, cal.h, cal.s, cal.momentum)

@@ -4,7 +4,11 @@ Layout: ``RUN_DIR/checkpoints/step_000001200.pt`` plus ``step_000001200.pt.sha25
 bytes). The .pt is written first and the digest second, both via temp file + ``os.replace``, so a crash leaves
 either a complete pair, or a .pt without digest (treated as invalid), never a half file under a final name. A
 truncated or corrupted file fails its digest and the loader falls back to the previous checkpoint with a message.
-The newest ``keep`` checkpoints are kept, plus every one whose step is a multiple of ``keep_every`` (branch points).
+The newest ``keep`` checkpoints are kept, plus every one whose step is a multiple of ``keep_every`` or is one of
+``keep_steps`` (the branch points a run keeps by default: EMA start, SWA start, decay start; RunConfig.branch_points).
+
+Naming and listing checkpoints needs no torch (an error about a missing --branch-from file is raised before torch is
+imported); writing, loading and RNG states import it when called.
 
 A checkpoint holds only tensors and plain containers (the ``weights_only`` loader refuses anything else): model,
 optimiser, the step (which fixes the LR and the data position), WeightAverages state, bank indices, RNG states,
@@ -21,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from common.rundir import atomic_write_bytes
 
@@ -47,8 +50,18 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def save(run_dir: Path, step: int, state: dict, keep: int = 2, keep_every: int = 0) -> Path:
-    """Write ``state`` as the checkpoint of ``step`` (atomic, with digest), then prune older ones."""
+def step_of(path: Path) -> int | None:
+    """The step of a checkpoint file name (``step_000001200.pt`` -> 1200), None for other names."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def save(run_dir: Path, step: int, state: dict, keep: int = 2, keep_every: int = 0,
+         keep_steps: tuple[int, ...] = ()) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` (atomic, with digest), then prune older ones: the newest
+    ``keep`` stay, and so does every one at a multiple of ``keep_every`` (> 0) or at a step in ``keep_steps``."""
+    import torch
+
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "step": int(step), **state}, buf)
     data = buf.getvalue()
@@ -57,8 +70,8 @@ def save(run_dir: Path, step: int, state: dict, keep: int = 2, keep_every: int =
     atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n"
                        .encode())
     for old in list_checkpoints(run_dir)[keep:]:
-        s = int(_NAME.match(old.name).group(1))
-        if keep_every > 0 and s % keep_every == 0:
+        s = step_of(old)
+        if (keep_every > 0 and s % keep_every == 0) or s in keep_steps:
             continue
         for p in (old, old.with_name(old.name + ".sha256")):
             p.unlink(missing_ok=True)
@@ -79,6 +92,8 @@ def load(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path}: no checksum file {side.name} (the write was cut short)") from None
     if hashlib.sha256(data).hexdigest() != want:
         raise CheckpointError(f"checkpoint {path}: checksum mismatch (truncated or corrupted file)")
+    import torch
+
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors of any kind mean "not a checkpoint of ours"
@@ -104,6 +119,8 @@ def load_latest(run_dir: Path, warn: Callable[[str], None] | None = None) -> tup
 
 def rng_state() -> dict[str, Any]:
     """torch (CPU and every CUDA device), numpy global and python ``random`` states, as tensors/plain values."""
+    import torch
+
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"torch": torch.get_rng_state(),
             "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
@@ -113,6 +130,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -18,17 +18,25 @@ import json
 import math
 import typing
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from common.cli import default_text, with_default
 from theory import spec
+from theory.stationary import harmonic_equivalent_lr
 
-DATASETS = ("digits", "mnist", "smoke", "cifar10", "cifar100", "imagenet")  # = empirical.data.NAMES (tested)
+DATASETS = ("digits", "mnist", "smoke", "synthetic-imagenet", "cifar10", "cifar100",
+            "imagenet")  # = empirical.data.NAMES (tested)
 ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet18_cifar", "resnet18", "resnet34", "resnet50")
 SCHEDULES = ("constant", "step", "cosine", "linear", "wsd", "hyperbolic")
+DECAY_SCHEDULES = ("cosine", "linear", "wsd", "hyperbolic")   # the schedules --decay-start applies to
 BN_MODES = ("recompute", "averaged", "raw")  # = empirical.bn.BN_MODES (tested)
 # Fields that control how a run is executed, not what it computes: they may differ between a run and its resume.
-RUN_CONTROL = ("out", "resume", "device", "workers", "max_steps", "checkpoint_every", "checkpoint_keep_every")
+RUN_CONTROL = ("out", "resume", "device", "workers", "max_steps", "checkpoint_every", "checkpoint_keep_every",
+               "checkpoint_branch_points",
+               "tensorboard")  # logging only: a resume may turn it on (the whole history is written)
 
 
 class ConfigError(ValueError):
@@ -58,7 +66,11 @@ class RunConfig:
                                  "imagenet always use their standard augmentation", "data and model")
     seed: int = _f(0, "seed of init, data order, data split, bank choice (integer >= 0)", "data and model")
     # ---- optimiser (PyTorch SGD convention: v <- mu v + g + wd theta; theta <- theta - lr v; theory.md §2.6)
-    steps: int = _f(80, "run length T in optimiser steps (the schedule's horizon)", "optimiser and schedule")
+    steps: int = _f(80, "run length T in optimiser steps (the schedule's horizon). Giving --steps (or --epochs) "
+                        "scales every step-based value of the preset not given explicitly by --steps / the preset's "
+                        "steps: decay start, warmup, milestones, hyperbolic tau, EMA and SWA starts, two-point and "
+                        "N-point gaps, the dense-evaluation window and the eval, bank, probe, align, curv and "
+                        "checkpoint cadences", "optimiser and schedule")
     max_steps: int = _f(0, "stop after this many steps without changing the schedule; 0 = --steps",
                         "optimiser and schedule")
     batch_size: int = _f(32, "global batch size B in examples per step (split evenly across DDP ranks)",
@@ -75,8 +87,8 @@ class RunConfig:
                        "optimiser and schedule")
     warmup_steps: int = _f(0, "linear warmup: lr * (t + 1) / warmup_steps for steps t < warmup_steps",
                            "optimiser and schedule")
-    decay_start: int = _f(0, "step where cosine/linear/wsd/hyperbolic leave the constant phase",
-                          "optimiser and schedule")
+    decay_start: int = _f(0, "step where cosine/linear/wsd/hyperbolic leave the constant phase (no effect with "
+                             "constant and step, which have no such phase)", "optimiser and schedule")
     final_lr: float = _f(0.0, "LR at the end of a cosine/linear/wsd decay (LR units)", "optimiser and schedule")
     milestones: typing.Tuple[int, ...] = _f((), "step schedule: steps at which the LR is multiplied by "
                                                 "--step-factor, e.g. 3000,6000", "optimiser and schedule")
@@ -143,18 +155,24 @@ class RunConfig:
     bf16: bool = _f(False, "bfloat16 autocast for training and evaluation (CUDA only; ignored on CPU)", "system")
     channels_last: bool = _f(False, "channels_last memory format for the model and inputs", "system")
     workers: int = _f(0, "DataLoader worker processes for datasets with per-sample transforms", "system")
-    out: typing.Optional[str] = _f(None, "run directory (default runs/empirical/<stamp>-<preset>-s<seed>-xxxx)",
+    tensorboard: bool = _f(False, "also write every metrics.csv series as TensorBoard scalars to RUN_DIR/tensorboard/ "
+                                  "(needs the optional extra tensorboard: pip install '.[tensorboard]')", "system")
+    out: typing.Optional[str] = _f(None, "run directory (default: runs/empirical/<stamp>-<preset>-s<seed>-xxxx)",
                                    "system")
     resume: bool = _f(False, "continue the run in --out from its newest valid checkpoint", "system")
     checkpoint_every: int = _f(0, "checkpoint every this many steps (and always at the end); 0 = end only",
                                "system")
     checkpoint_keep_every: int = _f(0, "never delete checkpoints at multiples of this step (branch points); "
-                                       "0 = keep only the newest two", "system")
+                                       "0 = keep the newest two and the branch points", "system")
+    checkpoint_branch_points: bool = _f(True, "also checkpoint at the EMA start, the SWA start and the decay start "
+                                              "(the steps --branch-from and post-hoc averages start from) and never "
+                                              "delete those checkpoints", "system")
     branch_from: typing.Optional[str] = _f(None, "checkpoint file to branch from: same data order, new LR "
                                                  "schedule from its step on", "system")
     branch_schedule: typing.Optional[str] = _f(None, "LR from the branch step on: half | scale:F | constant:LR | "
                                                      "ema:GAMMA:H | swa:H | hyperbolic:TAU (H: curvature, "
-                                                     "1/LR units; TAU: steps)", "system")
+                                                     "1/LR units; TAU: steps). ema:GAMMA and swa without H take H "
+                                                     "from --from-report", "system")
 
     # --------------------------------------------------------------------------------------------- derived
     @property
@@ -172,12 +190,22 @@ class RunConfig:
         """Images of each bank batch whose loss is recorded: ceil(bank_fraction · B), at least 1."""
         return max(1, math.ceil(self.bank_fraction * self.batch_size - 1e-9))   # −1e-9: 0.1·30 = 3.0000000000000004
 
+    def branch_points(self) -> tuple[int, ...]:
+        """Steps in (0, stop) checkpointed and kept by default (``checkpoint_branch_points``): the EMA start (with
+        EMAs), the SWA start and the decay start (end of the constant phase, for schedules that have one). These are
+        where the branch and post-hoc workflows start (README: --branch-from RUN/checkpoints/step_T.pt)."""
+        if not self.checkpoint_branch_points:
+            return ()
+        steps = {self.ema_start if self.ema_decays else 0, self.swa_start or 0,
+                 self.decay_start if self.schedule in DECAY_SCHEDULES else 0}
+        return tuple(sorted(t for t in steps if 0 < t < self.stop))
+
     def dense_eval_steps(self) -> list[int]:
         """Steps of the dense evaluation window (test split only), in [1, stop]; [] when --eval-dense-every is 0."""
         if self.eval_dense_every <= 0:
             return []
         until = self.eval_dense_until if self.eval_dense_until is not None else (
-            self.decay_start if self.schedule != "constant" and self.decay_start > 0 else self.steps)
+            self.decay_start if self.schedule in DECAY_SCHEDULES and self.decay_start > 0 else self.steps)
         first = -(-max(self.eval_dense_from, 1) // self.eval_dense_every) * self.eval_dense_every
         return list(range(first, min(until, self.stop) + 1, self.eval_dense_every))
 
@@ -234,6 +262,133 @@ PRESETS["imagenet"] = replace(_PRESET_BASE, preset="imagenet", dataset="imagenet
                               bank_every=500, bank_size=8, probe_every=5005, probe_etas=25, align_every=1001,
                               align_batches=4, curv_every=25025, bn_batches=100, channels_last=True, bf16=True,
                               workers=8, checkpoint_every=5005, checkpoint_keep_every=50050)
+# GPU check without a dataset (scripts/gpu_check.sh): ImageNet-shaped images generated on the device (3x224x224,
+# 1000 classes), ResNet-50 with the imagenet recipe's optimiser, bf16 + channels_last; 200 steps (about a minute on
+# one H100-class GPU, estimated) with every average and every measurement firing several times.
+PRESETS["synthetic-imagenet"] = replace(
+    _PRESET_BASE, preset="synthetic-imagenet", dataset="synthetic-imagenet", arch="resnet50", steps=200,
+    batch_size=256, lr=0.1, lr_ref_batch=256, weight_decay=1e-4, schedule="cosine", decay_start=150,
+    ema_decays=(0.9, 0.99), ema_start=20, swa_start=100, two_point_gaps=(10, 50), n_points=(4,), n_point_gap=10,
+    max_test=2048, train_eval_size=1024, eval_every=100, bank_every=10, bank_size=8, probe_every=100,
+    align_every=50, curv_every=100, curv_iters=5, bn_batches=8, channels_last=True, bf16=True)
+
+
+# --------------------------------------------------------------------------------------- --steps / --epochs
+# A preset's step-based values describe one timeline (digits: EMAs from 200, SWA from 600, constant LR to 1,200 of
+# 1,500 steps, lags 10-500, dense test evaluation every 10 steps from 100). `--steps N` keeps that timeline in
+# proportion: every such value not given explicitly is multiplied by N / preset.steps (what a user of
+# `digits --steps 300` means; each refusal used to name one value at a time).
+SCALED_POSITIONS = ("warmup_steps", "decay_start", "ema_start", "swa_start", "eval_dense_from", "eval_dense_until")
+SCALED_CADENCES = ("eval_every", "eval_dense_every", "bank_every", "probe_every", "align_every", "curv_every",
+                   "checkpoint_every", "checkpoint_keep_every")    # 0 = off stays 0; otherwise at least 1
+SCALED_OTHER = ("milestones", "hyperbolic_tau", "two_point_gaps", "n_point_gap")
+STEP_SCALED = SCALED_POSITIONS + SCALED_CADENCES + SCALED_OTHER
+# Not scaled: ema_every / swa_every / log_every (how often the averages and the log sample the trajectory, not
+# where on the timeline something happens: the EMA decay is per optimiser step) and max_steps (run control).
+
+
+def _round(x: float) -> int:
+    """Round half up (Python's round() rounds 2.5 to 2): 0.2 · 10 = 2, 0.25 · 10 = 2.5 -> 3."""
+    return int(math.floor(x + 0.5))
+
+
+def scale_to_steps(base: RunConfig, steps: int, given: dict | None = None) -> tuple[RunConfig, dict[str, Any]]:
+    """``base`` (a preset) with ``steps`` and its step-based values (STEP_SCALED) scaled by f = steps / base.steps,
+    except those in ``given`` (the flags given explicitly, applied on top by the caller, never scaled); returns
+    (config, {field: new value} of the values that changed).
+
+    Positions (decay, EMA/SWA starts, warmup, milestones, dense window) are rounded and kept inside the run
+    (< steps; the dense window's end <= steps); cadences are rounded to >= 1 (0 = off stays 0). Two-point and
+    N-point gaps that are multiples of the dense-evaluation cadence stay multiples of the scaled cadence (the
+    calibration needs the raw loss at both ends of every lag: compare/pairs.py); gaps >= steps are dropped."""
+    f = steps / base.steps
+    given = given or {}
+    explicit = set(given)
+    new: dict[str, Any] = {"steps": steps}
+    if f == 1:
+        return replace(base, steps=steps), {}
+
+    schedule = given.get("schedule", base.schedule)
+    unused = {"decay_start"} if schedule not in DECAY_SCHEDULES else set()   # schedule parameters the run ignores
+    unused |= {"hyperbolic_tau"} if schedule != "hyperbolic" else set()
+    unused |= {"milestones"} if schedule != "step" else set()
+
+    def want(name):
+        return name not in explicit and name not in unused
+
+    for name in SCALED_POSITIONS:
+        v = getattr(base, name)
+        if want(name) and v is not None:
+            limit = steps if name in ("eval_dense_from", "eval_dense_until") else steps - 1
+            new[name] = max(0, min(_round(v * f), limit))
+    for name in SCALED_CADENCES:
+        v = getattr(base, name)
+        if want(name) and v:
+            new[name] = max(1, _round(v * f))
+    if want("milestones") and base.milestones:
+        new["milestones"] = tuple(sorted({min(_round(m * f), steps - 1) for m in base.milestones}))
+    if want("hyperbolic_tau"):
+        new["hyperbolic_tau"] = base.hyperbolic_tau * f           # a time constant in steps: not rounded
+    c0 = base.eval_dense_every
+    c1 = given.get("eval_dense_every", new.get("eval_dense_every", c0))   # the cadence the run will use
+
+    def gap(k: int, aligned: bool) -> int:
+        return c1 * max(1, _round(k * f / c1)) if aligned else max(1, _round(k * f))
+
+    if want("two_point_gaps") and base.two_point_gaps:
+        aligned = bool(c0 and c1 and all(k % c0 == 0 for k in base.two_point_gaps))
+        gaps = [gap(k, aligned) for k in base.two_point_gaps]
+        new["two_point_gaps"] = tuple(dict.fromkeys(k for k in gaps if k < steps))   # unique, in order
+    if want("n_point_gap") and base.n_point_gap:
+        new["n_point_gap"] = gap(base.n_point_gap, bool(c0 and c1 and base.n_point_gap % c0 == 0))
+    cfg = replace(base, **new)
+    return cfg, {k: v for k, v in new.items() if k != "steps" and v != getattr(base, k)}
+
+
+# Training-set sizes (examples) known without loading the data, for --epochs: digits and mnist are the stratified
+# splits of empirical/data.py (1,797 − 360 test; 5,000 − 1,000 test), smoke its 512 synthetic training images,
+# CIFAR the 5 × 10,000 images of data_batch_1..5, synthetic-imagenet ImageNet-1k's 1,281,167. imagenet is counted
+# in --data-dir (train_size).
+TRAIN_SIZES = {"digits": 1437, "mnist": 4000, "smoke": 512, "cifar10": 50000, "cifar100": 50000,
+               "synthetic-imagenet": 1281167}
+# torchvision.datasets.folder.IMG_EXTENSIONS: the files ImageFolder (empirical/data.py's imagenet) counts as images
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def train_size(cfg: RunConfig) -> int:
+    """Number of training examples the run's sampler will see (after --max-train), without importing torch."""
+    if cfg.dataset in TRAIN_SIZES:
+        n = TRAIN_SIZES[cfg.dataset]
+    elif cfg.dataset == "imagenet":
+        import os
+        root = cfg.data_dir if cfg.data_dir is not None else os.environ.get("IMAGENET_DIR")
+        train = Path(root) / "train" if root else None
+        if train is None or not train.is_dir():
+            raise ConfigError("--epochs with imagenet counts the training images in DIR/train/<class>/: give "
+                              "--data-dir DIR (or set IMAGENET_DIR), or give --steps")
+        n = sum(1 for _, _, files in os.walk(train, followlinks=True) for f in files
+                if f.lower().endswith(_IMAGE_SUFFIXES))
+    else:
+        raise ConfigError(f"--epochs: the training-set size of {cfg.dataset} is not known before loading it; give "
+                          f"--steps")
+    return min(n, cfg.max_train) if cfg.max_train is not None else n
+
+
+def epochs_to_steps(cfg: RunConfig, epochs: float) -> tuple[int, str]:
+    """(steps, note) for ``--epochs E``: round(E × steps per epoch), steps per epoch = training examples // batch
+    size (empirical/sampler.py drops the incomplete last batch)."""
+    if not (math.isfinite(epochs) and epochs > 0):
+        raise ConfigError(f"--epochs {epochs:g}: must be a number > 0")
+    if not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
+        raise ConfigError(f"--batch-size {cfg.batch_size}: must be an integer >= 1")
+    n = train_size(cfg)
+    per_epoch = n // cfg.batch_size
+    if per_epoch < 1:
+        raise ConfigError(f"--batch-size {cfg.batch_size}: larger than the {n:,} training examples of "
+                          f"{cfg.dataset}; lower it")
+    steps = max(1, _round(epochs * per_epoch))
+    return steps, (f"--epochs {epochs:g} = {steps:,} steps ({per_epoch:,} steps per epoch: {n:,} training examples "
+                   f"of {cfg.dataset} // batch size {cfg.batch_size})")
 
 
 # ------------------------------------------------------------------------------------------------- schedules
@@ -286,6 +441,8 @@ def branch_lr(text: str, lr0: float, momentum: float, start: int) -> spec.Schedu
     parts = text.split(":")
     kind, args = parts[0], parts[1:]
     want = {"half": 0, "scale": 1, "constant": 1, "ema": 2, "swa": 1, "hyperbolic": 1}
+    if kind in ("ema", "swa") and len(args) == want[kind] - 1:
+        raise ConfigError(missing_h_message(text))
     if kind not in want or len(args) != want[kind]:
         raise ConfigError(f"--branch-schedule {text!r}: use half, scale:F, constant:LR, ema:GAMMA:H, swa:H or "
                           f"hyperbolic:TAU")
@@ -306,10 +463,60 @@ def branch_lr(text: str, lr0: float, momentum: float, start: int) -> spec.Schedu
         gamma, h = vals
         if not gamma < 1:
             raise ConfigError(f"--branch-schedule {text!r}: GAMMA must be in (0, 1)")
-        beta = 1.0 - gamma
-        return spec.Constant(lr0 * beta / (beta + lam_eff * h))
+        return spec.Constant(float(harmonic_equivalent_lr(lr0, gamma, h, momentum)))   # §3.3's one definition
     tau = vals[0] if kind == "hyperbolic" else 1.0 / (lam_eff * vals[0])
     return spec.Hyperbolic(lr0, start=start, tau=tau)
+
+
+def missing_h_message(text: str) -> str:
+    """What to do about ``ema:GAMMA`` / ``swa`` given without the curvature H."""
+    kind = text.split(":")[0]
+    rule = ("sets the EMA's equivalent LR λβ/(β + λ_eff·H)" if kind == "ema"
+            else "sets the cooldown's τ = 1/(λ_eff·H) steps")
+    return (f"--branch-schedule {text!r} needs H, the curvature (1/LR units) that {rule}: add --from-report DIR "
+            f"(the folder python -m compare.report wrote for the parent run; H comes from the calibration in its "
+            f"metrics.json) or write {text}:H")
+
+
+def branch_schedule_from_report(text: str, report: str, ema_every: int = 1) -> tuple[str, str]:
+    """``ema:GAMMA`` or ``swa`` completed with the H a compare.report folder's calibration gives:
+    (``ema:GAMMA:H`` / ``swa:H``, a one-line note of where H came from).
+
+    The calibration (``setups[0].calibration`` of REPORT/metrics.json: lr, momentum, h, noise_mass; read by
+    theory.predict.read_report) is the NQM spectrum fitted to the parent's raw trajectory. EMA: H makes the harmonic
+    rule return the spectrum's equivalent LR of the EMA (theory.stationary.ema_branch_curvature); SWA:
+    H = 1/(λ_eff·τ) with τ the spectrum's cooldown constant (theory.stationary.swa_branch_curvature). The same
+    functions scripts/reproduce.py's calibrated_h uses on the runs themselves."""
+    kind, *args = text.split(":")
+    if not ((kind == "ema" and len(args) == 1) or (kind == "swa" and not args)):
+        raise ConfigError(f"--from-report {report}: it completes --branch-schedule ema:GAMMA or swa (H from the "
+                          f"report); {text!r} needs none, drop one of the two")
+    from theory.predict import UsageError, read_report
+    try:
+        rep = read_report(report)
+    except UsageError as e:
+        raise ConfigError(str(e)) from None
+    from theory import stationary
+    lr, mu, h = rep["lr"], rep["momentum"], rep["h"]
+    s2 = np.broadcast_to(rep["sigma2"], h.shape).astype(float)
+    where = f"{report} (h = {', '.join(f'{x:.4g}' for x in h)} 1/LR, lr {lr:g}, momentum {mu:g})"
+    if kind == "swa":
+        tau = stationary.spectrum_cooldown_tau(lr, h, s2, mu)
+        hb = stationary.swa_cooldown_curvature(lr, tau, mu)
+        return f"swa:{hb:.6g}", f"--branch-schedule swa:{hb:.6g}: H from the cooldown τ = {tau:.4g} steps of {where}"
+    try:
+        gamma = float(args[0])
+    except ValueError:
+        raise ConfigError(f"--branch-schedule {text!r}: GAMMA must be a number in (0, 1)") from None
+    if not 0 < gamma < 1:
+        raise ConfigError(f"--branch-schedule {text!r}: GAMMA must be in (0, 1)")
+    hb = stationary.ema_branch_curvature(lr, gamma, h, s2, mu, every=ema_every)
+    if not hb > 0:
+        raise ConfigError(f"--from-report {report}: the calibrated spectrum gives EMA {gamma:g} no equivalent LR "
+                          f"below the LR {lr:g}; give H explicitly as ema:{gamma:g}:H")
+    lam_eq = float(harmonic_equivalent_lr(lr, gamma, hb, mu))
+    return (f"ema:{args[0]}:{hb:.6g}", f"--branch-schedule ema:{args[0]}:{hb:.6g}: H makes the harmonic rule give "
+                                       f"the EMA's equivalent LR λ_eq = {lam_eq:.4g} of {where}")
 
 
 def lr_table(cfg: RunConfig, branch: tuple[int, str] | None = None) -> np.ndarray:
@@ -371,10 +578,48 @@ def _show(v) -> str:
     return "none" if v is None else str(v)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _shown_default(name: str, preset: str | None) -> object:
+    """The default --help shows for field ``name`` (common.cli convention): PRESET's value when the command line
+    names one, else the digits and imagenet values ("digits X; imagenet Y", or X when they agree)."""
+    if preset is not None:
+        return getattr(PRESETS[preset], name)
+    a, b = getattr(PRESETS["digits"], name), getattr(PRESETS["imagenet"], name)
+    if a == b:
+        return a
+    text = lambda v: default_text(v) or ("off" if v is False else "none")   # noqa: E731
+    return f"digits {text(a)}; imagenet {text(b)}"
+
+
+def _switches() -> set[str]:
+    hints = typing.get_type_hints(RunConfig)
+    names = [_flag(f.name) for f in fields(RunConfig) if hints[f.name] is bool]
+    return {"-h", "--help", *names, *("--no-" + n[2:] for n in names)}
+
+
+def preset_named(argv: list[str]) -> str | None:
+    """The PRESET of a command line without parsing it (for --help, which argparse acts on before the positional
+    is known): the first argument that is neither a flag nor a flag's value."""
+    switches, i = _switches(), 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[i + 1] if i + 1 < len(argv) and argv[i + 1] in PRESETS else None
+        if a.startswith("-"):
+            i += 1 if ("=" in a or a in switches) else 2
+            continue
+        return a if a in PRESETS else None
+    return None
+
+
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m empirical.run``; ``preset`` only chooses which defaults --help shows."""
+    shown = f"the {preset} preset's" if preset else "two presets' (digits; imagenet)"
     p = _Parser(prog="python -m empirical.run", allow_abbrev=False,
-                description="Train a ResNet and record trajectories comparable to theory.predict. Every flag "
-                            "overrides the preset's value; '[digits: X; imagenet: Y]' shows two presets' defaults.")
+                description=f"Train a ResNet and record trajectories comparable to theory.predict. Every flag "
+                            f"overrides the preset's value; '(default: X)' shows {shown} values (PRESET --help shows "
+                            f"that preset's). --steps N (or --epochs E) scales every step-based value of the preset "
+                            f"that is not given explicitly by N / the preset's steps: "
+                            f"{', '.join(_flag(n) for n in STEP_SCALED)}.")
     p.add_argument("preset", nargs="?", default=None,
                    help=f"one of {', '.join(PRESETS)} (optional with --resume: the run's saved config is used)")
     hints = typing.get_type_hints(RunConfig)
@@ -385,8 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         g = f.metadata["group"]
         grp = groups.get(g) or groups.setdefault(g, p.add_argument_group(g))
         tp = hints[f.name]
-        help_text = f"{f.metadata['help']} [digits: {_show(getattr(PRESETS['digits'], f.name))}; " \
-                    f"imagenet: {_show(getattr(PRESETS['imagenet'], f.name))}]"
+        help_text = with_default(f.metadata["help"], _shown_default(f.name, preset)).replace("%", "%%")
         if tp is bool:
             grp.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                              default=argparse.SUPPRESS, help=help_text)
@@ -396,6 +640,15 @@ def build_parser() -> argparse.ArgumentParser:
             grp.add_argument(_flag(f.name), dest=f.name, type=_converter(f.name, tp), default=argparse.SUPPRESS,
                              metavar=meta,
                              help=help_text)
+        if f.name == "steps":   # command-line only: becomes --steps (config.json records the steps)
+            grp.add_argument("--epochs", dest="epochs", type=_converter("epochs", float), default=argparse.SUPPRESS,
+                             metavar="E", help="run length in epochs instead of --steps: steps = E × steps per "
+                                               "epoch (training examples // --batch-size), printed at the start; "
+                                               "scales the preset like --steps")
+        if f.name == "branch_schedule":
+            grp.add_argument("--from-report", dest="from_report", default=argparse.SUPPRESS, metavar="DIR",
+                             help="a python -m compare.report output folder: --branch-schedule ema:GAMMA or swa takes "
+                                  "H from the calibration in its metrics.json (the recorded schedule has H filled in)")
     return p
 
 
@@ -403,103 +656,286 @@ def _is_num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Raise ConfigError naming the first bad value and what is allowed; return ``cfg`` unchanged otherwise."""
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
+def _valid_decay(d) -> bool:
+    """The EMA decay check has one home, theory.spec.check_ema_decay (0 ≤ γ < 1 per optimiser step)."""
+    try:
+        spec.check_ema_decay(d)
+    except ValueError:
+        return False
+    return True
 
-    need(cfg.dataset in DATASETS, f"--dataset {cfg.dataset!r}: choose one of {', '.join(DATASETS)}")
-    need(cfg.arch in ARCHS, f"--arch {cfg.arch!r}: choose one of {', '.join(ARCHS)}")
-    need(cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    need(cfg.bn_mode in BN_MODES, f"--bn-mode {cfg.bn_mode!r}: choose one of {', '.join(BN_MODES)}")
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: the message, and the fields it involves (two or more: a conflict)."""
+    message: str
+    fields: tuple[str, ...]
+
+
+def problems(cfg: RunConfig) -> list[Problem]:
+    """Everything wrong with ``cfg``, each with what is allowed (empty list: valid)."""
+    out: list[Problem] = []
+
+    def need(ok: bool, msg: str, *names: str) -> bool:
+        if not ok:
+            out.append(Problem(msg, names))
+        return ok
+
+    need(cfg.dataset in DATASETS, f"--dataset {cfg.dataset!r}: choose one of {', '.join(DATASETS)}", "dataset")
+    need(cfg.arch in ARCHS, f"--arch {cfg.arch!r}: choose one of {', '.join(ARCHS)}", "arch")
+    need(cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}", "schedule")
+    need(cfg.bn_mode in BN_MODES, f"--bn-mode {cfg.bn_mode!r}: choose one of {', '.join(BN_MODES)}", "bn_mode")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.split(":")[0] == "cuda",
-         f"--device {cfg.device!r}: use auto, cpu, cuda or cuda:N")
-    need(cfg.wsd_shape in ("linear", "sqrt"), f"--wsd-shape {cfg.wsd_shape!r}: choose linear or sqrt")
+         f"--device {cfg.device!r}: use auto, cpu, cuda or cuda:N", "device")
+    need(cfg.wsd_shape in ("linear", "sqrt"), f"--wsd-shape {cfg.wsd_shape!r}: choose linear or sqrt", "wsd_shape")
+    finite = set()   # the number fields that are finite and >= 0: only those take part in further checks
     for name in ("lr", "weight_decay", "final_lr", "hyperbolic_tau", "diverge_factor", "probe_lo", "probe_hi",
                  "step_factor", "label_smoothing", "momentum"):
         v = getattr(cfg, name)
-        need(_is_num(v) and v >= 0, f"{_flag(name)} {v}: must be a finite number >= 0")
-    need(cfg.lr > 0, f"--lr {cfg.lr}: must be > 0 (LR units)")
-    need(cfg.momentum < 1, f"--momentum {cfg.momentum}: must be in [0, 1)")
-    need(cfg.label_smoothing < 1, f"--label-smoothing {cfg.label_smoothing}: must be in [0, 1)")
-    need(0 < cfg.step_factor <= 1, f"--step-factor {cfg.step_factor}: must be in (0, 1]")
-    need(cfg.final_lr <= cfg.peak_lr, f"--final-lr {cfg.final_lr}: must be <= the peak LR {cfg.peak_lr}")
-    need(cfg.hyperbolic_tau > 0 and cfg.diverge_factor > 1, "--hyperbolic-tau must be > 0 and --diverge-factor > 1")
-    need(0 < cfg.probe_lo < cfg.probe_hi, f"--probe-lo/--probe-hi: need 0 < lo < hi, got {cfg.probe_lo}, "
-                                          f"{cfg.probe_hi}")
+        if need(_is_num(v) and v >= 0, f"{_flag(name)} {v}: must be a finite number >= 0", name):
+            finite.add(name)
+    numbers_ok = len(finite) == 10
+    ok = finite.__contains__
+    if ok("lr"):
+        need(cfg.lr > 0, f"--lr {cfg.lr}: must be > 0 (LR units)", "lr")
+    if ok("momentum"):
+        need(cfg.momentum < 1, f"--momentum {cfg.momentum}: must be in [0, 1)", "momentum")
+    if ok("label_smoothing"):
+        need(cfg.label_smoothing < 1, f"--label-smoothing {cfg.label_smoothing}: must be in [0, 1)", "label_smoothing")
+    if ok("step_factor"):
+        need(0 < cfg.step_factor <= 1, f"--step-factor {cfg.step_factor}: must be in (0, 1]", "step_factor")
+    if ok("final_lr") and ok("lr"):
+        need(cfg.final_lr <= cfg.peak_lr, f"--final-lr {cfg.final_lr}: must be <= the peak LR {cfg.peak_lr}",
+             "final_lr", "lr")
+    if ok("hyperbolic_tau"):
+        need(cfg.hyperbolic_tau > 0, "--hyperbolic-tau must be > 0 (steps)", "hyperbolic_tau")
+    if ok("diverge_factor"):
+        need(cfg.diverge_factor > 1, "--diverge-factor must be > 1", "diverge_factor")
+    if ok("probe_lo") and ok("probe_hi"):
+        need(0 < cfg.probe_lo < cfg.probe_hi, f"--probe-lo/--probe-hi: need 0 < lo < hi, got {cfg.probe_lo}, "
+                                              f"{cfg.probe_hi}", "probe_lo", "probe_hi")
     positive = ("steps", "batch_size", "ema_every", "swa_every", "eval_every", "log_every", "bank_size",
                 "bn_batches", "probe_etas", "align_batches", "curv_batches", "curv_iters")
+    ints_ok = True
     for name in positive:
         v = getattr(cfg, name)
-        need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1")
+        ints_ok &= need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1", name)
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
-                    "train_eval_size", "eval_dense_every", "eval_dense_from", "bank_every", "probe_every", "align_every", "curv_every",
-                    "workers", "sketch_dim", "shift_augment", "checkpoint_every", "checkpoint_keep_every")
+                    "train_eval_size", "eval_dense_every", "eval_dense_from", "bank_every", "probe_every",
+                    "align_every", "curv_every", "workers", "sketch_dim", "shift_augment", "checkpoint_every",
+                    "checkpoint_keep_every")
     for name in non_negative:
         v = getattr(cfg, name)
-        need(isinstance(v, int) and v >= 0, f"{_flag(name)} {v}: must be an integer >= 0")
-    need(cfg.eval_dense_until is None or 0 <= cfg.eval_dense_until <= cfg.steps,
-         f"--eval-dense-until {cfg.eval_dense_until}: must be a step in [0, --steps {cfg.steps}] or none")
+        ints_ok &= need(isinstance(v, int) and v >= 0, f"{_flag(name)} {v}: must be an integer >= 0", name)
     for name in ("max_train", "max_test"):
         v = getattr(cfg, name)
-        need(v is None or v >= 1, f"{_flag(name)} {v}: must be an integer >= 1 or none")
+        need(v is None or v >= 1, f"{_flag(name)} {v}: must be an integer >= 1 or none", name)
     need(_is_num(cfg.bank_fraction) and 0 < cfg.bank_fraction <= 1,
-         f"--bank-fraction {cfg.bank_fraction}: must be in (0, 1] (the share of each bank batch recorded; 1 = all)")
-    T = cfg.steps
-    need(T <= MAX_STEPS, f"--steps {T:,}: at most {MAX_STEPS:,} steps (the LR table holds one number per step)")
-    need(cfg.max_steps <= T, f"--max-steps {cfg.max_steps}: must be <= --steps {T} (0 = --steps)")
-    need(cfg.warmup_steps < T and cfg.decay_start < T,
-         f"--warmup-steps {cfg.warmup_steps} / --decay-start {cfg.decay_start}: must be shorter than the run "
-         f"(--steps {T})")
-    if cfg.schedule == "wsd":
-        need(cfg.decay_start >= cfg.warmup_steps, "--decay-start must be >= --warmup-steps for wsd")
-    need(all(0 <= m < T for m in cfg.milestones) and list(cfg.milestones) == sorted(set(cfg.milestones)),
-         f"--milestones {','.join(map(str, cfg.milestones))}: increasing steps in [0, {T})")
+         f"--bank-fraction {cfg.bank_fraction}: must be in (0, 1] (the share of each bank batch recorded; 1 = all)",
+         "bank_fraction")
     for d in cfg.ema_decays:
-        need(_is_num(d) and 0 <= d < 1, f"--ema-decays: decay {d} is outside [0, 1); give the per-step decay "
-                                        f"gamma, e.g. 0.999")
-    need(len(set(cfg.ema_decays)) == len(cfg.ema_decays), "--ema-decays: each decay at most once")
-    need(cfg.ema_start < T, f"--ema-start {cfg.ema_start}: must be < --steps {T}")
-    need(cfg.swa_start is None or 0 <= cfg.swa_start < T,
-         f"--swa-start {cfg.swa_start}: must be a step in [0, {T}) or none")
-    for k in cfg.two_point_gaps:
-        need(1 <= k < T, f"--two-point-gaps: gap {k} must be in [1, --steps {T}); a gap as long as the run "
-                         f"never yields an average")
-    need(len(set(cfg.two_point_gaps)) == len(cfg.two_point_gaps), "--two-point-gaps: each gap at most once")
+        need(_valid_decay(d), f"--ema-decays: decay {d} is outside [0, 1); give the per-step decay "
+                                        f"gamma, e.g. 0.999", "ema_decays")
+    need(len(set(cfg.ema_decays)) == len(cfg.ema_decays), "--ema-decays: each decay at most once", "ema_decays")
+    need(len(set(cfg.two_point_gaps)) == len(cfg.two_point_gaps), "--two-point-gaps: each gap at most once",
+         "two_point_gaps")
     for n in cfg.n_points:
-        need(n >= 2, f"--n-points: N = {n} must be >= 2")
-        need(cfg.n_point_gap >= 1 and (n - 1) * cfg.n_point_gap < T,
-             f"--n-points {n} with --n-point-gap {cfg.n_point_gap}: need gap >= 1 and (N-1)*gap < --steps {T}")
+        need(n >= 2, f"--n-points: N = {n} must be >= 2", "n_points")
+    T = cfg.steps
+    if ints_ok:   # the run-length conflicts: each names the value and the run length it must fit in
+        need(T <= MAX_STEPS, f"--steps {T:,}: at most {MAX_STEPS:,} steps (the LR table holds one number per step)",
+             "steps")
+        need(cfg.max_steps <= T, f"--max-steps {cfg.max_steps}: must be <= --steps {T} (0 = --steps)",
+             "max_steps", "steps")
+        need(cfg.warmup_steps < T, f"--warmup-steps {cfg.warmup_steps}: must be shorter than the run (--steps {T})",
+             "warmup_steps", "steps")
+        if cfg.schedule in DECAY_SCHEDULES:   # constant and step have no decay phase: --decay-start is moot there
+            need(cfg.decay_start < T, f"--decay-start {cfg.decay_start}: must be < --steps {T} (the decay needs "
+                                      f"at least one step)", "decay_start", "steps")
+        if cfg.schedule == "wsd":
+            need(cfg.decay_start >= cfg.warmup_steps, f"--decay-start {cfg.decay_start} must be >= --warmup-steps "
+                                                      f"{cfg.warmup_steps} for wsd", "decay_start", "warmup_steps")
+        need(cfg.eval_dense_until is None or 0 <= cfg.eval_dense_until <= T,
+             f"--eval-dense-until {cfg.eval_dense_until}: must be a step in [0, --steps {T}] or none",
+             "eval_dense_until", "steps")
+        need(all(0 <= m < T for m in cfg.milestones) and list(cfg.milestones) == sorted(set(cfg.milestones)),
+             f"--milestones {','.join(map(str, cfg.milestones))}: increasing steps in [0, {T})", "milestones", "steps")
+        need(cfg.ema_start < T, f"--ema-start {cfg.ema_start}: must be < --steps {T}", "ema_start", "steps")
+        need(cfg.swa_start is None or 0 <= cfg.swa_start < T,
+             f"--swa-start {cfg.swa_start}: must be a step in [0, {T}) or none", "swa_start", "steps")
+        for k in cfg.two_point_gaps:
+            need(1 <= k < T, f"--two-point-gaps: gap {k} must be in [1, --steps {T}); a gap as long as the run "
+                             f"never yields an average", "two_point_gaps", "steps")
+        for n in cfg.n_points:
+            need(n < 2 or (cfg.n_point_gap >= 1 and (n - 1) * cfg.n_point_gap < T),
+                 f"--n-points {n} with --n-point-gap {cfg.n_point_gap}: need gap >= 1 and (N-1)*gap < --steps {T}",
+                 "n_points", "n_point_gap", "steps")
     if cfg.branch_from is not None or cfg.branch_schedule is not None:
-        need(cfg.branch_from is not None and cfg.branch_schedule is not None,
-             "--branch-from and --branch-schedule go together: give both")
-        branch_lr(cfg.branch_schedule, cfg.peak_lr, cfg.momentum, 0)  # syntax check
-    need(not cfg.resume or cfg.out is not None, "--resume needs --out RUN_DIR (the run to continue)")
-    try:
-        build_schedule(cfg)
-    except ValueError as e:
-        raise ConfigError(f"schedule: {e}") from None
+        if need(cfg.branch_from is not None and cfg.branch_schedule is not None,
+                "--branch-from and --branch-schedule go together: give both", "branch_from", "branch_schedule"):
+            try:
+                branch_lr(cfg.branch_schedule, cfg.peak_lr if numbers_ok else 1.0, 0.0, 0)  # syntax check
+            except ValueError as e:   # ConfigError, or theory's own check of a value
+                need(False, str(e), "branch_schedule")
+    need(not cfg.resume or cfg.out is not None, "--resume needs --out RUN_DIR (the run to continue)", "resume")
+    if not out:
+        try:
+            build_schedule(cfg)
+        except ValueError as e:
+            need(False, f"schedule: {e}", "schedule")
+    return out
+
+
+def problem_text(found: list[Problem]) -> str:
+    """One line: the problem, or "N problems: a; b; c"."""
+    if len(found) == 1:
+        return found[0].message
+    return f"{len(found)} problems: " + "; ".join(p.message for p in found)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError listing every bad value and what is allowed (one line); return ``cfg`` unchanged
+    otherwise."""
+    found = problems(cfg)
+    if found:
+        raise ConfigError(problem_text(found))
     return cfg
 
 
+@dataclass(frozen=True)
+class Cli:
+    """A parsed command line: PRESET, the RunConfig fields given explicitly, and the command-line-only flags."""
+    preset: str | None
+    given: dict
+    epochs: float | None = None
+    from_report: str | None = None
+
+
+def parse(argv: list[str] | None = None) -> Cli:
+    """Parse (no validation beyond syntax). Raises ConfigError on bad syntax, an unknown preset, or --epochs with
+    --steps."""
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = vars(build_parser(preset_named(argv)).parse_args(argv))
+    preset = args.pop("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    epochs, report = args.pop("epochs", None), args.pop("from_report", None)
+    if epochs is not None and "steps" in args:
+        raise ConfigError(f"--epochs {epochs:g} and --steps {args['steps']} both set the run length: give one")
+    return Cli(preset, args, epochs, report)    # args: only the flags actually given (defaults are SUPPRESSed)
+
+
+def _needs_h(text: str) -> bool:
+    kind, *args = text.split(":")
+    return (kind == "ema" and len(args) == 1) or (kind == "swa" and not args)
+
+
+def expand(cli: Cli, ema_every: int | None = None) -> tuple[dict, list[str]]:
+    """(the explicit RunConfig overrides, notes to print): --epochs becomes --steps (from PRESET's dataset and
+    batch size, or the ones given), --from-report fills in the H of --branch-schedule ema:GAMMA / swa (using
+    ``ema_every``, else the one given or PRESET's). Raises ConfigError."""
+    given, notes = dict(cli.given), []
+    if cli.epochs is not None:
+        if cli.preset is None:
+            raise ConfigError("--epochs needs PRESET (its dataset and batch size give the steps per epoch); a resumed "
+                              "run or a branch keeps its parent's --steps")
+        base = replace(PRESETS[cli.preset], **{k: v for k, v in given.items()
+                                               if k in ("dataset", "data_dir", "max_train", "batch_size")})
+        given["steps"], note = epochs_to_steps(base, cli.epochs)
+        notes.append(note)
+    text = given.get("branch_schedule")
+    if cli.from_report is not None:
+        if text is None:
+            raise ConfigError("--from-report DIR fills in the H of --branch-schedule ema:GAMMA or swa; give it with "
+                              "--branch-from CHECKPOINT --branch-schedule ema:GAMMA")
+        every = ema_every or given.get("ema_every") or (PRESETS[cli.preset].ema_every if cli.preset else 1)
+        given["branch_schedule"], note = branch_schedule_from_report(text, cli.from_report, every)
+        notes.append(note)
+    elif text is not None and _needs_h(text):
+        raise ConfigError(missing_h_message(text))
+    return given, notes
+
+
+def _assemble(preset: str, given: dict) -> tuple[RunConfig, list[str], list[Problem]]:
+    """PRESET scaled to the given --steps, the given flags on top: (config, notes, problems)."""
+    base, notes = PRESETS[preset], []
+    steps = given.get("steps", base.steps)
+    cfg = base
+    if isinstance(steps, int) and 1 <= steps <= MAX_STEPS and steps != base.steps:
+        cfg, changed = scale_to_steps(base, steps, given)
+        if changed:
+            notes.append(f"--steps {steps:,} = {steps / base.steps:.4g} × the {preset} preset's {base.steps:,}: "
+                         f"its step-based values are scaled to match (flags given are kept as given): "
+                         + ", ".join(f"{_flag(k)} {_show(v)}" for k, v in changed.items()))
+    cfg = replace(cfg, **given)
+    if "decay_start" in given and cfg.schedule not in DECAY_SCHEDULES:
+        notes.append(f"--decay-start {given['decay_start']} has no effect with --schedule {cfg.schedule} (it has no "
+                     f"decay phase); recorded as given")
+    return cfg, notes, problems(cfg)
+
+
+def _cli_value(v) -> str:
+    import shlex
+    if isinstance(v, tuple):
+        return shlex.quote(",".join(map(str, v)))
+    return "none" if v is None else shlex.quote(str(v))
+
+
+def command_line(cli: Cli, given: dict) -> str:
+    """``python -m empirical.run PRESET --flag value ...`` for these explicit flags (--epochs shown as given)."""
+    words = ["python -m empirical.run", cli.preset or ""]
+    for k, v in given.items():
+        if k == "steps" and cli.epochs is not None:
+            words.append(f"--epochs {cli.epochs:g}")
+        elif isinstance(v, bool):
+            words.append(_flag(k) if v else "--no-" + _flag(k)[2:])
+        else:
+            words.append(f"{_flag(k)} {_cli_value(v)}")
+    if cli.from_report is not None:
+        words.append(f"--from-report {_cli_value(cli.from_report)}")
+    return " ".join(w for w in words if w)
+
+
+def _working_command(cli: Cli, given: dict, found: list[Problem]) -> str | None:
+    """A command that works: the given flags minus the ones in the problems (so the preset's values, scaled to the
+    run length, apply); the run length is dropped too only if that is not enough. None if neither works."""
+    involved = {name for p in found for name in p.fields}
+    keep = {k: v for k, v in given.items() if k not in involved or k == "steps"}
+    for attempt in (keep, {k: v for k, v in keep.items() if k != "steps"}):
+        if not _assemble(cli.preset, attempt)[2]:
+            return command_line(cli if "steps" in attempt else replace(cli, epochs=None), attempt)
+    return None
+
+
+def resolve_preset(cli: Cli, given: dict) -> tuple[RunConfig, list[str]]:
+    """PRESET + explicit flags -> (validated config, notes). --steps scales the preset's step-based values that were
+    not given; a ConfigError lists every problem in one line and, when flags conflict, a command that works."""
+    cfg, notes, found = _assemble(cli.preset, given)
+    if found:
+        text = problem_text(found)
+        fix = _working_command(cli, given, found) if any(len(p.fields) > 1 for p in found) else None
+        raise ConfigError(text + (f" — this works: {fix}" if fix else ""))
+    return cfg, notes
+
+
 def parse_cli(argv: list[str] | None = None) -> tuple[str | None, dict]:
-    """(PRESET or None, {field: value} of the flags actually given). Raises ConfigError on bad syntax."""
-    args = build_parser().parse_args(argv)
-    if args.preset is not None and args.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    return args.preset, {k: v for k, v in vars(args).items() if k != "preset"}  # only flags actually given
+    """(PRESET or None, {field: value} of the flags given, --epochs turned into --steps and --from-report into the
+    branch schedule's H). Raises ConfigError on bad input."""
+    cli = parse(argv)
+    return cli.preset, expand(cli)[0]
 
 
 def from_cli(argv: list[str] | None = None) -> RunConfig:
-    """Preset + ``--flag value`` overrides -> validated RunConfig. Raises ConfigError (one line) on bad input.
+    """Preset + ``--flag value`` overrides -> validated RunConfig (--steps scales the preset, see resolve_preset).
+    Raises ConfigError (one line) on bad input.
 
     (``--resume`` without PRESET is resolved by ``empirical.run`` from the run's saved config.)"""
-    preset, overrides = parse_cli(argv)
-    if preset is None:
+    cli = parse(argv)
+    if cli.preset is None:
         raise ConfigError(f"missing PRESET: choose one of {', '.join(PRESETS)} "
                           f"(e.g. python -m empirical.run digits)")
-    return validate(replace(PRESETS[preset], **overrides))
+    return resolve_preset(cli, expand(cli)[0])[0]
 
 
 def from_dict(d: dict) -> RunConfig:

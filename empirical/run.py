@@ -2,10 +2,14 @@
 
     python -m empirical.run digits                              # embedded default, CPU, < 1 min
     python -m empirical.run smoke --steps 40                    # synthetic data, seconds (tests)
+    python -m empirical.run digits --steps 300                  # the digits timeline scaled to 300 steps
+    python -m empirical.run digits --epochs 20                  # 20 epochs = 20 x 22 steps (printed)
     python -m empirical.run cifar10 --data-dir ~/data --ema-decays 0.999,0.9999 --seed 1
     python -m empirical.run digits --out runs/d0 --resume       # continue after a crash / Ctrl-C
-    python -m empirical.run digits --out runs/d0-half --branch-from runs/d0/checkpoints/step_000000500.pt \\
-        --branch-schedule half                                  # same data order, LR halved from step 500
+    python -m empirical.run digits --out runs/d0-half --branch-from runs/d0/checkpoints/step_000000600.pt \\
+        --branch-schedule half                                  # same data order, LR halved from step 600
+    python -m empirical.run --out runs/d0-ema --branch-from runs/d0/checkpoints/step_000000600.pt \\
+        --branch-schedule ema:0.99 --from-report runs/d0-report # H of the EMA-equivalent LR from the report
     torchrun --nproc_per_node=8 -m empirical.run imagenet --data-dir $IMAGENET_DIR
 
 Exit status: 0 ok (or nothing left to resume), 2 bad input (one line on stderr, nothing written), 3 diverged
@@ -37,26 +41,34 @@ class Stopped(Exception):
 
 # ------------------------------------------------------------------------------------ config, dirs, restore
 
-def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None]:
-    """The config to run, the state to start from (resume / branch checkpoint, or None), what happens, and the
-    branch step (a new branch's checkpoint step; a resumed branch's saved one; else None).
+def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[str]]:
+    """The config to run, the state to start from (resume / branch checkpoint, or None), what happens, the
+    branch step (a new branch's checkpoint step; a resumed branch's saved one; else None), and notes to print
+    (--epochs / --steps scaling / --from-report).
 
     Every check that can fail on user input happens here, before anything is written."""
-    preset, overrides = config.parse_cli(argv)
-    fresh = config.validate(replace(config.PRESETS[preset], **overrides)) if preset else None
-    parent = overrides.get("branch_from")
-    if not overrides.get("resume") and parent is None:
+    cli = config.parse(argv)
+    given, notes = config.expand(cli)
+    fresh = None
+    if cli.preset:
+        fresh, more = config.resolve_preset(cli, given)
+        notes = notes + more
+    parent = given.get("branch_from")
+    if not given.get("resume") and parent is None:
         if fresh is None:
-            config.from_cli(argv)  # raises the "missing PRESET" message
+            raise config.ConfigError(f"missing PRESET: choose one of {', '.join(config.PRESETS)} "
+                                     f"(e.g. python -m empirical.run digits)")
         if fresh.out is not None and Path(fresh.out).exists() and (not Path(fresh.out).is_dir()
                                                                    or any(Path(fresh.out).iterdir())):
             raise config.ConfigError(f"--out {fresh.out}: exists and is not empty; choose a new directory, or add "
                                      f"--resume to continue the run in it")
-        return fresh, None, "new", None
+        return fresh, None, "new", None, notes
     if parent is not None:  # branch: the parent's config with the branch and run-control flags
-        if overrides.get("resume"):
+        if given.get("resume"):
             raise config.ConfigError("--branch-from starts a new run; use --out NEW_DIR without --resume (an "
                                      "interrupted branch resumes with --out BRANCH_DIR --resume alone)")
+        if not Path(parent).is_file():
+            raise config.ConfigError(missing_checkpoint(Path(parent)))
         from empirical import checkpoint   # torch: only once the command line is known to be valid
         try:
             state = checkpoint.load(Path(parent))
@@ -64,19 +76,21 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None]:
             raise config.ConfigError(f"--branch-from: {e}") from None
         saved, allowed = config.from_dict(json.loads(state["config"])), (*config.RUN_CONTROL, "branch_from",
                                                                           "branch_schedule")
+        if cli.from_report is not None and cli.preset is None:   # H for the parent's EMA update period
+            given, notes = config.expand(cli, ema_every=saved.ema_every)
         kind, branch_at = "branch", int(state["step"])
     else:
-        if overrides.get("out") is None:
+        if given.get("out") is None:
             raise config.ConfigError("--resume needs --out RUN_DIR (the run directory to continue)")
-        out = Path(overrides["out"])
+        out = Path(given["out"])
         if not (out / "config.json").is_file():
             raise config.ConfigError(f"--resume: {out} is not a run directory (no config.json); check --out")
         doc = rundir.read_json(out / "config.json")["config"]
         saved, allowed, state = config.from_dict(doc), config.RUN_CONTROL, None
         kind, branch_at = "resume", doc.get("branch_step")   # a resumed branch keeps its schedule from this step
-    cfg = config.validate(replace(saved, **{k: v for k, v in overrides.items() if k in allowed}))
+    cfg = config.validate(replace(saved, **{k: v for k, v in given.items() if k in allowed}))
     clash = [k for k in config.differing(fresh, saved, ignore=allowed)] if fresh else \
-        [k for k, v in overrides.items() if k not in allowed and getattr(saved, k) != v]
+        [k for k, v in given.items() if k not in allowed and getattr(saved, k) != v]
     if clash:
         raise config.ConfigError(f"--{kind}: {', '.join(clash)} differ from the saved run's config; drop those "
                                  f"flags (and PRESET) to use the saved values")
@@ -86,12 +100,31 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None]:
         if state["step"] >= cfg.steps:
             raise config.ConfigError(f"--branch-from: the checkpoint is at step {state['step']}, the run ends at "
                                      f"{cfg.steps}; branch from an earlier checkpoint")
-    return cfg, state, kind, branch_at
+    return cfg, state, kind, branch_at, notes
+
+
+def missing_checkpoint(path: Path) -> str:
+    """The --branch-from error for a file that is not there: the checkpoints that run does have, and how to keep
+    more (a run keeps its newest two, its branch points and the multiples of --checkpoint-keep-every)."""
+    from empirical import checkpoint   # naming and listing checkpoints imports no torch
+    run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == checkpoint.CKPT_DIR \
+        else path.parent                                            # a run directory given instead of its file too
+    have = [p for p in reversed(checkpoint.list_checkpoints(run_dir))
+            if p.with_name(p.name + ".sha256").is_file()]          # complete ones only, oldest first
+    listed = (f"{run_dir / checkpoint.CKPT_DIR} has steps {', '.join(str(checkpoint.step_of(p)) for p in have)}"
+              if have else f"{run_dir / checkpoint.CKPT_DIR} holds none (a checkpoint is "
+                           f"RUN/{checkpoint.CKPT_DIR}/step_NNNNNNNNN.pt)")
+    return (f"--branch-from {path}: no such checkpoint; {listed}. A run keeps its newest two checkpoints, the ones "
+            f"at its EMA start, SWA start and decay start, and every multiple of --checkpoint-keep-every N; to keep "
+            f"more, train the parent with --checkpoint-every N --checkpoint-keep-every N")
 
 
 def main(argv: list[str] | None = None) -> Path:
     """Resolve the command line (no torch), then train; returns the run directory."""
-    cfg, state, kind, branch_at = resolve(argv)
+    cfg, state, kind, branch_at, notes = resolve(argv)
+    if int(os.environ.get("RANK", "0")) == 0:   # under torchrun, once
+        for note in notes:   # what --epochs / --steps / --from-report resolved to, before the run's own header
+            print(f"empirical.run: {note}", flush=True)
     from empirical.train import train
     return train(cfg, state, kind, branch_at, argv)
 

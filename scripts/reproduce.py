@@ -118,23 +118,20 @@ def calibrated_h(dirs: list[Path]) -> tuple[float, dict[float, float], str]:
     """Curvatures for the branch schedules from the NQM spectrum fitted to the base runs' raw trajectory (D(τ) of
     two-point averages of raw iterates, compare/calibrate.py; never the EMA or SWA the branches are compared with):
 
-    * EMA γ: the spectrum's equivalent LR λ_eq (the constant LR whose stationary raw excess equals the EMA's), passed
-      as the H for which empirical.config.branch_lr's harmonic rule λβ/(β + λ_eff·H) returns λ_eq:
-      H = β(λ/λ_eq − 1)/λ_eff (theory.md §3.3);
-    * SWA: H = 1/(λ_eff·τ) with τ the spectrum's hyperbolic cooldown constant (compare/predict.hyperbolic_tau, §3.4).
+    * EMA γ: the H for which the branch's harmonic rule returns the spectrum's equivalent LR of the EMA
+      (theory.stationary.ema_branch_curvature, theory.md §3.3);
+    * SWA: H = 1/(λ_eff·τ) with τ the spectrum's cooldown constant (theory.stationary.swa_branch_curvature, §3.4).
+    The same functions ``empirical.run --branch-schedule ema:GAMMA --from-report DIR`` uses.
     Returns (H_swa, {γ: H_ema}, a one-line description)."""
-    from compare import predict
     from compare.calibrate import calibrate
-    from compare.load import Variant, group_runs, load_runs
+    from compare.load import group_runs, load_runs
+    from theory import stationary
     setup = group_runs(load_runs(dirs))[0]
     cal = calibrate(setup)
-    h_ema = {}
-    for g in (float(x) for x in setup.config.get("ema_decays", [])):
-        v = Variant(f"ema_{g!r}", "ema", decay=g)
-        lam_eq = predict.equivalent_lr(cal, predict.stationary_excess(cal, v, setup.config))
-        beta = 1.0 - g
-        h_ema[g] = beta * (cal.lr / lam_eq - 1.0) / cal.lam_eff if lam_eq < cal.lr else float("nan")
-    h_swa = 1.0 / (cal.lam_eff * predict.hyperbolic_tau(cal))
+    every = int(setup.config.get("ema_every", 1) or 1)
+    h_ema = {g: stationary.ema_branch_curvature(cal.lr, g, cal.h, cal.s, cal.momentum, every=every)
+             for g in (float(x) for x in setup.config.get("ema_decays", []))}
+    h_swa = stationary.swa_branch_curvature(cal.lr, cal.h, cal.s, cal.momentum)
     text = (f"calibration ({cal.source}): h = {', '.join(f'{x:.4g}' for x in cal.h)}; SWA cooldown H = {h_swa:.4g}; "
             + "; ".join(f"EMA {g:g}: H = {h:.4g}" for g, h in h_ema.items()))
     return h_swa, {g: h for g, h in h_ema.items() if h > 0 and h == h}, text

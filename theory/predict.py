@@ -27,7 +27,7 @@ import numpy as np
 
 from common import rundir
 from theory import spec
-from common.cli import OneLineParser, keep_freed_memory, pipe_safe_stdout
+from common.cli import DefaultsFormatter, OneLineParser, keep_freed_memory, pipe_safe_stdout
 from theory.schedtext import parse_schedule_text
 
 AVG_CHOICES = ("none", "ema", "swa", "two-point", "points")
@@ -47,7 +47,7 @@ class UsageError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m theory.predict", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=DefaultsFormatter)   # "(default: X)" once; none for None/False (common/cli.py)
     g = p.add_argument_group("model (theory.md §2)")
     g.add_argument("--curvature", type=float, default=1.0,
                    help="one curvature h > 0 (1/LR units); α = λh. Equivalent LRs scale like 1/h: the header and "
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "λ×κ, γ→γ^κ next to the exact NQM values, the rules' error, where they break)")
     g = p.add_argument_group("averaging")
     g.add_argument("--avg", choices=AVG_CHOICES, default="ema", help="which average of the iterates")
-    g.add_argument("--start", type=int, default=None, help="step at which EMA/SWA starts (default T/2)")
+    g.add_argument("--start", type=int, default=None, help="step at which EMA/SWA starts (default: T/2)")
     g.add_argument("--decay", default="0.995",
                    help="EMA decay γ per optimiser step, in [0, 1); a comma list (0.99,0.995,0.999) prints one row "
                         "per decay")
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true",
                    help="print exactly one JSON object on stdout (no figure); the run directory is still written "
                         "(--out, or runs/theory/<stamp>-... under the current folder) and named in 'run_dir'")
-    g.add_argument("--out", default=None, help="run directory (default runs/theory/<stamp>-... under the current "
+    g.add_argument("--out", default=None, help="run directory (default: runs/theory/<stamp>-... under the current "
                                                 "folder; written with or without --json)")
     return p
 
@@ -149,8 +149,10 @@ def parse_decays(text) -> list[float]:
             g = float(part)
         except ValueError:
             raise UsageError(f"--decay {text!r}: give numbers in [0, 1) separated by ',', e.g. 0.99,0.999") from None
-        if not (np.isfinite(g) and 0 <= g < 1):
-            raise UsageError(f"--decay {text!r}: each decay must be in [0, 1) per optimiser step, got {part}")
+        try:
+            spec.check_ema_decay(g)
+        except ValueError:
+            raise UsageError(f"--decay {text!r}: each decay must be in [0, 1) per optimiser step, got {part}") from None
         out.append(g)
     if not out:
         raise UsageError("--decay: give at least one decay")

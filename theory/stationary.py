@@ -19,7 +19,9 @@ from .spec import EMA, SGD, SWA, Averaging, Constant, NoAverage, NPoint, TwoPoin
 
 __all__ = ["max_stable_alpha", "iterate_variance", "ema_variance", "swa_variance", "two_point_variance",
            "n_point_variance", "averaged_variance", "equivalent_alpha", "equivalent_alpha_approx",
-           "harmonic_equivalent_lr", "harmonic_curvature"]
+           "harmonic_equivalent_lr", "harmonic_curvature", "spectrum_raw_excess", "spectrum_averaged_excess",
+           "spectrum_equivalent_lr", "spectrum_cooldown_tau", "swa_cooldown_curvature", "ema_branch_curvature",
+           "swa_branch_curvature"]
 
 
 def max_stable_alpha(momentum: float = 0.0) -> float:
@@ -299,3 +301,75 @@ def equivalent_alpha_approx(alpha, avg: Averaging, momentum: float = 0.0) -> np.
     else:
         raise ValueError(f"avg must be NoAverage, EMA, SWA, TwoPoint or NPoint; got {type(avg).__name__}")
     return alpha * _f_mean(n, np.exp(-c * a_eff)) / n ** 2
+
+
+# ----------------------------------------------------------------------------------- a spectrum of directions
+# A calibrated model is a spectrum: curvatures h_k (1/LR) with noise masses s_k = σ_k² (parameter²). The scalar
+# questions a branch needs — "which constant LR is this average worth?", "which cooldown constant replaces SWA?" —
+# are answered on the total excess ½Σ_k h_k v_k (theory.md §2.4, §3.3, §3.4). One home for them: compare/ (the
+# report) and empirical/ (``--branch-schedule ... --from-report``) both call these.
+
+def spectrum_raw_excess(lr: float, h, sigma2, momentum: float = 0.0) -> float:
+    """Stationary excess of the raw iterate at constant LR ``lr``: ½Σ h v∞(λh) (theory.md §2.4, §2.6); inf beyond
+    the stability edge of any direction."""
+    h = np.asarray(h, dtype=float)
+    a = lr * h
+    if np.any(a >= max_stable_alpha(momentum)):
+        return float("inf")
+    return float(0.5 * np.sum(h * iterate_variance(a, sigma2, momentum)))
+
+
+def spectrum_averaged_excess(lr: float, avg: Averaging, h, sigma2, momentum: float = 0.0) -> float:
+    """Stationary excess ½Σ h Var(average) of ``avg`` over a constant-LR run (theory.md §3.3-3.5)."""
+    h = np.asarray(h, dtype=float)
+    return float(0.5 * np.sum(h * averaged_variance(lr * h, avg, sigma2, momentum)))
+
+
+def spectrum_equivalent_lr(excess: float, lr: float, h, sigma2, momentum: float = 0.0) -> float:
+    """The constant LR whose stationary raw excess over the spectrum equals ``excess`` (for one direction this is
+    ``equivalent_alpha(v)/h``, theory.md §3.3). NaN when no LR up to 10⁶·``lr`` reaches it or ``excess`` ≤ 0."""
+    from scipy.optimize import brentq
+
+    if not np.isfinite(excess) or excess <= 0:
+        return float("nan")
+    top = lr
+    while spectrum_raw_excess(top, h, sigma2, momentum) < excess and top < 1e6 * lr:
+        top *= 2
+    f = lambda x: spectrum_raw_excess(x, h, sigma2, momentum) - excess   # noqa: E731
+    if f(top) < 0:
+        return float("nan")
+    return float(brentq(f, 1e-12 * lr, top, xtol=1e-12 * lr, rtol=1e-10))
+
+
+def spectrum_cooldown_tau(lr: float, h, sigma2, momentum: float = 0.0) -> float:
+    """τ (steps) of the SWA-equivalent cooldown λτ/(τ + n) over a spectrum (theory.md §3.4): one direction has
+    τ = 1/α_eff = (1 − μ)/(λh); a spectrum has one τ_k per scale, averaged with weights h_k v_k (each scale's share of
+    the raw excess, the noise the cooldown has to remove), so the flat scale that carries the excess sets it."""
+    h = np.asarray(h, dtype=float)
+    w = h * iterate_variance(lr * h, sigma2, momentum)
+    return float(np.sum(w * (1.0 - momentum) / (lr * h)) / np.sum(w))
+
+
+def swa_cooldown_curvature(lr: float, tau: float, momentum: float = 0.0) -> float:
+    """The H for which the branch ``swa:H`` (cooldown constant τ = 1/(λ_eff·H)) has cooldown constant ``tau``:
+    H = (1 − μ)/(λτ), 1/LR units (theory.md §3.4)."""
+    _check_mu(momentum)
+    return (1.0 - momentum) / (lr * tau)
+
+
+def ema_branch_curvature(lr: float, decay: float, h, sigma2, momentum: float = 0.0, every: int = 1) -> float:
+    """The H for which the branch ``ema:GAMMA:H`` switches to the constant LR an EMA of decay γ is worth over the
+    spectrum: λ_eq solves spectrum_raw_excess(λ_eq) = spectrum_averaged_excess(EMA(γ)) and H inverts the harmonic
+    rule at λ_eq (:func:`harmonic_curvature`, theory.md §3.3), so the branch (which applies the harmonic rule with H)
+    runs at λ_eq. NaN when the spectrum gives no λ_eq below ``lr``."""
+    excess = spectrum_averaged_excess(lr, EMA(decay=decay, every=every), h, sigma2, momentum)
+    lam_eq = spectrum_equivalent_lr(excess, lr, h, sigma2, momentum)
+    if not 0 < lam_eq < lr:
+        return float("nan")
+    return float(harmonic_curvature(lr, decay, lam_eq, momentum))
+
+
+def swa_branch_curvature(lr: float, h, sigma2, momentum: float = 0.0) -> float:
+    """The H for which the branch ``swa:H`` cools down with the spectrum's τ (:func:`spectrum_cooldown_tau`,
+    theory.md §3.4)."""
+    return swa_cooldown_curvature(lr, spectrum_cooldown_tau(lr, h, sigma2, momentum), momentum)
