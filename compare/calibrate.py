@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from compare import metrics, pairs
-from compare.load import Setup, constant_phase
+from compare.load import RECORDINGS, Setup, constant_phase
 from theory import stationary
 
 HELDOUT_ETA_MAX = 4.0      # × λ_eff: beyond a few λ_eff a real network's held-out curve leaves the quadratic regime
@@ -142,7 +142,7 @@ def _rows(runs, lo: int, hi: int, lam_eff: float) -> ProbeMoments:
                 ratio.append(np.nanmin(tr["probe/loss_train"][i]) / ref)
     if len(S) < 2:
         raise ValueError(f"fewer than 2 usable one-step probe rows in steps [{lo}, {hi}]; "
-                         "record probes (--probe-every) during the constant-LR phase")
+                         f"record {RECORDINGS['probes']} during the constant-LR phase")
     mS, mG, mC = (metrics.mean_se(x) for x in (S, G, C))
     es = (mS[0] + mG[0]) / (2 * mC[0])
     es_se = es * np.sqrt((np.hypot(mS[1], mG[1]) / (mS[0] + mG[0])) ** 2 + (mC[1] / mC[0]) ** 2)
@@ -243,8 +243,8 @@ def calibrate(setup: Setup, scales: int | None = None, split: str = "test",
                 seeds_s.append(f.s)
     else:
         if pm is None:
-            raise ValueError(f"cannot calibrate: no two-point lag grid (record --two-point-gaps at several lags with "
-                             f"--eval-dense-every) and {probe_error}")
+            raise ValueError(f"cannot calibrate: no two-point lag grid (record {RECORDINGS['lag grid']}) and "
+                             f"{probe_error}")
         source, scales = "probe", scales or 1
         logp, cov, resid = fit_scales(pm, lr, mu, scales, top)
         for r in setup.base:

@@ -8,13 +8,13 @@ interprets the numbers: it only reads, validates and aligns series.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from common.rundir import Run, RunDirError, load_run
+from theory import spec
 
 # Keys that differ between seeds / branches of one setup, or only record where output went.
 PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_step", "branch_schedule", "device",
@@ -23,7 +23,20 @@ PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_st
 BRANCH_KEYS = {"schedule", "lr_schedule", "schedule_params", "steps", "epochs", "ema_decays", "swa_start",
                "two_point_gaps", "n_points", "n_point_gap", "final_lr"}
 
-VARIANT_RE = re.compile(r"^(raw|swa|ema_(?P<decay>[0-9.eE+-]+)|two_point_k(?P<gap>\d+)|points_n(?P<n>\d+)_g(?P<g>\d+))$")
+# What each analysis needs recorded, said for both ways a run directory is made (the CLI's flags, and the library
+# objects of a user's own loop, README "Use it in your own training loop"): compare's messages quote these.
+RECORDINGS = {
+    "probes": "one-step probes (empirical.run --probe-every N; in your own loop empirical.OneStepProbe)",
+    "lag grid": "two-point averages at several lags, evaluated densely in the constant-LR window (empirical.run "
+                "--two-point-gaps with --eval-dense-every; in your own loop TwoPoint(k) for several k in "
+                "WeightAverages, evaluated every few steps)",
+    "bank": "the fixed-batch bank (empirical.run --bank-every N; in your own loop empirical.FixedBatchBank)",
+    "curvature": "the top Hessian eigenvalue (empirical.run --curv-every N; in your own loop empirical.TopCurvature)",
+    "alignment": "gradient alignment (empirical.run --align-every N; in your own loop empirical.GradientAlignment)",
+}
+
+# the variant-name format has one home, theory/spec.py (written by empirical/averaging.py with spec.variant_name)
+VARIANT_RE = spec.VARIANT_NAME_RE
 
 
 @dataclass(frozen=True)
@@ -38,16 +51,22 @@ class Variant:
 
 
 def parse_variant(name: str) -> Variant:
-    m = VARIANT_RE.match(name)
-    if not m:
-        raise ValueError(f"unknown variant {name!r}; expected raw, ema_<decay>, swa, two_point_k<gap>, points_n<N>_g<gap>")
-    if name in ("raw", "swa"):
-        return Variant(name, name)
-    if m.group("decay"):
-        return Variant(name, "ema", decay=float(m.group("decay")))
-    if m.group("gap"):
-        return Variant(name, "two_point", gap=int(m.group("gap")))
-    return Variant(name, "points", n=int(m.group("n")), gap=int(m.group("g")))
+    """The Variant of a run's variant name (format: theory.spec.variant_name / parse_variant_name)."""
+    a = spec.parse_variant_name(name)
+    if isinstance(a, spec.NoAverage):
+        return Variant(name, "raw")
+    if isinstance(a, spec.SWA):
+        return Variant(name, "swa")
+    if isinstance(a, spec.EMA):
+        return Variant(name, "ema", decay=a.decay)
+    if isinstance(a, spec.TwoPoint):
+        return Variant(name, "two_point", gap=a.gap)
+    return Variant(name, "points", n=a.n, gap=a.gap)
+
+
+def variant_of(avg: spec.Averaging) -> Variant:
+    """The Variant of a theory.spec average (its name by spec.variant_name): ``variant_of(spec.EMA(0.999))``."""
+    return parse_variant(spec.variant_name(avg))
 
 
 @dataclass
@@ -56,6 +75,7 @@ class Setup:
 
     base: list[Run] = field(default_factory=list)
     branches: list[Run] = field(default_factory=list)
+    posthoc: list[Run] = field(default_factory=list)   # post-hoc averages of a base run's checkpoints (is_posthoc)
 
     @property
     def config(self) -> dict:
@@ -91,13 +111,26 @@ def is_branch(run: Run) -> bool:
     return bool(run.config.get("config", {}).get("branch_from"))
 
 
+def is_posthoc(run: Run) -> bool:
+    """A post-hoc average of a base run's kept checkpoints (empirical.posthoc): its config is the base run's plus a
+    ``posthoc`` section, so it joins that setup as its own kind, never as a seed."""
+    return "posthoc" in run.config.get("config", {})
+
+
 def group_runs(runs: list[Run]) -> list[Setup]:
     """Seeds → one Setup per base config; each branch joins the setup whose config it shares (minus schedule keys).
     Raises RunDirError if a branch matches no base run."""
     setups: dict[str, Setup] = {}
     for r in runs:
-        if not is_branch(r):
+        if not is_branch(r) and not is_posthoc(r):
             setups.setdefault(_key(r.config.get("config", {}), PER_RUN_KEYS), Setup()).base.append(r)
+    for r in runs:
+        if is_posthoc(r):
+            k = _key(r.config.get("config", {}), PER_RUN_KEYS | {"posthoc"})
+            match = [s for s in setups.values() if _key(s.config, PER_RUN_KEYS) == k]
+            if not match:
+                raise RunDirError(f"{r.path}: post-hoc average whose base run was not given; pass the run it averages")
+            match[0].posthoc.append(r)
     loose = PER_RUN_KEYS | BRANCH_KEYS | {"lr"}
     for r in runs:
         if is_branch(r):

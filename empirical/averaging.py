@@ -1,6 +1,9 @@
 """All online weight averages of one model, kept at once (theory.md §3.3-3.5; semantics of theory/spec.py EMA, SWA,
 TwoPoint, NPoint, mirrored by theory/moments.py so that the overlays compare the same algorithm).
 
+Names: theory.spec.variant_name (the one format, parsed by compare/load.py); the averages themselves are the
+theory.spec objects EMA, SWA, TwoPoint, NPoint (``WeightAverages(model, [EMA(0.999, start=200), ...])``).
+
 Time: θ_t is the iterate after t optimiser steps. The constructor sees θ_0; ``update(model, t)`` is called right
 after optimiser step t (t = 1, 2, ... with no gaps), when the model holds θ_t. Evaluation at step t happens after
 ``update(model, t)`` and before ``update(model, t + 1)``.
@@ -32,11 +35,15 @@ per-tensor mul_/add_ loop.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+
+from theory import spec
+from theory.spec import EMA, SWA, Averaging, NoAverage, NPoint, TwoPoint, variant_name
 
 FORMAT = 1
 # config() keys that must match between a checkpoint and the averages it is loaded into.
@@ -55,18 +62,77 @@ def _acc_dtype(dt: torch.dtype) -> torch.dtype:
     return torch.float64 if dt == torch.float64 else torch.float32
 
 
-class WeightAverages:
-    """EMAs (several decays), SWA, two-point and N-point averages of one model's weights (module docstring)."""
+def _from_specs(averages: Sequence[Averaging]) -> dict[str, Any]:
+    """The keyword arguments of :class:`WeightAverages` for a list of theory.spec averages (one definition of each
+    average for theory and training). The run directory records one EMA timing, one SWA and one N-point gap
+    (config.json, read by compare/), so every EMA must share ``start`` and ``every`` and every NPoint its ``gap``."""
+    if isinstance(averages, (EMA, SWA, TwoPoint, NPoint, NoAverage)):
+        averages = [averages]
+    emas, swas, gaps, npts = [], [], [], []
+    for a in averages:
+        if isinstance(a, EMA):
+            emas.append(a)
+        elif isinstance(a, SWA):
+            swas.append(a)
+        elif isinstance(a, TwoPoint):
+            gaps.append(int(a.gap))
+        elif isinstance(a, NPoint):
+            npts.append(a)
+        elif not isinstance(a, NoAverage):   # NoAverage: the raw weights, always there as the variant 'raw'
+            raise ValueError(f"not an averaging spec: {a!r}; give theory.spec EMA, SWA, TwoPoint or NPoint objects")
+    if len({(e.start, e.every) for e in emas}) > 1:
+        raise ValueError(f"all EMAs must share start and every (the run directory records one EMA start and period "
+                         f"for compare.report), got {[(e.decay, e.start, e.every) for e in emas]}; use a second "
+                         f"WeightAverages for a second timing")
+    if len(swas) > 1:
+        raise ValueError(f"at most one SWA per WeightAverages (its variant is named 'swa'), got {swas}")
+    if len({p.gap for p in npts}) > 1:
+        raise ValueError(f"all NPoint averages must share one gap, got {[(p.n, p.gap) for p in npts]}")
+    kw: dict[str, Any] = {"ema_decays": [e.decay for e in emas], "two_point_gaps": gaps,
+                          "n_points": [p.n for p in npts]}
+    if emas:
+        kw.update(ema_start=int(emas[0].start), ema_every=int(emas[0].every))
+    if swas:
+        kw.update(swa_start=int(swas[0].start), swa_every=int(swas[0].every), swa_length=swas[0].length)
+    if npts:
+        kw["n_point_gap"] = int(npts[0].gap)
+    return kw
 
-    def __init__(self, model: nn.Module, *, ema_decays: Sequence[float] = (), ema_start: int = 0, ema_every: int = 1,
+
+class WeightAverages:
+    """EMAs (several decays), SWA, two-point and N-point averages of one model's weights (module docstring).
+
+    Two ways to say which averages (the same object either way):
+
+    * a list of theory.spec averages, the definitions the theory predicts with (theory.md §3.3-3.5)::
+
+          avg = WeightAverages(model, [EMA(0.999, start=200), SWA(start=600), TwoPoint(50), NPoint(4, 100)],
+                               eval_every=100)
+
+    * keywords (``ema_decays=``, ``ema_start=``, ``swa_start=``, ``two_point_gaps=``, ...), as empirical.run does.
+
+    ``eval_every`` (steps) says when you will read the multi-point averages (TwoPoint, NPoint): only the iterates
+    they need at multiples of it (and ``total_steps``, ``extra_eval_steps``, ``will_need``) are kept. The default 1
+    keeps every lag: gap + 1 weight copies for a TwoPoint. EMA and SWA can be read at any step.
+    Then ``update(model, step)`` after every optimiser step, and ``module(name, bn_batches)`` for an nn.Module with
+    the averaged weights and BatchNorm statistics recomputed on your batches.
+    """
+
+    def __init__(self, model: nn.Module, averages: Sequence[Averaging] | None = None, *,
+                 ema_decays: Sequence[float] = (), ema_start: int = 0, ema_every: int = 1,
                  swa_start: int | None = None, swa_every: int = 1, swa_length: int | None = None,
                  two_point_gaps: Sequence[int] = (), n_points: Sequence[int] = (), n_point_gap: int = 0,
                  eval_every: int = 1, average_buffers: bool = False, total_steps: int | None = None,
                  extra_eval_steps: Sequence[int] = ()):
-        self.decays = [float(d) for d in ema_decays]
-        for d in self.decays:
-            if not (math.isfinite(d) and 0 <= d < 1):
-                raise ValueError(f"EMA decay must be in [0, 1) per optimiser step, got {d}")
+        if averages is not None:
+            if (tuple(ema_decays), ema_start, ema_every, swa_start, swa_every, swa_length, tuple(two_point_gaps),
+                    tuple(n_points), n_point_gap) != ((), 0, 1, None, 1, None, (), (), 0):
+                raise ValueError("give the averages either as a list of theory.spec objects or as keywords "
+                                 "(ema_decays=, swa_start=, ...), not both")
+            return self.__init__(model, **_from_specs(averages), eval_every=eval_every,
+                                 average_buffers=average_buffers, total_steps=total_steps,
+                                 extra_eval_steps=extra_eval_steps)
+        self.decays = [spec.check_ema_decay(d) for d in ema_decays]
         if len(set(self.decays)) != len(self.decays):
             raise ValueError(f"each EMA decay at most once, got {list(ema_decays)}")
         self.ema_start, self.ema_every = _int("ema_start", ema_start), _int("ema_every", ema_every, 1)
@@ -82,9 +148,10 @@ class WeightAverages:
         self.eval_every = _int("eval_every (0 = only total_steps / will_need steps)", eval_every)
         self.average_buffers = bool(average_buffers)
         # multi-point variants: name -> lags (steps back from the evaluation step), defined once t >= max(lags)
-        self._multi = {f"two_point_k{k}": (0, k) for k in self.gaps}
-        self._multi.update({f"points_n{n}_g{self.n_point_gap}": tuple(i * self.n_point_gap for i in range(n))
+        self._multi = {variant_name(TwoPoint(k)): (0, k) for k in self.gaps}
+        self._multi.update({variant_name(NPoint(n, self.n_point_gap)): tuple(i * self.n_point_gap for i in range(n))
                             for n in self.n_points})
+        self._ema_names = [variant_name(EMA(d)) for d in self.decays]
         ref = self._tensors(model)
         if not ref:
             raise ValueError("the model has no parameters to average")
@@ -108,6 +175,8 @@ class WeightAverages:
         # evaluation steps off the eval_every grid (a run's dense evaluation window): same as will_need(e) for each
         self._extra |= {_int("extra evaluation step", e) for e in extra_eval_steps
                         if self.total_steps is None or e <= self.total_steps}
+        self._model = model             # the raw model: template and BN source of module()
+        self._targets: dict[int, nn.Module] = {}
         self._observe(model, 0)
 
     # ------------------------------------------------------------------------------------------ tensors
@@ -210,15 +279,33 @@ class WeightAverages:
 
     # ------------------------------------------------------------------------------------------ read-out
     def all_names(self) -> list[str]:
-        return ([f"ema_{d!r}" for d in self.decays] + (["swa"] if self.swa_start is not None else [])
+        """Every variant's name (format: theory.spec.variant_name), whether defined yet or not."""
+        return (list(self._ema_names) + (["swa"] if self.swa_start is not None else [])
                 + list(self._multi))
+
+    def specs(self) -> dict[str, Averaging]:
+        """{variant name: the theory.spec average it computes, with its timing} — what theory.predict and
+        theory.equivalence take (theory.md §3.3-3.5)."""
+        out: dict[str, Averaging] = {n: EMA(d, start=self.ema_start, every=self.ema_every)
+                                     for n, d in zip(self._ema_names, self.decays)}
+        if self.swa_start is not None:
+            out["swa"] = SWA(start=self.swa_start, length=self.swa_length, every=self.swa_every)
+        out.update({variant_name(TwoPoint(k)): TwoPoint(k) for k in self.gaps})
+        out.update({variant_name(NPoint(n, self.n_point_gap)): NPoint(n, self.n_point_gap) for n in self.n_points})
+        return out
 
     def names(self) -> list[str]:
         """Variants defined at the current step (before that each equals the raw iterate; spec.py)."""
         t = self.step
-        return ([f"ema_{d!r}" for d in self.decays if t >= self.ema_start]
+        return ([n for n in self._ema_names if t >= self.ema_start]
                 + (["swa"] if self.swa_start is not None and t >= self.swa_start else [])
                 + [n for n, lags in self._multi.items() if t >= max(lags)])
+
+    def available(self) -> list[str]:
+        """Variants that can be read now: ``names()`` less the multi-point ones whose iterates were not kept (a step
+        off the evaluation grid: eval_every, total_steps, extra_eval_steps, will_need)."""
+        missing = self._missing(self.step)
+        return [n for n in self.names() if n not in missing]
 
     def parameters_of(self, name: str) -> list[torch.Tensor]:
         """The variant's parameter tensors now (no buffers), in accumulator precision; do not modify them."""
@@ -231,8 +318,8 @@ class WeightAverages:
         if name not in self.names():
             raise ValueError(f"variant {name!r} is not defined yet at step {self.step} (it equals the raw iterate "
                              f"until it starts); use names() for the defined ones")
-        if name.startswith("ema_"):
-            return self._ema[[f"ema_{d!r}" for d in self.decays].index(name)]
+        if name in self._ema_names:
+            return self._ema[self._ema_names.index(name)]
         if name == "swa":
             return self._swa
         lags, t = self._multi[name], self.step
@@ -263,6 +350,36 @@ class WeightAverages:
         if self.average_buffers:
             for dst, src in zip(self._other_buffers(target), self._nonfloat):
                 dst.copy_(src)
+
+    def module(self, name: str, bn_batches: Iterable | None = None, *, model: nn.Module | None = None,
+               bn_mode: str | None = None, call_fn: Callable[[nn.Module, Any], Any] | None = None,
+               device=None) -> nn.Module:
+        """An nn.Module holding variant ``name`` now (``'raw'`` = the live weights), ready to evaluate.
+
+        BatchNorm (theory.md §4.3, empirical/bn.py): with ``bn_batches`` (an iterable of batches, e.g. a list of a
+        few (x, y) training batches, un-augmented) the running statistics are recomputed on them with the variant's
+        weights — the raw weights included, so every variant is evaluated by one procedure (``bn_mode
+        'recompute'``). Without batches the averaged buffers are used (``average_buffers=True``), else the raw
+        model's running statistics (``'raw'``). ``model`` is the raw model (default: the one given to the
+        constructor); ``call_fn(model, batch)`` forwards one batch (default ``model(batch[0])``).
+
+        The returned module is one copy of the model per WeightAverages (``copy.deepcopy`` on first use), reused
+        and overwritten by the next call: evaluate it before asking for another variant. In modes 'raw' and
+        'averaged' the variant 'raw' is ``model`` itself. Its train/eval flags are those of ``model``: call
+        ``.eval()`` before evaluating.
+        """
+        from empirical.bn import prepare_variant   # bn imports nothing from here; kept local to keep the import light
+
+        raw = self._model if model is None else model
+        if bn_mode is None:
+            bn_mode = "recompute" if bn_batches is not None else ("averaged" if self.average_buffers else "raw")
+        if bn_mode == "recompute" and bn_batches is None:
+            raise ValueError("bn_mode 'recompute' needs bn_batches: a few un-augmented training batches")
+        key = id(raw)
+        if key not in self._targets:
+            self._targets[key] = copy.deepcopy(raw)
+        return prepare_variant(self, name, self._targets[key], raw, bn_mode,
+                               list(bn_batches) if bn_batches is not None else None, call_fn, device=device)
 
     @torch.no_grad()
     def distances(self, model: nn.Module) -> dict[str, float]:
@@ -295,6 +412,9 @@ class WeightAverages:
             "update_op": "torch._foreach_lerp_, one call per EMA decay and one for SWA",
             "keyed_by": "position in model.parameters() (then floating buffers)",
             "n_tensors": len(self._shapes), "shapes": [list(s) for s in self._shapes],
+            # each variant as the theory.spec average it computes (theory.md §3.3-3.5; start/every in steps)
+            "specs": {n: {"kind": type(a).__name__, **{k: v for k, v in vars(a).items()}}
+                      for n, a in self.specs().items()},
         }
 
     def state_dict(self) -> dict:

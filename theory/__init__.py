@@ -4,6 +4,12 @@ Reference: Sandler, Zhmoginov, Vladymyrov & Miller, "Training trajectories, mini
 of the learning rate", arXiv 2301.02312. Formulas: docs/theory.md (project reconstruction, sections cited
 in each docstring). This package imports numpy, scipy and sympy only, never torch.
 
+Public API (``from theory import ...``): the specifications of theory/spec.py — the model ``NQM``, the optimiser
+``SGD``, the schedules, the averages ``EMA``, ``SWA``, ``TwoPoint``, ``NPoint``, ``NoAverage`` (the same objects
+``empirical.WeightAverages`` takes), ``variant_name`` / ``parse_variant_name`` (how a run names each average) and
+``check_ema_decay``; and, loaded on first use, the stationary variances and equivalent rates of theory/stationary.py
+and ``scalar_equivalent_lr``. The submodules (``theory.moments``, ``theory.equivalence``, ...) hold the rest.
+
 Notation (per eigendirection k of the Hessian H):
 
 =========  =====================================================================
@@ -18,3 +24,39 @@ v∞         stationary variance at constant LR
 k, N, n    two-point gap (steps), number of points, SWA window (iterates)
 =========  =====================================================================
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# The specifications are the public vocabulary (numpy only, imported at once); empirical.WeightAverages takes the
+# same EMA / SWA / TwoPoint / NPoint objects, so theory and training share one definition of each average.
+from theory.spec import (EMA, NQM, SGD, SWA, WSD, Averaging, Constant, Cosine, Hyperbolic, Linear, NoAverage,
+                         NPoint, Piecewise, Schedule, Step, TwoPoint, Warmup, check_ema_decay, make_schedule,
+                         parse_variant_name, variant_name)
+
+# Loaded on first use (they pull in scipy and the moment engine).
+# (not the function theory.equivalence.equivalence: its name is the submodule's, which `from theory import
+# equivalence` must keep returning)
+_LAZY = {"scalar_equivalent_lr": "theory.equivalence",
+         "averaged_variance": "theory.stationary", "iterate_variance": "theory.stationary",
+         "equivalent_alpha": "theory.stationary", "equivalent_alpha_approx": "theory.stationary",
+         "max_stable_alpha": "theory.stationary"}
+
+__all__ = ["EMA", "NQM", "SGD", "SWA", "WSD", "Averaging", "Constant", "Cosine", "Hyperbolic", "Linear", "NoAverage",
+           "NPoint", "Piecewise", "Schedule", "Step", "TwoPoint", "Warmup", "check_ema_decay", "make_schedule",
+           "parse_variant_name", "variant_name", *_LAZY]
+
+if TYPE_CHECKING:
+    from theory.equivalence import scalar_equivalent_lr
+    from theory.stationary import (averaged_variance, equivalent_alpha, equivalent_alpha_approx, iterate_variance,
+                                   max_stable_alpha)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'theory' has no attribute {name!r}")

@@ -23,6 +23,7 @@ which the exact moment code advances in closed form.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Union
 
@@ -350,6 +351,14 @@ class NoAverage:
     """The raw iterate θ_t."""
 
 
+def check_ema_decay(decay) -> float:
+    """The one validation of an EMA decay γ (per optimiser step): a finite number with 0 ≤ γ < 1 (theory.md §3.3;
+    γ = 0 is the iterate itself, γ = 1 would never move). Returns it as a float; ValueError saying what is allowed."""
+    _check(_finite(decay) and 0 <= float(decay) < 1,
+           f"EMA decay must be in [0, 1) per optimiser step (e.g. 0.999), got {decay!r}")
+    return float(decay)
+
+
 @dataclass(frozen=True)
 class EMA:
     """y_{t} = γ y_{t−1} + (1 − γ) θ_t for t > start, y_start = θ_start (theory.md §3.3); y = θ before start."""
@@ -359,7 +368,7 @@ class EMA:
     every: int = 1                # update the EMA every `every` steps with decay γ^every (same time constant)
 
     def __post_init__(self) -> None:
-        _check(_finite(self.decay) and 0 <= self.decay < 1, f"EMA decay must be in [0, 1) per step, got {self.decay}")
+        check_ema_decay(self.decay)
         _check(_int(self.start) and self.start >= 0, f"EMA start must be an integer step >= 0, got {self.start}")
         _check(_int(self.every) and self.every >= 1, f"EMA every must be an integer >= 1, got {self.every}")
 
@@ -404,4 +413,49 @@ class NPoint:
 
 
 Averaging = Union[NoAverage, EMA, SWA, TwoPoint, NPoint]
-AVERAGING_NAMES = {"none": NoAverage, "ema": EMA, "swa": SWA, "two-point": TwoPoint, "points": NPoint}
+
+
+# ================================================================================================== variant names
+# The one definition of how an average is named in a run (trajectory series eval/<split>_loss_<name>, config.json
+# "variants", docs/run-series.md): written by empirical/averaging.py, parsed by compare/load.py. A name carries the
+# average's shape (decay, gap, N), not its timing: start / every / length live in config.json ("averaging").
+
+VARIANT_NAME_RE = re.compile(r"^(?:(?P<raw>raw)|(?P<swa>swa)|ema_(?P<decay>[0-9.eE+-]+)|two_point_k(?P<gap>\d+)"
+                             r"|points_n(?P<n>\d+)_g(?P<g>\d+))$")
+
+
+def variant_name(avg: Averaging) -> str:
+    """Name of an average in a run directory: ``raw`` (NoAverage), ``ema_<γ>`` (γ as Python's shortest float repr,
+    e.g. ``ema_0.999``, so it parses back to the same float), ``swa``, ``two_point_k<gap>``, ``points_n<N>_g<gap>``."""
+    if isinstance(avg, NoAverage):
+        return "raw"
+    if isinstance(avg, EMA):
+        return f"ema_{float(avg.decay)!r}"
+    if isinstance(avg, SWA):
+        return "swa"
+    if isinstance(avg, TwoPoint):
+        return f"two_point_k{int(avg.gap)}"
+    if isinstance(avg, NPoint):
+        return f"points_n{int(avg.n)}_g{int(avg.gap)}"
+    raise ValueError(f"not an averaging spec: {avg!r}; give NoAverage, EMA, SWA, TwoPoint or NPoint")
+
+
+def parse_variant_name(name: str) -> Averaging:
+    """Inverse of :func:`variant_name`: the spec of a variant name, with the default timing (start 0, every 1; read
+    the run's config.json for its own). ValueError for any other name (e.g. ``raw_running_bn``, not an average)."""
+    m = VARIANT_NAME_RE.match(name) if isinstance(name, str) else None
+    if not m:
+        raise ValueError(f"unknown variant {name!r}; expected raw, ema_<decay>, swa, two_point_k<gap>, "
+                         f"points_n<N>_g<gap>")
+    if m.group("raw"):
+        return NoAverage()
+    if m.group("swa"):
+        return SWA()
+    if m.group("decay") is not None:
+        try:
+            return EMA(decay=float(m.group("decay")))
+        except ValueError as e:
+            raise ValueError(f"variant {name!r}: {e}") from None
+    if m.group("gap") is not None:
+        return TwoPoint(gap=int(m.group("gap")))
+    return NPoint(n=int(m.group("n")), gap=int(m.group("g")))

@@ -294,3 +294,12 @@ def test_bad_input():
     with pytest.raises(ValueError, match="does not match"):
         avg.update(_model(), 1)
     assert np.isfinite(avg.config()["ema_time_constant_steps"][0])
+
+
+def test_available_leaves_out_multi_point_averages_off_the_evaluation_grid():
+    # eval_every 4: at step 5 the two-point average needs θ_5 and θ_3, neither kept; EMA and SWA are always readable
+    avg, _ = run([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], ema_decays=(0.5,), swa_start=0, two_point_gaps=(2,), eval_every=4)
+    assert avg.names() == ["ema_0.5", "swa", "two_point_k2"]
+    assert avg.available() == ["ema_0.5", "swa"]
+    avg, _ = run([0.0, 1.0, 2.0, 3.0, 4.0], two_point_gaps=(2,), eval_every=4)
+    assert avg.available() == ["two_point_k2"] and value(avg, "two_point_k2") == 3.0   # ½(θ_4 + θ_2)
