@@ -342,6 +342,9 @@ def _parser() -> OneLineParser:
                         "constant-LR phase the target departs in)")
     p.add_argument("--h", type=float, default=None,
                    help="curvature the weights are exact at, 1/LR units (default: the H of swa:H / ema:GAMMA:H)")
+    p.add_argument("--from-report", dest="from_report", default=None, metavar="DIR",
+                   help="a python -m compare.report output folder: --schedule ema:GAMMA or swa takes its H from the "
+                        "calibration there, exactly as empirical.run --branch-schedule ... --from-report does")
     p.add_argument("--out", default=None,
                    help="run directory to write (default: runs/empirical/<stamp>-<preset>-s<seed>-posthoc-xxxx)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (for the evaluation)")
@@ -366,6 +369,9 @@ def main(argv: list[str] | None = None) -> Path:
     if doc.get("source") != "empirical" or POSTHOC in doc.get("config", {}):
         raise PosthocError(f"{run}: not an empirical training run (source {doc.get('source')!r})")
     cfg = config.from_dict(doc["config"])
+    if args.from_report is not None:   # the same completion (and the same H) as a branch run given this report
+        args.schedule, note = config.branch_schedule_from_report(args.schedule, args.from_report, cfg.ema_every)
+        print(note, flush=True)
     plan = make_plan(cfg, checkpoint_steps(run), args.schedule, args.from_step, args.at, args.h)
     if args.out is not None and Path(args.out).exists() and (not Path(args.out).is_dir()
                                                              or any(Path(args.out).iterdir())):

@@ -242,3 +242,18 @@ def test_bad_input_exit_2_one_line_nothing_written(smoke_base, tmp_path, capsys)
     busy.mkdir()
     (busy / "x").write_text("x")
     assert "not empty" in _fails([str(smoke_base), "--schedule", "swa:2", "--from", "20", "--out", str(busy)], capsys)
+
+
+def test_from_report_completes_the_schedule_like_a_branch(smoke_base, tmp_path, capsys):
+    """--from-report gives swa the calibrated H: with one scale h the cooldown τ = 1/(λ_eff h) and swa:H uses
+    τ = 1/(λ_eff H), so H = h (theory.md §3.4), the same completion empirical.run --branch-schedule makes."""
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    cal = {"lr": 0.05, "momentum": 0.9, "h": [2.0], "noise_mass": [1.0]}
+    (rep / "metrics.json").write_text(json.dumps({"schema_version": 1, "setups": [{"calibration": cal}]}))
+    ph = tmp_path / "ph"
+    assert posthoc.cli([str(smoke_base), "--schedule", "swa", "--from", "20", "--from-report", str(rep),
+                        "--out", str(ph)]) == 0
+    assert "swa:2" in capsys.readouterr().out
+    sec = rundir.load_run(ph).config["config"]["posthoc"]
+    assert sec["schedule"].startswith("swa:") and float(sec["schedule"][4:]) == pytest.approx(2.0, rel=1e-5)
