@@ -69,8 +69,8 @@ class RunConfig:
     steps: int = _f(80, "run length T in optimiser steps (the schedule's horizon). Giving --steps (or --epochs) "
                         "scales every step-based value of the preset not given explicitly by --steps / the preset's "
                         "steps: decay start, warmup, milestones, hyperbolic tau, EMA and SWA starts, two-point and "
-                        "N-point gaps, the dense-evaluation window and the eval, bank, probe, align, curv and "
-                        "checkpoint cadences", "optimiser and schedule")
+                        "N-point gaps, the dense-evaluation window; the eval, bank, probe, align, curv and checkpoint "
+                        "cadences only up (a shorter run keeps the preset's cadences, so its cost per step)", "optimiser and schedule")
     max_steps: int = _f(0, "stop after this many steps without changing the schedule; 0 = --steps",
                         "optimiser and schedule")
     batch_size: int = _f(32, "global batch size B in examples per step (split evenly across DDP ranks)",
@@ -280,7 +280,10 @@ PRESETS["synthetic-imagenet"] = replace(
 # `digits --steps 300` means; each refusal used to name one value at a time).
 SCALED_POSITIONS = ("warmup_steps", "decay_start", "ema_start", "swa_start", "eval_dense_from", "eval_dense_until")
 SCALED_CADENCES = ("eval_every", "eval_dense_every", "bank_every", "probe_every", "align_every", "curv_every",
-                   "checkpoint_every", "checkpoint_keep_every")    # 0 = off stays 0; otherwise at least 1
+                   "checkpoint_every", "checkpoint_keep_every")    # 0 = off stays 0; never below the preset's
+# Cadences scale up with a longer run (the same number of measurements) but never down: a measurement costs the same
+# forward passes whatever the run length, so dividing the cadences by 5 for a 5× shorter run multiplies the cost per
+# step by 5 (digits --steps 200 measured: dense evaluation and the bank every step, 16 steps in 6 min under load).
 SCALED_OTHER = ("milestones", "hyperbolic_tau", "two_point_gaps", "n_point_gap")
 STEP_SCALED = SCALED_POSITIONS + SCALED_CADENCES + SCALED_OTHER
 # Not scaled: ema_every / swa_every / log_every (how often the averages and the log sample the trajectory, not
@@ -298,7 +301,8 @@ def scale_to_steps(base: RunConfig, steps: int, given: dict | None = None) -> tu
     (config, {field: new value} of the values that changed).
 
     Positions (decay, EMA/SWA starts, warmup, milestones, dense window) are rounded and kept inside the run
-    (< steps; the dense window's end <= steps); cadences are rounded to >= 1 (0 = off stays 0). Two-point and
+    (< steps; the dense window's end <= steps); cadences are scaled only up, never below the preset's (0 = off
+    stays 0: see SCALED_CADENCES). Two-point and
     N-point gaps that are multiples of the dense-evaluation cadence stay multiples of the scaled cadence (the
     calibration needs the raw loss at both ends of every lag: compare/pairs.py); gaps >= steps are dropped."""
     f = steps / base.steps
@@ -324,7 +328,7 @@ def scale_to_steps(base: RunConfig, steps: int, given: dict | None = None) -> tu
     for name in SCALED_CADENCES:
         v = getattr(base, name)
         if want(name) and v:
-            new[name] = max(1, _round(v * f))
+            new[name] = max(v, _round(v * f))
     if want("milestones") and base.milestones:
         new["milestones"] = tuple(sorted({min(_round(m * f), steps - 1) for m in base.milestones}))
     if want("hyperbolic_tau"):

@@ -7,21 +7,27 @@ Evaluation procedure (docs/run-series.md): every variant — the raw weights inc
 the raw weights with their training-time running statistics are the variant ``raw_running_bn``. The probes, bank,
 alignment and curvature measure the same BN-consistent raw model (``bn.ConsistentRaw``, one recomputation per step
 shared with the evaluation at that step).
+
+Console output (header, progress rows with every variant's test loss, final table): ``empirical.console``. The
+last stdout line is the run directory. SIGINT, SIGTERM and SIGHUP (a closed ssh session) end the run as
+"interrupted" with a resumable checkpoint.
 """
 from __future__ import annotations
 
-import json
 import math
+import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from empirical import checkpoint, config, distributed, sampler
+from empirical import checkpoint, config, console, distributed, sampler
 from empirical.bn import RAW_RUNNING_BN, ConsistentRaw, prepare_variant
 from empirical.recorder import Recorder
 from empirical.run import Stopped
@@ -30,6 +36,25 @@ from common import rundir
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+@dataclass
+class TrainState:
+    """What the evaluation, the measurements and the checkpoints of one run share (instead of 8-9 positional
+    arguments): the config, the device env, the raw model (the one trained; DDP wraps it separately), the scratch
+    model each average is copied into (``eval_model``), the per-step BN-consistent raw model (``consistent``), the
+    averages, the fixed batches (``fixed_batches``), the recorder, the optimiser and the evaluated variant names."""
+
+    cfg: config.RunConfig
+    env: Any = None
+    raw_model: torch.nn.Module | None = None
+    eval_model: torch.nn.Module | None = None
+    consistent: ConsistentRaw | None = None
+    avg: Any = None                          # empirical.averaging.WeightAverages
+    fixed: dict = field(default_factory=dict)
+    rec: Any = None                          # Recorder (or anything with its ``log``)
+    opt: torch.optim.Optimizer | None = None
+    variants: list[str] = field(default_factory=list)
+
 
 def to_device(x, y, env, channels_last: bool):
     x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
@@ -58,13 +83,15 @@ def evaluation_names(cfg, avg) -> list[str]:
     return ["raw", *([RAW_RUNNING_BN] if cfg.bn_mode == "recompute" else []), *avg.names()]
 
 
-def evaluate_all(step, cfg, raw_model, eval_model, consistent, avg, fixed, env, rec, dense_only=False) -> None:
+def evaluate_all(ts: TrainState, step: int, dense_only: bool = False) -> None:
     """eval/* for every variant through one procedure (bn.prepare_variant; raw via the per-step cache
     ``consistent``), dist/* and sketch/*. ``dense_only``: a step of the dense window, test split only (train_* NaN)."""
+    cfg, raw_model, avg, fixed, env, rec, consistent = ts.cfg, ts.raw_model, ts.avg, ts.fixed, ts.env, ts.rec, \
+        ts.consistent
     row = {}
     for name in evaluation_names(cfg, avg):
         model = consistent(raw_model, step) if name == "raw" else prepare_variant(
-            avg, name, eval_model, raw_model, cfg.bn_mode, fixed["bn"], call_fn=consistent.call_fn)
+            avg, name, ts.eval_model, raw_model, cfg.bn_mode, fixed["bn"], call_fn=consistent.call_fn)
         if not dense_only:
             row[f"train_loss_{name}"], row[f"train_acc_{name}"] = evaluate(model, fixed["train_eval"], env)
         row[f"test_loss_{name}"], row[f"test_acc_{name}"] = evaluate(model, fixed["test"], env)
@@ -82,11 +109,16 @@ def _ctx_call(m, x, env):
         return m(x)
 
 
-def measure(step, cfg, model_at, fixed, lr, x, y, env, rec) -> None:
-    """Cheap measurements on θ_step at their cadences (run-series.md bank/probe/align/curv), main rank only.
-    ``model_at()`` gives the BN-consistent raw model (evaluated exactly as the variants are); it is called only
-    when a measurement is due, since in bn_mode 'recompute' it may cost one BN recomputation."""
+def measure(step: int, ts: TrainState, lr: float, x, y, model_at: Callable[[], torch.nn.Module] | None = None) -> None:
+    """Cheap measurements on θ_step at their cadences (run-series.md bank/probe/align/curv), main rank only; ``x, y``
+    the batch of update ``step`` (the alignment's g_B), ``lr`` its LR (the probe's η grid). ``model_at()`` gives the
+    BN-consistent raw model (evaluated exactly as the variants are; default ``ts.consistent(ts.raw_model, step)``);
+    it is called only when a measurement is due, since in bn_mode 'recompute' it may cost one BN recomputation."""
     from empirical import measure as M
+
+    cfg, fixed, env, rec = ts.cfg, ts.fixed, ts.env, ts.rec
+    if model_at is None:
+        model_at = lambda: ts.consistent(ts.raw_model, step)  # noqa: E731
 
     due = lambda every: every > 0 and step % every == 0  # noqa: E731
     if not any(due(e) for e in (cfg.bank_every, cfg.probe_every, cfg.align_every, cfg.curv_every)):
@@ -144,58 +176,55 @@ def fixed_batches(cfg, data, smp, env) -> dict:
             "test": mk(data.test, [np.arange(a, min(a + eb, n_test)) for a in range(0, n_test, eb)])}
 
 
-def checkpoint_state(step, cfg, raw_model, opt, avg, fixed, rec, ref_loss) -> dict:
-    return {"config": config.to_json(cfg), "model": raw_model.state_dict(), "optimizer": opt.state_dict(),
-            "averages": avg.state_dict(), "bank_used_at": list(fixed["bank_used_at"]),
-            "rng": checkpoint.rng_state(), "recorder": rec.state_dict(), "ref_loss": ref_loss}
+def checkpoint_state(ts: TrainState, ref_loss: float | None) -> dict:
+    """Everything a resume needs (checkpoint.save adds the step): config, weights, optimiser, averages, bank steps,
+    RNG states, the recorder's buffers, and the reference loss of the divergence test."""
+    return {"config": config.to_json(ts.cfg), "model": ts.raw_model.state_dict(), "optimizer": ts.opt.state_dict(),
+            "averages": ts.avg.state_dict(), "bank_used_at": list(ts.fixed["bank_used_at"]),
+            "rng": checkpoint.rng_state(), "recorder": ts.rec.state_dict(), "ref_loss": ref_loss}
 
 
-def restore(state, raw_model, opt, avg, fixed, rec) -> tuple[int, float | None]:
-    raw_model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    avg.load_state_dict(state["averages"])
-    if list(state["bank_used_at"]) != list(fixed["bank_used_at"]):
+def restore(state: dict, ts: TrainState) -> tuple[int, float | None]:
+    """Load a :func:`checkpoint_state` into ``ts``; returns (step, ref_loss)."""
+    ts.raw_model.load_state_dict(state["model"])
+    ts.opt.load_state_dict(state["optimizer"])
+    ts.avg.load_state_dict(state["averages"])
+    if list(state["bank_used_at"]) != list(ts.fixed["bank_used_at"]):
         raise checkpoint.CheckpointError("checkpoint bank steps differ from this run's; was --max-steps changed? "
                                          "resume with the original --max-steps")
-    rec.load_state_dict(state["recorder"])
+    ts.rec.load_state_dict(state["recorder"])
     checkpoint.set_rng_state(state["rng"])
     return int(state["step"]), state["ref_loss"]
 
 
-class Progress:
-    """tqdm bar on a terminal, else one fixed-width row per evaluation (airbench's print_columns)."""
+# Signals that end a run as "interrupted" with a resumable checkpoint: Ctrl-C, kill / a scheduler's stop, and a
+# closed terminal or ssh session (SIGHUP, where the platform has it).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
-    def __init__(self, start, stop, variants, on):
-        self.on, self.variants = on, variants
-        self.bar = None
-        cols = ["step", "lr", "train_loss", "test_loss", *[f"acc_{v}" for v in variants], "wall_s"]
-        self.widths = [max(10, len(c)) for c in cols]
-        header = "| " + " | ".join(f"{c:>{w}}" for c, w in zip(cols, self.widths)) + " |"
-        if on and sys.stdout.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True)
-            self.bar.write(header)
-        elif on:
-            print(header, flush=True)
 
-    def step(self, loss):
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+def _stop_handler(flag: dict) -> Callable:
+    def handler(signum, _frame):
+        flag["interrupted"] = True
+        if signum == getattr(signal, "SIGHUP", None):   # the terminal is gone: writes to it would fail (EIO) and
+            devnull = os.open(os.devnull, os.O_WRONLY)  # end the run before its checkpoint; files are the record
+            for fd in (1, 2):
+                try:
+                    if os.isatty(fd):
+                        os.dup2(devnull, fd)
+                except OSError:
+                    pass
+            os.close(devnull)
+    return handler
 
-    def row(self, step, lr, rec, wall):
-        if not self.on:
-            return
-        ev, tr = rec.last("eval"), rec.last("train")
-        vals = [step, lr, tr.get("loss", math.nan), ev.get("test_loss_raw", math.nan),
-                *[ev.get(f"test_acc_{v}", math.nan) for v in self.variants], wall]
-        text = "| " + " | ".join(f"{v:>{w}d}" if isinstance(v, int) else f"{v:>{w}.5g}"
-                                 for v, w in zip(vals, self.widths)) + " |"
-        (self.bar.write(text) if self.bar is not None else print(text, flush=True))
 
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+def tensorboard_available() -> None:
+    """Raise ConfigError (exit 2, one line, nothing written) when --tensorboard is asked for without the package."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError as e:
+        why = " ".join(str(e).split())   # one line, whatever the import error says
+        raise config.ConfigError(f"--tensorboard needs the tensorboard package ({why}); install the optional extra "
+                                 f"(pip install 'avglr[tensorboard]', or make setup) or drop --tensorboard") from None
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -215,6 +244,8 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
             print(f"{cfg.out}: already finished (status {s['status']} at step {s['steps']}); nothing to resume")
             print(cfg.out)
             return Path(cfg.out)
+    if cfg.tensorboard:
+        tensorboard_available()
     env = distributed.setup(cfg.device, cfg.bf16)
     data = load_data(cfg.dataset, cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train, max_test=cfg.max_test)
     if cfg.shift_augment:
@@ -237,13 +268,14 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
     opt = torch.optim.SGD(raw_model.parameters(), lr=cfg.peak_lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, foreach=True)
     lrs = config.lr_table(cfg, (branch_at, cfg.branch_schedule) if branch_at is not None else None).tolist()
+    dense_steps = cfg.dense_eval_steps()   # the dense test-split window (computed once; the averages keep its lags)
+    dense = set(dense_steps)
     avg = WeightAverages(raw_model, ema_decays=cfg.ema_decays, ema_start=cfg.ema_start, ema_every=cfg.ema_every,
                          swa_start=cfg.swa_start, swa_every=cfg.swa_every, two_point_gaps=cfg.two_point_gaps,
                          n_points=cfg.n_points, n_point_gap=cfg.n_point_gap, eval_every=cfg.eval_every,
                          average_buffers=cfg.bn_mode == "averaged", total_steps=cfg.stop,
-                         extra_eval_steps=cfg.dense_eval_steps())
+                         extra_eval_steps=dense_steps)
     variants = ["raw", *([RAW_RUNNING_BN] if cfg.bn_mode == "recompute" else []), *avg.all_names()]
-    dense = set(cfg.dense_eval_steps())
     fixed = fixed_batches(cfg, data, smp, env)
     consistent = ConsistentRaw(bn_model, cfg.bn_mode, fixed["bn"], call_fn=lambda m, batch: _ctx_call(m, batch[0], env))
     if cfg.sketch_dim:
@@ -253,48 +285,54 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
     if env.is_main and kind != "resume":
         run_dir = rundir.new_run_dir("empirical", f"{cfg.preset}-s{cfg.seed}", out=cfg.out)
     rec = Recorder(run_dir if env.is_main else None,
-                   [f"{s}_{m}_{v}" for v in variants for s in ("test", "train") for m in ("loss", "acc")])
+                   [f"{s}_{m}_{v}" for v in variants for s in ("test", "train") for m in ("loss", "acc")],
+                   tensorboard=cfg.tensorboard)
+    ts = TrainState(cfg=cfg, env=env, raw_model=raw_model, eval_model=eval_model, consistent=consistent, avg=avg,
+                    fixed=fixed, rec=rec, opt=opt, variants=variants)
     start, ref_loss = 0, None
     if kind == "resume":
         state, path = checkpoint.load_latest(run_dir)
         print(f"resuming {run_dir} from {path.name if path else 'the start (no valid checkpoint)'}", flush=True)
     if state is not None:
-        start, ref_loss = restore(state, raw_model, opt, avg, fixed, rec)
+        start, ref_loss = restore(state, ts)
     rec.set_static("bank_used_at", [u if u < cfg.stop else -1 for u in fixed["bank_used_at"]])
     resolved = {**cfg.to_dict(), "averaging": avg.config(), "variants": variants, "steps_per_epoch":
                 smp.steps_per_epoch, "schedule_params": config.build_schedule(cfg).params(), "data": data.describe(),
                 "branch_step": branch_at, "bank_used_at": fixed["bank_used_at"]}
     if env.is_main:
-        print(json.dumps(rundir.json.loads(rundir.to_json_text(resolved)), separators=(",", ":")), flush=True)
+        # a short header on stdout; the whole resolved config is in config.json
+        print(console.header(cfg, data.describe(), sum(p.numel() for p in raw_model.parameters()), env.info(),
+                             run_dir, kind, start, variants), flush=True)
         if kind != "resume" or not (run_dir / "env.json").exists():
             rec.write_start(resolved, ["python", "-m", "empirical.run", *(sys.argv[1:] if argv is None else argv)],
                             env.info())
         rec.rewrite_metrics()
     stop_flag = {"interrupted": False}
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the caller ignores stays ignored: under `nohup` (SIGHUP = SIG_IGN) a closed session must not stop it
+    handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     for s in handlers:
-        signal.signal(s, lambda *_: stop_flag.update(interrupted=True))
-    progress = Progress(start, cfg.stop, variants, env.is_main)
+        signal.signal(s, _stop_handler(stop_flag))
+    progress = console.Progress(cfg.stop, variants, on=env.is_main, eval_every=cfg.eval_every)
     t0, status, last_finite, step, lv = time.perf_counter(), "ok", {}, start - 1, math.nan
 
     def save(step):  # checkpoint + files, main rank only
         if env.is_main:
-            checkpoint.save(run_dir, step, checkpoint_state(step, cfg, raw_model, opt, avg, fixed, rec, ref_loss),
-                            keep_every=cfg.checkpoint_keep_every)
+            checkpoint.save(run_dir, step, checkpoint_state(ts, ref_loss), keep_every=cfg.checkpoint_keep_every,
+                            keep_steps=cfg.branch_points())   # EMA/SWA/decay starts: kept for --branch-from
 
     def write(status, step, **extra):
         rec.write(status, step, eval=rec.final_eval(variants), wall_s=time.perf_counter() - t0, **extra)
 
-    if start == 0 and env.is_main:
-        evaluate_all(0, cfg, raw_model, eval_model, consistent, avg, fixed, env, rec)
-        write("running", 0)
-        rec.append_metrics()
     try:
+        if start == 0 and env.is_main:
+            evaluate_all(ts, 0)
+            write("running", 0)
+            rec.append_metrics()
+        progress.begin(start, rec)   # after the step-0 evaluation: the bar and the ETA measure training
         model.train()
         for step, x, y in sampler.train_batches(data.train, smp, start, cfg.stop, cfg.workers, env.is_cuda):
             if env.is_main:
-                measure(step, cfg, lambda: consistent(raw_model, step), fixed, lrs[step], x, y, env,
-                        rec)  # on θ_step, before update `step`
+                measure(step, ts, lrs[step], x, y)  # on θ_step, before update `step`
             x, y = to_device(x, y, env, cfg.channels_last)
             for g in opt.param_groups:
                 g["lr"] = lrs[step]
@@ -314,23 +352,24 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                 status, last_finite = "diverged", {**last_finite, "eval": rec.final_eval(variants)}
                 break
             last_finite = {"step": step, "train_loss": lv}
-            progress.step(lv)
             done = step + 1
+            progress.step(done, lv, lrs[step])
             regular = done % cfg.eval_every == 0 or done == cfg.stop
             if (regular or done in dense) and env.is_main:
-                evaluate_all(done, cfg, raw_model, eval_model, consistent, avg, fixed, env, rec,
-                             dense_only=not regular)
+                evaluate_all(ts, done, dense_only=not regular)
                 rec.append_metrics()
                 if regular:   # the files and the progress row at the regular cadence only
                     write("running", done)
-                    progress.row(done, lrs[step], rec, time.perf_counter() - t0)
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.stop or interrupted:
+                    progress.row(done, lrs[step], rec)
+            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.stop or interrupted \
+                    or done in cfg.branch_points():
                 save(done)
             if interrupted:
                 status = "interrupted"
                 break
     finally:
         progress.close()
+        rec.close()
         for s, h in handlers.items():
             signal.signal(s, h)
     if env.is_main:
@@ -345,7 +384,7 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                else f"interrupted after step {step + 1}; continue with --out {run_dir} --resume")
         raise Stopped(run_dir, status, 3 if status == "diverged" else 130, msg)
     if env.is_main:
+        print(console.summary(rec.final_eval(variants), int(rec.last("eval").get("step", cfg.stop)), len(data.test),
+                              run_dir), flush=True)
         print(run_dir, flush=True)
     return run_dir
-
-

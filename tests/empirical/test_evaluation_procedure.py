@@ -84,9 +84,9 @@ def test_measure_asks_for_the_consistent_model_only_when_something_is_due():
         def log(self, group, step, **series):
             logged[(group, step)] = series
 
-    train.measure(5, cfg, lambda: asked.append(5) or model, {"bank": batches[:1], "held": batches[1:]}, 0.1, None,
-                  None, None, Rec())
+    train.measure(5, train.TrainState(cfg, fixed={"bank": batches[:1], "held": batches[1:]}, rec=Rec()), 0.1, None,
+                  None, model_at=lambda: asked.append(5) or model)
     assert asked == [] and logged == {}
-    train.measure(10, cfg, lambda: asked.append(10) or model, {"bank": batches[:1], "held": batches[1:]}, 0.1, None,
-                  None, None, Rec())
+    train.measure(10, train.TrainState(cfg, fixed={"bank": batches[:1], "held": batches[1:]}, rec=Rec()), 0.1, None,
+                  None, model_at=lambda: asked.append(10) or model)
     assert asked == [10] and ("bank", 10) in logged

@@ -36,21 +36,24 @@ def test_the_digits_preset_is_the_one_the_readme_describes():
 
 def test_digits_steps_300_scales_the_timeline_by_one_fifth():
     cfg, notes = resolved(["digits", "--steps", "300"])   # refused before: "--decay-start 1200 ... shorter"
-    # f = 300/1500 = 1/5: every position and cadence of the preset divided by 5
+    # f = 300/1500 = 1/5: every position of the preset divided by 5; the cadences are kept (never scaled down: a
+    # shorter run keeps the preset's measurement cost per step)
     assert cfg.steps == 300
     assert (cfg.decay_start, cfg.ema_start, cfg.swa_start) == (240, 40, 120)
-    assert cfg.two_point_gaps == (2, 4, 10, 20, 40, 60, 100)
-    assert (cfg.eval_every, cfg.eval_dense_every, cfg.eval_dense_from) == (20, 2, 20)
-    assert (cfg.bank_every, cfg.probe_every, cfg.align_every, cfg.curv_every) == (2, 20, 10, 60)
-    assert cfg.checkpoint_every == 100
+    # lags k/5 rounded to multiples of the kept dense cadence 10: 10→2→10, 20→4→10 (once), 50→10, 100→20,
+    # 200→40, 300→60, 500→100 → 10, 20, 40, 60, 100
+    assert cfg.two_point_gaps == (10, 20, 40, 60, 100)
+    assert (cfg.eval_every, cfg.eval_dense_every, cfg.eval_dense_from) == (100, 10, 20)
+    assert (cfg.bank_every, cfg.probe_every, cfg.align_every, cfg.curv_every) == (10, 100, 50, 300)
+    assert cfg.checkpoint_every == 500
     # what is not a step on the timeline is not touched: rates, sizes, sampling periods of the averages
     assert (cfg.lr, cfg.batch_size, cfg.ema_decays, cfg.ema_every, cfg.swa_every, cfg.log_every) == \
         (0.05, 64, (0.99, 0.998), 1, 1, 1)
     # the LR is constant up to the scaled decay start, then a cosine to 0 at step 300
     lrs = C.lr_table(cfg)
     assert np.all(lrs[:240] == 0.05) and lrs[240 + 30] == pytest.approx(0.05 * 0.5)   # halfway down the cosine
-    # the dense window ends at the scaled decay start: steps 20, 22, ..., 240
-    assert cfg.dense_eval_steps() == list(range(20, 241, 2))
+    # the dense window ends at the scaled decay start: steps 20, 30, ..., 240
+    assert cfg.dense_eval_steps() == list(range(20, 241, 10))
     assert len(notes) == 1 and "--decay-start 240" in notes[0] and "--swa-start 120" in notes[0]
 
 

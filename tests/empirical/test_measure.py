@@ -232,7 +232,7 @@ def test_bank_records_the_first_ceil_f_b_images_of_each_batch(fraction, k):
         def log(self, group, step, **series):
             logged[group] = series
 
-    train.measure(0, cfg, lambda: model, fixed, 0.1, None, None, None, Rec())
+    train.measure(0, train.TrainState(cfg, fixed=fixed, rec=Rec()), 0.1, None, None, model_at=lambda: model)
     for name, part in (("train_loss", batches[:2]), ("heldout_loss", batches[2:])):
         want = []
         with torch.no_grad():

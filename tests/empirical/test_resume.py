@@ -91,6 +91,35 @@ def test_sigint_writes_interrupted_and_resumes_identically(reference, tmp_path):
     _assert_same_run(reference, out)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_sighup_ends_as_interrupted_with_a_resumable_checkpoint(tmp_path):
+    # a closed ssh session sends SIGHUP: the run must end like Ctrl-C (exit 130, status "interrupted", a checkpoint
+    # at the step it stopped), not die with summary.json at "running"
+    out = tmp_path / "hup"
+    p = _start(out)
+    _wait_for_checkpoint(p, out)
+    p.send_signal(signal.SIGHUP)
+    assert p.wait() == 130, p.stderr.read()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "interrupted" and (s["steps"] == 160 or checkpoint.path_for(out, s["steps"]).exists())
+    assert p.stdout.read().strip().splitlines()[-1] == str(out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_sighup_is_ignored_under_nohup(tmp_path):
+    # `nohup python -m empirical.run ...` starts the run with SIGHUP ignored: it must stay ignored and the run finish
+    out = tmp_path / "nohup"
+    p = subprocess.Popen([sys.executable, "-m", "empirical.run", *ARGS, "--out", str(out)], cwd=REPO, env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    _wait_for_checkpoint(p, out)
+    p.send_signal(signal.SIGHUP)
+    assert p.wait() == 0, p.stderr.read()
+    assert json.loads((out / "summary.json").read_text())["status"] == "ok"
+
+
 def test_resume_with_different_flags_refuses(tmp_path, capsys):
     out = tmp_path / "r"
     run.main(["smoke", "--steps", "10", "--eval-every", "5", "--swa-start", "2", "--two-point-gaps", "3", "--out",
