@@ -261,6 +261,36 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
     return "\n".join(L)
 
 
+def console_summary(analyses: list[Analysis], tables: list[list[dict]]) -> str:
+    """What ``compare.report`` prints (report.md has the details): per setup, the calibration, the per-seed
+    predicted vs observed gains of every average, the branch and post-hoc comparisons, and each claim's verdict."""
+    L = []
+    for i, (a, tab) in enumerate(zip(analyses, tables), 1):
+        c, s = a.cal, a.setup
+        L.append(f"setup {i}: {len(s.base)} seed run(s), {len(s.branches)} branch run(s), {len(s.posthoc)} post-hoc; "
+                 f"window {c.window[0]}-{c.window[1]}")
+        L.append(f"  calibration ({c.source}): h = {', '.join(_f(x) for x in c.h)} 1/LR, noise mass = "
+                 f"{', '.join(_f(x) for x in c.s)}, lr {c.lr:g}, momentum {c.momentum:g}")
+        rows = [(name, cell, t) for name, m in a.metrics["variants"].items()
+                for cell, t in zip(m.get("per_seed", []), m.get("per_seed_terms", []))]
+        if rows:
+            L.append(f"  {'average':<16} {'run':<10} {'gain pred':>10} {'gain obs':>10} {'± s.e.':>9}  agrees")
+            for name, cell, t in rows:
+                L.append(f"  {name:<16} {Path(cell['run']).name[:10]:<10} {_f(cell['gain_pred']):>10} "
+                         f"{_f(cell['gain_obs']):>10} {_f(cell['gain_obs_se'], 2):>9}  {'yes' if t['agrees'] else 'no'}")
+        for b in a.branches:
+            what = (f"vs {b['matches']}: captures {_f(b.get('gain_capture'), 2)} of its gain L_raw − L_avg"
+                    if b.get("matches") else "matches no average")
+            L.append(f"  branch {Path(b['path']).name} from step {b.get('t0')}: {what}")
+        for r in a.posthoc or []:
+            L.append(f"  post-hoc {Path(r['path']).name} vs branch {Path(str(r.get('branch'))).name}: loss "
+                     f"{_f(r.get('loss_posthoc'), 4)} vs {_f(r.get('loss_branch'), 4)} (agrees: "
+                     f"{'yes' if r.get('agrees') else 'no'})")
+        for row in tab:
+            L.append(f"  [{row['verdict']}] {row['claim'].split(' (')[0]}")
+    return "\n".join(L)
+
+
 def build_parser() -> OneLineParser:
     # DefaultsFormatter: "(default: X)" once per option, none for None/False (the convention of every CLI here)
     p = OneLineParser(prog="python -m compare.report", description=__doc__.split("\n\n")[0],
@@ -298,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:   # every file is written atomically: none is left half written
         print(f"compare.report: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
         return 1
+    print(console_summary(analyses, tables))
     print(out / "report.md")
     return 0
 

@@ -20,6 +20,16 @@ def test_report_end_to_end(synth_runs, synth_branches, tmp_path, capsys):
     # compare draws nothing (it never imports figures): the report names the command that draws the figures
     assert f"python -m figures.build {synth_runs[0]}" in md
     assert not list(out.glob("*.png"))
+    # stdout: a summary a user reads without opening report.md (structure, not numbers), the report path last
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == str(out / "report.md")
+    assert lines[0].startswith("setup 1: 3 seed run(s), ") and "calibration (" in lines[1]
+    cells = [ln for ln in lines if ln.rstrip().endswith((" yes", " no"))]
+    assert len(cells) == sum(len(v.get("per_seed", [])) for v in m["setups"][0]["variants"].values())
+    verdicts = [ln for ln in lines if ln.startswith("  [")]
+    assert len(verdicts) == len(m["setups"][0]["claims"])
+    assert all(ln.split("]")[0][3:] in ("reproduced", "not reproduced", "not testable here") for ln in verdicts)
+    assert sum(ln.startswith("  branch ") for ln in lines) == len(synth_branches)
 
 
 def _bad_run(tmp_path):
