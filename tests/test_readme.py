@@ -67,6 +67,8 @@ def test_every_command_shown_is_accepted_by_its_parser():
     seen = set()
     for mod, *argv in cmds:
         seen.add(mod)
+        if "--help" in argv:                      # prints the help and exits 0: not a parse of these flags
+            continue
         if mod == "empirical.run":
             config.parse(argv)                    # flags and values only: no data, no checkpoint is opened
         else:
