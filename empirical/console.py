@@ -24,12 +24,21 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-TWO_POINT = "two_point_k"   # variant prefix of the two-point averages (theory.spec.variant_name)
 BEST_TWO_POINT = "best_2pt"  # progress column: the lowest test loss over the two-point averages defined so far
 HEARTBEAT_S = 60.0           # piped output: a train-only row when nothing was printed for this long (seconds)
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+def _is_two_point(variant: str) -> bool:
+    """A two-point average (the name format has one home: theory.spec.variant_name / parse_variant_name)."""
+    from theory.spec import TwoPoint, parse_variant_name
+
+    try:
+        return isinstance(parse_variant_name(variant), TwoPoint)
+    except ValueError:          # raw_running_bn and other non-average names
+        return False
+
 
 def _num(x: Any, spec: str = ".4g") -> str:
     return f"{x:{spec}}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
@@ -127,8 +136,8 @@ class Progress:
         self.stream = stream if stream is not None else sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.early, self.heartbeat_s = early, heartbeat_s
-        self.two_point = [v for v in variants if v.startswith(TWO_POINT)]
-        self.loss_cols = [v for v in variants if not v.startswith(TWO_POINT)] + ([BEST_TWO_POINT]
+        self.two_point = [v for v in variants if _is_two_point(v)]
+        self.loss_cols = [v for v in variants if not _is_two_point(v)] + ([BEST_TWO_POINT]
                                                                                  if self.two_point else [])
         self.cols = ["step", "lr", "train", *self.loss_cols, "acc_raw", "elapsed", "eta"]
         self.widths = {c: max(len(c), 8) for c in self.cols}
