@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from compare import pairs, predict
-from compare.load import Variant, stack
+from compare.load import stack, variant_of
 from theory import moments, probes, spec, stationary
 
 __all__ = ["NAMES", "theory_grid", "probe_data", "bank_data", "equivalence_data", "two_point_data", "ellipsoid_data",
@@ -170,7 +170,7 @@ def two_point_data(a) -> dict | None:
     gaps = np.array([a.variants[n].gap for n in names])
     kk = np.unique(np.logspace(0, np.log10(max(gaps.max(), 10) * 3), 30).astype(int))
     probe_step = np.array([hi])
-    th = [float(predict.variant_excess(a.cal, Variant(f"two_point_k{k}", "two_point", gap=int(k)), a.setup.config,
+    th = [float(predict.variant_excess(a.cal, variant_of(spec.TwoPoint(int(k))), a.setup.config,
                                        probe_step)[0]) + a.floor if k <= hi else np.nan for k in kk]
     half = [b for b in a.branches if b.get("matches") in names and abs(b.get("lr_ratio", 0) - 0.5) < 0.2]
     half_obs = [b["curve"].obs[0, b["curve"].steps >= b["settle_step"]] for b in half]

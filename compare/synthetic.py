@@ -26,6 +26,7 @@ import numpy as np
 
 from common import rundir
 from theory.inverse import constant_kernel
+from theory.spec import EMA, NPoint, TwoPoint, variant_name
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ def expected_excess(cfg: SynthSetup, steps: np.ndarray) -> dict[str, np.ndarray]
     """Expected excess loss ½Σh(m² + Var) of raw and every averaged variant at ``steps``; iterate stationary."""
     T = cfg.steps
     out: dict[str, np.ndarray] = {}
-    names = (["raw"] + [f"ema_{g}" for g in cfg.ema_decays] + ["swa"]
-             + [f"two_point_k{k}" for k in cfg.two_point_gaps] + [f"points_n{cfg.n_points}_g{cfg.n_point_gap}"])
+    names = (["raw"] + [variant_name(EMA(g)) for g in cfg.ema_decays] + ["swa"]
+             + [variant_name(TwoPoint(k)) for k in cfg.two_point_gaps]
+             + [variant_name(NPoint(cfg.n_points, cfg.n_point_gap))])
     for nm in names:
         out[nm] = np.zeros(steps.size)
     for h, s, b in zip(cfg.h, cfg.s, cfg.b):
@@ -118,7 +120,7 @@ def expected_excess(cfg: SynthSetup, steps: np.ndarray) -> dict[str, np.ndarray]
             for t in range(1, T + 1):
                 y[t] = g * y[t - 1] + (1 - g) * m[t]
             var = np.array([_coef_var(rho, _ema_coef(g, int(t))) for t in steps])
-            out[f"ema_{g}"] += 0.5 * h * (var + msq(y))
+            out[variant_name(EMA(g))] += 0.5 * h * (var + msq(y))
         n = np.maximum(steps - cfg.swa_start + 1, 1)
         cs = np.concatenate([[0.0], np.cumsum(m)])
         swa_m = np.where(steps >= cfg.swa_start, (cs[steps + 1] - cs[np.minimum(steps, cfg.swa_start)]) / n, m[steps])
@@ -126,13 +128,13 @@ def expected_excess(cfg: SynthSetup, steps: np.ndarray) -> dict[str, np.ndarray]
         for k in cfg.two_point_gaps:
             ok = steps >= k
             z = np.where(ok, 0.5 * (m[steps] + m[np.maximum(steps - k, 0)]), m[steps])
-            out[f"two_point_k{k}"] += 0.5 * h * (np.where(ok, 0.5 * (rho[0] + rho[k]), rho[0]) + b * z ** 2)
+            out[variant_name(TwoPoint(k))] += 0.5 * h * (np.where(ok, 0.5 * (rho[0] + rho[k]), rho[0]) + b * z ** 2)
         N, G = cfg.n_points, cfg.n_point_gap
         ii, jj = np.meshgrid(np.arange(N), np.arange(N))
         vN = np.sum(rho[np.abs(ii - jj) * G]) / N ** 2
         ok = steps >= (N - 1) * G
         zN = np.where(ok, np.mean([m[np.maximum(steps - i * G, 0)] for i in range(N)], axis=0), m[steps])
-        out[f"points_n{N}_g{G}"] += 0.5 * h * (np.where(ok, vN, rho[0]) + b * zN ** 2)
+        out[variant_name(NPoint(N, G))] += 0.5 * h * (np.where(ok, vN, rho[0]) + b * zN ** 2)
     return out
 
 
