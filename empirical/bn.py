@@ -27,6 +27,12 @@ BN_MODES = ("recompute", "averaged", "raw")
 RAW_RUNNING_BN = "raw_running_bn"
 
 
+def evaluated_variants(bn_mode: str, averages) -> list[str]:
+    """The variants one evaluation covers: raw, raw_running_bn (only in bn_mode 'recompute'; in the other modes the
+    running statistics are the procedure itself, so it would equal raw), then the given average names."""
+    return ["raw", *([RAW_RUNNING_BN] if bn_mode == "recompute" else []), *averages]
+
+
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None]

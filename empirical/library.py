@@ -33,39 +33,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from common import rundir
 from empirical.averaging import WeightAverages
-from empirical.bn import RAW_RUNNING_BN
+from empirical.bn import RAW_RUNNING_BN, evaluated_variants
+from empirical.measure import evaluate
 from empirical.probes import Measurement
 from empirical.recorder import Recorder
 
 SPLITS = ("test", "train")     # eval/<split>_loss_<variant>: compare reads "test" by default, "train" with --split
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, *, device=None,
-             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
-    """(mean loss per example, accuracy) of ``model`` in eval mode over (inputs, targets) ``batches``; the model's
-    train/eval flags are restored. ``loss_fn(logits, y)`` must return the mean loss (default cross-entropy)."""
-    loss_fn = loss_fn or F.cross_entropy
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    total, correct, n = 0.0, 0, 0
-    try:
-        for x, y in batches:
-            if device is not None:
-                x, y = x.to(device), y.to(device)
-            out = model(x)
-            total += float(loss_fn(out.float(), y).double()) * len(y)
-            correct += int((out.argmax(1) == y).sum())
-            n += len(y)
-    finally:
-        for m, f in flags:
-            m.training = f
-    return total / max(n, 1), correct / max(n, 1)
 
 
 def averaging_config(averages: WeightAverages | None) -> dict:
@@ -111,8 +88,7 @@ class RunWriter:
         self.bn_mode = "recompute" if self.bn_batches is not None else (
             "averaged" if averages is not None and averages.average_buffers else "raw")
         self.run_dir = rundir.new_run_dir("empirical", name, out=out)
-        self.variants = ["raw", *([RAW_RUNNING_BN] if self.bn_mode == "recompute" else []),
-                         *(averages.all_names() if averages is not None else [])]
+        self.variants = evaluated_variants(self.bn_mode, averages.all_names() if averages is not None else [])
         columns = [f"{s}_{m}_{v}" for v in self.variants for s in SPLITS for m in ("loss", "acc")]
         self.recorder = (Recorder(self.run_dir, columns, tensorboard=True) if tensorboard   # the extra tensorboard
                          else Recorder(self.run_dir, columns))
@@ -163,8 +139,7 @@ class RunWriter:
         row ‖θ_avg − θ‖. Then (with ``write``) trajectory.npz, summary.json (status running) and a metrics.csv row.
         Returns the eval row."""
         test, train = list(test), None if train is None else list(train)
-        names = ["raw", *([RAW_RUNNING_BN] if self.bn_mode == "recompute" else []),
-                 *(self.averages.available() if self.averages is not None else [])]
+        names = evaluated_variants(self.bn_mode, self.averages.available() if self.averages is not None else [])
         row = {}
         for name in names:
             if name == RAW_RUNNING_BN or self.averages is None:

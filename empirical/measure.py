@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -66,6 +66,30 @@ def _hvp(f, params, v, *args):
 
 def _to(t, device):
     return t if device is None else t.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable, *, device=None, loss_fn: LossFn | None = None,
+             ctx=None) -> tuple[float, float]:
+    """(mean loss per example, accuracy) of ``model`` in eval mode over (inputs, targets) ``batches`` — the one
+    evaluation function for the raw weights and every averaged variant (empirical.run, RunWriter, posthoc); the
+    model's train/eval flags are restored. ``ctx``: the forward's autocast context (bf16 runs); ``loss_fn(logits,
+    y)`` returns the mean loss (default cross-entropy). Sums stay on the device: one synchronisation per call."""
+    total = correct = None
+    n = 0
+    with _eval_mode(model):
+        for x, y in batches:
+            x, y = _to(x, device), _to(y, device)
+            with (ctx if ctx is not None else nullcontext()):
+                logits = model(x)
+            loss = (F.cross_entropy(logits.float(), y, reduction="sum") if loss_fn is None
+                    else loss_fn(logits.float(), y) * len(y)).double()
+            hit = (logits.argmax(1) == y).sum()
+            total, correct = (loss, hit) if total is None else (total + loss, correct + hit)
+            n += len(y)
+    if total is None:
+        return 0.0, 0.0
+    return total.item() / n, correct.item() / n
 
 
 def batch_losses(model: nn.Module, batches: Iterable, *, device=None, loss_fn: LossFn | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from empirical import checkpoint, config, console, distributed, sampler
-from empirical.bn import RAW_RUNNING_BN, ConsistentRaw, prepare_variant
+from empirical.bn import ConsistentRaw, evaluated_variants, prepare_variant
 from empirical.recorder import Recorder
 from empirical.run import Stopped
 from empirical.sketch import CountSketch
@@ -61,26 +61,17 @@ def to_device(x, y, env, channels_last: bool):
     return (x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x), y
 
 
-@torch.no_grad()
 def evaluate(model, batches, env) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``batches`` — the one evaluation function
-    used for the raw weights and for every averaged variant."""
-    model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=env.device)
-    correct, n = torch.zeros((), dtype=torch.int64, device=env.device), 0
-    for x, y in batches:
-        with env.ctx:
-            logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
-        n += len(y)
-    return loss.item() / max(n, 1), correct.item() / max(n, 1)
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``batches`` under the run's autocast
+    (empirical.measure.evaluate, the one evaluation function)."""
+    from empirical.measure import evaluate as _evaluate
+
+    return _evaluate(model, batches, ctx=env.ctx)
 
 
 def evaluation_names(cfg, avg) -> list[str]:
-    """Variants evaluated now: raw, raw_running_bn (only in bn_mode 'recompute'; in the other modes the running
-    statistics are the procedure itself, so it would equal raw), and every average defined at this step."""
-    return ["raw", *([RAW_RUNNING_BN] if cfg.bn_mode == "recompute" else []), *avg.names()]
+    """Variants evaluated now (empirical.bn.evaluated_variants): raw, raw_running_bn, every average defined now."""
+    return evaluated_variants(cfg.bn_mode, avg.names())
 
 
 def evaluate_all(ts: TrainState, step: int, dense_only: bool = False) -> None:
@@ -275,7 +266,7 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                          n_points=cfg.n_points, n_point_gap=cfg.n_point_gap, eval_every=cfg.eval_every,
                          average_buffers=cfg.bn_mode == "averaged", total_steps=cfg.stop,
                          extra_eval_steps=dense_steps)
-    variants = ["raw", *([RAW_RUNNING_BN] if cfg.bn_mode == "recompute" else []), *avg.all_names()]
+    variants = evaluated_variants(cfg.bn_mode, avg.all_names())
     fixed = fixed_batches(cfg, data, smp, env)
     consistent = ConsistentRaw(bn_model, cfg.bn_mode, fixed["bn"], call_fn=lambda m, batch: _ctx_call(m, batch[0], env))
     if cfg.sketch_dim:
