@@ -264,7 +264,9 @@ TREE_ELEMS = 1 << 16        # steps × directions per tree block (≈ 20 arrays 
 # The sequential kernels form their coefficients SEQ_BLOCK steps × SEQ_DIRS directions at a time; rates are
 # generated SEQ_SPAN steps at a time. Measured on the loaded 2-core dev machine (10^4 directions, 10^5 steps of the
 # EMA phase alone, seq_plain, two runs each): 8 × 10,000 → 4.9 s, 4 × 10,000 → 5.6-6.5 s, 8 × 5,000 → 5.5-6.5 s,
-# 8 × 2,500 → 8.8-9.8 s (more Python calls per element).
+# 8 × 2,500 → 8.8-9.8 s (more Python calls per element). With the separable kernel (kernels._seq_separable), the
+# whole CLI of scripts/bench_theory.py at 10^4 directions on a quiet machine: 8 × 10,000 → 4.5 s, 8 × 5,000 → 4.6 s,
+# 16 × 10,000 → 4.7 s, 4 × 10,000 → 4.4 s (within noise of each other).
 SEQ_BLOCK = 8
 SEQ_DIRS = 10000
 SEQ_SPAN = 256
@@ -315,23 +317,31 @@ class _VarPhase:
                 mean, cov = _apply(m, (mean, cov))
             return mean, cov
         mean, cov, d = mean.copy(), cov.copy(), self.sigma2.size
-        for lo in range(a, b, SEQ_SPAN):
-            hi = min(b, lo + SEQ_SPAN)
-            sep = self.seg.separable(lo, hi) if self.nx == 1 else None
-            alpha = self.seg.alpha(lo, hi) if sep is None else None
-            prev = self._before(lo)
-            u, w = ev.coefs(lo + 1, hi + 1) if ev is not None else (None, None)
-            for d0 in range(0, d, SEQ_DIRS):                 # one cache-sized slab of directions at a time
-                sl = slice(d0, min(d, d0 + SEQ_DIRS))
-                m, p, s2 = mean[:, sl], cov[:, :, sl], self.sigma2[sl]
+
+        def slab(sl: slice) -> None:
+            """Directions ``sl`` through every step of [a, b) (slabs are independent of each other)."""
+            m, p, s2 = mean[:, sl], cov[:, :, sl], self.sigma2[sl]
+            seg = restrict(self.seg, sl, d)
+            for lo in range(a, b, SEQ_SPAN):
+                hi = min(b, lo + SEQ_SPAN)
+                u, w = ev.coefs(lo + 1, hi + 1) if ev is not None else (None, None)
                 if self.nx == 1:
-                    rates = alpha[:, sl] if sep is None else (sep[0], sep[1][sl])
+                    sep = seg.separable(lo, hi)
+                    rates = seg.alpha(lo, hi) if sep is None else sep
                     m, p = kernels.seq_plain(m, p, rates, s2, u, w, scale=1.0 if ev is None else ev.w_update,
                                              means=means, sub=SEQ_BLOCK)
                 else:
-                    m, p = kernels.seq_momentum(m, p, alpha[:, sl], None if prev is None else prev[sl], self.mu,
-                                                s2, u, w, means=means)
-                mean[:, sl], cov[:, :, sl] = m, p
+                    prev = self._before(lo)
+                    m, p = kernels.seq_momentum(m, p, seg.alpha(lo, hi),
+                                                None if prev is None else prev[sl], self.mu, s2, u, w, means=means)
+            mean[:, sl], cov[:, :, sl] = m, p
+
+        # Slabs of directions one after another. Tried and dropped: the slabs in two threads (numpy releases the
+        # GIL inside its array operations) took 7.0-7.8 s instead of 4.3-4.5 s at 10^4 directions × 10^5 cosine
+        # steps on the 2-core dev machine: each operation on 5,000 directions is too short against the Python
+        # dispatch that holds the GIL.
+        for d0 in range(0, d, SEQ_DIRS):                         # one cache-sized slab of directions at a time
+            slab(slice(d0, min(d, d0 + SEQ_DIRS)))
         return mean, cov
 
     def _fill(self, a: int, ev: _Events | None) -> None:

@@ -497,11 +497,13 @@ class OutputError(OSError):
 
 
 def check_out(out: str | None) -> None:
-    """Refuse an --out that cannot be created, before any work: its nearest existing ancestor must be a writable
-    directory (rundir.new_run_dir still refuses a non-empty one)."""
+    """Refuse an --out that cannot be used, before any work: an existing one must be an empty folder (as
+    rundir.new_run_dir requires), a new one's nearest existing ancestor a writable folder."""
     if out is None:
         return
     p = Path(out).absolute()
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise rundir.RunDirError(f"--out {out}: exists and is not an empty directory; choose a new path")
     anc = p
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from theory import moments as M, segments, spec
+from theory import kernels, moments as M, segments, spec
 
 RTOL = 1e-9    # the bar: block kernels vs one step at a time, both exact float64 recursions
 FIELDS = ("mean_x", "var_x", "mean_avg", "var_avg", "cov_x_avg")
@@ -126,3 +126,20 @@ def test_default_block_sizes_equal_step_by_step(mu):
     steps = np.arange(0, 1201, 37)
     for avg in (spec.EMA(0.995, start=500), spec.SWA(start=800, every=2), spec.NPoint(3, 20)):
         close(M.moments(model, opt, avg, steps), M.step_by_step(model, opt, avg, steps))
+
+
+@pytest.mark.parametrize("expanded_max", [0.0, 10.0])   # c_t formed and squared / c_t² expanded, everywhere
+def test_separable_kernel_both_forms_of_c2_equal_step_by_step(monkeypatch, expanded_max):
+    # the separable seq kernel carries the second moments divided by s = h²σ²; a slab with a σ² = 0 direction has
+    # no such scale and goes through the element-wise form. Rates up to λh = 1.2 (c² ≈ 0 at h = 0.999 near peak
+    # LR) with a large v0, where c² matters most, by both forms of c².
+    monkeypatch.setattr(M, "KERNEL", "seq")
+    monkeypatch.setattr(M, "SEQ_BLOCK", 5)
+    monkeypatch.setattr(kernels, "EXPANDED_MAX_RATE", expanded_max)
+    opt = spec.SGD(spec.Warmup(spec.Cosine(lr=1.0, total=300, final_lr=0.05), 20))
+    h = np.array([1e-3, 0.3, 0.999, 1.2])
+    for sigma2 in (np.array([1.0, 0.5, 2.0, 1.3]), np.array([1.0, 0.0, 2.0, 1.3])):
+        model = spec.NQM(h=h, sigma2=sigma2, m0=0.4, v0=1e6)
+        for avg in (spec.EMA(0.95, start=50, every=2), spec.SWA(start=100), spec.NoAverage()):
+            steps = np.arange(0, 301, 30)
+            close(M.moments(model, opt, avg, steps), M.step_by_step(model, opt, avg, steps))

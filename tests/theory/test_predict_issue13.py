@@ -79,6 +79,21 @@ def test_out_under_a_file_one_line_exit_1(tmp_path):
     assert "Traceback" not in r.stderr and "--out" in r.stderr and r.stdout == ""
 
 
+def test_non_empty_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    # an existing non-empty --out used to be refused only after the whole computation (7 s at 10^4 directions)
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+
+    def must_not_run(*a, **k):
+        raise AssertionError("computed before refusing --out")
+
+    monkeypatch.setattr(predict, "forward", must_not_run)
+    with pytest.raises(predict.rundir.RunDirError, match="not an empty directory"):
+        predict.main(["--steps", "50", "--json", "--out", str(out)])
+    assert (out / "summary.json").read_text() == "{}"
+
+
 @pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs /sys")
 def test_out_in_sys_one_line_exit_1(tmp_path):
     r = run("--steps", "50", "--json", out="/sys/avglr-test-run")
