@@ -9,7 +9,8 @@ Stages, per dataset (everything is a subprocess, so this script never imports to
      keeping the checkpoint at the branch step T0 (= the SWA start, inside the constant phase);
   2. calibrate the NQM on the raw weights of the base runs (compare.calibrate) to get the curvature h;
   3. equivalent-LR branches from each seed's T0 checkpoint (same data order): `half` (two-point ⇔ λ/2),
-     `ema:GAMMA:h` per EMA decay (harmonic rule, theory.md §3.3), `swa:h` (1/t cooldown, theory.md §3.4);
+     `ema:GAMMA:h` per EMA decay (harmonic rule, theory.md §3.3), `swa:h` (1/t cooldown, theory.md §3.4); each
+     runs to the end of the parent's constant-LR phase (`--max-steps`), where compare.report's comparisons end;
   3b. (digits) the post-hoc average of each seed's kept constant-LR checkpoints that emulates the `swa:h` branch
      (`python -m empirical.posthoc`, theory.md §3.6a): the base runs keep a checkpoint every POSTHOC_EVERY steps;
   4. `python -m compare.report` on base + branch + post-hoc runs, and `python -m figures.build`.
@@ -33,9 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run), from the logs of
-# the full reproduction (digits: 1,500 / 900 steps; mnist: 0.63 s/step × 1,500 / 900 steps + start-up).
-MINUTES_PER_RUN = {"digits": (0.7, 0.55), "mnist": (16.0, 10.0)}
+from empirical import config  # noqa: E402  (parses and validates a command line without importing torch)
+
+# Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run). Branches run the
+# 600 steps from T0 = 600 to the end of the constant phase (1,200). digits: from the logs of an earlier full
+# reproduction (0.55 min for a 900-step branch then, scaled to 600 steps). mnist: 1.3 s/step measured in the
+# 2026-12-02 evening reproduction (33 min for 1,500 steps, two runs at a time; an earlier day: 0.63 s/step).
+MINUTES_PER_RUN = {"digits": (0.7, 0.37), "mnist": (33.0, 13.0)}
 # Full mode: digits runs its preset as is; mnist is shortened to the digits timeline (1,500 steps = 38 epochs of the
 # 5,000-image subset; constant LR to step 1,200). Evaluations dominate the cost of these runs on a CPU (each of the
 # ten variants recomputes BN and passes the test split), so the test split is evaluated every 50 steps (lags 50-500),
@@ -81,7 +86,11 @@ def plan(quick: bool, seeds: list[int] | None, out: Path,
             base.append({"seed": s, "dir": d, "cmd": [sys.executable, "-m", "empirical.run", preset, "--out", str(d),
                                                       "--seed", str(s), "--checkpoint-every", str(keep),
                                                       "--checkpoint-keep-every", str(keep), *extra]})
-        entries.append({"preset": preset, "t0": t0, "extra": extra, "base": base, "root": out / preset,
+        # branches stop where the parent's constant-LR phase ends: compare.report compares a branch with the
+        # parent's average only up to there (compare/analysis.py), so the cooldown after it would cost a third
+        # of every branch for nothing
+        end = config.from_cli([preset, *extra]).decay_start
+        entries.append({"preset": preset, "t0": t0, "end": end, "extra": extra, "base": base, "root": out / preset,
                         "posthoc": preset in (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY)})
     return entries
 
@@ -95,9 +104,11 @@ def branch_commands(entry: dict, h_swa: float, h_ema: dict[float, float]) -> lis
         ckpt = b["dir"] / "checkpoints" / f"step_{entry['t0']:09d}.pt"
         for sp in specs:
             d = entry["root"] / f"s{b['seed']}-{sp.split(':')[0]}{'-' + sp.split(':')[1] if sp.startswith('ema') else ''}"
-            out.append({"dir": d, "cmd": [sys.executable, "-m", "empirical.run", entry["preset"], "--out", str(d),
-                                          "--seed", str(b["seed"]), "--branch-from", str(ckpt),
-                                          "--branch-schedule", sp, *entry["extra"]]})
+            stop = ["--max-steps", str(entry["end"])] if entry.get("end") and entry["end"] > entry["t0"] else []
+            out.append({"dir": d, "stop": stop,
+                        "cmd": [sys.executable, "-m", "empirical.run", entry["preset"], "--out", str(d),
+                                "--seed", str(b["seed"]), "--branch-from", str(ckpt), "--branch-schedule", sp,
+                                *entry["extra"], *stop]})
     return out
 
 
@@ -171,8 +182,8 @@ def _run(cmd: list[str], runner, log: Path | None = None) -> None:
 def resumable(run: dict) -> list[str]:
     """The run's command, or `--resume` of its directory if an earlier (interrupted) reproduction started it:
     re-running the same reproduce command continues from the last checkpoint and skips finished runs."""
-    if (run["dir"] / "config.json").is_file():
-        return [sys.executable, "-m", "empirical.run", "--out", str(run["dir"]), "--resume"]
+    if (run["dir"] / "config.json").is_file():      # a branch keeps its --max-steps: it ends with the constant phase
+        return [sys.executable, "-m", "empirical.run", "--out", str(run["dir"]), "--resume", *run.get("stop", [])]
     return run["cmd"]
 
 

@@ -94,6 +94,12 @@ def test_branch_commands_use_calibrated_curvature(tmp_path):
     assert any("--branch-schedule ema:0.99:0.125" in c for c in cmds)
     assert any("--branch-schedule ema:0.998:0.03" in c for c in cmds)
     assert all("step_000000600.pt" in c for c in cmds)
+    # the digits preset's constant LR ends at step 1,200 (README): branches stop there, also when resumed
+    assert all(c.endswith("--max-steps 1200") for c in cmds)
+    b = reproduce.branch_commands(e, 2.5, {})[0]
+    b["dir"].mkdir(parents=True)
+    (b["dir"] / "config.json").write_text("{}")
+    assert reproduce.resumable(b)[-3:] == ["--resume", "--max-steps", "1200"]
 
 
 def test_rerun_resumes_started_runs_and_starts_the_rest(tmp_path):
