@@ -189,6 +189,32 @@ def _suffix_products(u):
     return omega, (float(rev[-1]) if u.size else 1.0)
 
 
+def _cov_row(xn, x, uc, wn, u, wi) -> None:
+    """Cov(x, y) after one step and its event, over ``scale``: X' = u c X + w W' into ``xn`` (``uc`` the row u_t c_t,
+    ``wn`` = W', ``wi`` = w_t / scale); u = 0 is a reset, y ← x. u and wi are Python floats: cheap tests."""
+    if u == 0.0:
+        np.multiply(wn, wi, out=xn)
+        return
+    np.multiply(x, uc, out=xn)
+    if wi == 1.0:
+        xn += wn
+    elif wi != 0.0:
+        xn += wi * wn
+
+
+def _fold_block(yy, my, ws, xs, mxs, uu, wb, scale, n) -> None:
+    """The average's variance ``yy`` (and mean ``my`` unless None) over a block of n buffered rows, in place:
+    Y_end = (Π u²) Y_0 + Σ_j ω_j (2 w_j X_{j+1} − w_j² W_{j+1}) (seq_plain's docstring)."""
+    om2, full2 = _suffix_products(uu * uu)
+    yy *= full2
+    yy += (2.0 * scale * om2 * wb) @ xs[1:n + 1]
+    yy -= (om2 * wb * wb) @ ws[1:n + 1]
+    if my is not None:
+        om, full = _suffix_products(uu)
+        my *= full
+        my += (om * wb) @ mxs[1:n + 1]
+
+
 def seq_plain(mean, cov, alpha, sigma2, u=None, w=None, scale=1.0, means=True, sub=8):
     """μ = 0: state (x[, y]) after the k steps at rates ``alpha`` [k, D] (or a pair (λ [k], h [D]) with α = λ ⊗ h)
     and events (u, w) [k] (theory.md §2.3,
@@ -258,29 +284,12 @@ def seq_plain(mean, cov, alpha, sigma2, u=None, w=None, scale=1.0, means=True, s
             np.multiply(wrows[i], c2b[i], out=wn)
             wn += qb[i]
             if has_y:
-                xn, wi = xrows[i + 1], wl[i]
-                if ul[i] == 0.0:                                  # reset: y ← x
-                    np.multiply(wn, wi, out=xn)
-                else:
-                    np.multiply(xrows[i], cb[i], out=xn)
-                    if wi == 1.0:
-                        xn += wn
-                    elif wi != 0.0:
-                        xn += wi * wn
+                _cov_row(xrows[i + 1], xrows[i], cb[i], wn, ul[i], wl[i])
         if has_y:
-            wb = w[j0:j0 + n]
-            om2, full2 = _suffix_products(uu * uu)
-            yy *= full2
-            yy += (2.0 * scale * om2 * wb) @ xs[1:n + 1]
-            yy -= (om2 * wb * wb) @ ws[1:n + 1]
-            if means:
-                om, full = _suffix_products(uu)
-                my *= full
-                my += (om * wb) @ mxs[1:n + 1]
-            xs[0] = xs[n]
-        ws[0] = ws[n]
-        if means:
-            mxs[0] = mxs[n]
+            _fold_block(yy, my, ws, xs, mxs, uu, w[j0:j0 + n], scale, n)
+        for buf in (ws, xs, mxs):                                 # the block's last rows start the next block
+            if buf is not None:
+                buf[0] = buf[n]
     new_mean, new_cov = mean.copy(), cov.copy()
     new_cov[0, 0] = ws[0]
     if means:
@@ -356,29 +365,12 @@ def _seq_separable(mean, cov, lam, hs, noise, u, w, scale, means, sub):
             np.multiply(wrows[i], c2b[i], out=wn)
             wn += l2_all[j0 + i]
             if has_y:
-                xn, wi = xrows[i + 1], w_all[j0 + i]
-                if u_all[j0 + i] == 0.0:                          # reset: y ← x
-                    np.multiply(wn, wi, out=xn)
-                else:
-                    np.multiply(xrows[i], ucb[i], out=xn)
-                    if wi == 1.0:
-                        xn += wn
-                    elif wi != 0.0:
-                        xn += wi * wn
+                _cov_row(xrows[i + 1], xrows[i], ucb[i], wn, u_all[j0 + i], w_all[j0 + i])
         if has_y:
-            wb = w[j0:j0 + n]
-            om2, full2 = _suffix_products(uu * uu)
-            yy *= full2
-            yy += (2.0 * scale * om2 * wb) @ xs[1:n + 1]
-            yy -= (om2 * wb * wb) @ ws[1:n + 1]
-            if means:
-                om, full = _suffix_products(uu)
-                my *= full
-                my += (om * wb) @ mxs[1:n + 1]
-            xs[0] = xs[n]
-        ws[0] = ws[n]
-        if means:
-            mxs[0] = mxs[n]
+            _fold_block(yy, my, ws, xs, mxs, uu, w[j0:j0 + n], scale, n)
+        for buf in (ws, xs, mxs):                                 # the block's last rows start the next block
+            if buf is not None:
+                buf[0] = buf[n]
     new_mean, new_cov = mean.copy(), cov.copy()
     new_cov[0, 0] = ws[0] * noise
     if means:
