@@ -1,8 +1,7 @@
-"""Run configuration of ``python -m empirical.run``: one frozen dataclass, presets, and the CLI built from it.
+"""Run configuration of ``python -m empirical.run``: one frozen dataclass, presets, step scaling and validation.
 
-Every field of :class:`RunConfig` carries its unit and meaning in its ``help`` metadata; the argparse parser is
-generated from the fields (design.md §3.3, §3.9): ``--batch-size 128`` sets ``batch_size``, tuples are
-comma-separated (``--ema-decays 0.99,0.999``), optional integers accept ``none``, booleans have ``--no-`` forms.
+Every field of :class:`RunConfig` carries its unit and meaning in its ``help`` metadata; the command line is
+generated from the fields by ``empirical/flags.py`` (design.md §3.3, §3.9).
 
 The LR schedule is a ``theory.spec`` schedule (:func:`build_schedule`), so the LR used by training at step t is
 by construction the one the theory side computes (``lr_table``). Steps are optimiser steps, 0-based for updates:
@@ -12,7 +11,6 @@ This module does not import torch, so a bad command line fails in well under a s
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -23,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from common.cli import default_text, with_default
 from theory import spec
 from theory.stationary import harmonic_equivalent_lr
 
@@ -534,13 +531,14 @@ def lr_table(cfg: RunConfig, branch: tuple[int, str] | None = None) -> np.ndarra
     return lrs
 
 
-# --------------------------------------------------------------------------------------------------- CLI
+# ----------------------------------------------------------------------------------- fields and their flags
 
-def _flag(name: str) -> str:
+def flag_of(name: str) -> str:
+    """The command-line flag of a RunConfig field: ``batch_size`` → ``--batch-size``."""
     return "--" + name.replace("_", "-")
 
 
-def _base_type(tp) -> tuple[type, bool, bool]:
+def field_type(tp) -> tuple[type, bool, bool]:
     """(element type, is_tuple, is_optional) of a field annotation."""
     optional = False
     if typing.get_origin(tp) is typing.Union:
@@ -549,111 +547,6 @@ def _base_type(tp) -> tuple[type, bool, bool]:
     if typing.get_origin(tp) is tuple:
         return typing.get_args(tp)[0], True, optional
     return tp, False, optional
-
-
-def _converter(name: str, tp):
-    elem, is_tuple, optional = _base_type(tp)
-
-    def one(text: str):
-        try:
-            return elem(text)
-        except ValueError:
-            kind = "an integer" if elem is int else "a number" if elem is float else "a string"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
-
-    def convert(text: str):
-        if optional and text.lower() in ("none", ""):
-            return None
-        if is_tuple:
-            return tuple(one(x) for x in text.split(",") if x.strip() != "")
-        return one(text)
-
-    return convert
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of argparse's usage block (the bad-input contract)
-        raise ConfigError(f"{message} (see --help)")
-
-
-def _show(v) -> str:
-    if isinstance(v, tuple):
-        return ",".join(map(str, v)) or "(none)"
-    return "none" if v is None else str(v)
-
-
-def _shown_default(name: str, preset: str | None) -> object:
-    """The default --help shows for field ``name`` (common.cli convention): PRESET's value when the command line
-    names one, else the digits and imagenet values ("digits X; imagenet Y", or X when they agree)."""
-    if preset is not None:
-        return getattr(PRESETS[preset], name)
-    a, b = getattr(PRESETS["digits"], name), getattr(PRESETS["imagenet"], name)
-    if a == b:
-        return a
-    text = lambda v: default_text(v) or ("off" if v is False else "none")   # noqa: E731
-    return f"digits {text(a)}; imagenet {text(b)}"
-
-
-def _switches() -> set[str]:
-    hints = typing.get_type_hints(RunConfig)
-    names = [_flag(f.name) for f in fields(RunConfig) if hints[f.name] is bool]
-    return {"-h", "--help", *names, *("--no-" + n[2:] for n in names)}
-
-
-def preset_named(argv: list[str]) -> str | None:
-    """The PRESET of a command line without parsing it (for --help, which argparse acts on before the positional
-    is known): the first argument that is neither a flag nor a flag's value."""
-    switches, i = _switches(), 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--":
-            return argv[i + 1] if i + 1 < len(argv) and argv[i + 1] in PRESETS else None
-        if a.startswith("-"):
-            i += 1 if ("=" in a or a in switches) else 2
-            continue
-        return a if a in PRESETS else None
-    return None
-
-
-def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
-    """The parser of ``python -m empirical.run``; ``preset`` only chooses which defaults --help shows."""
-    shown = f"the {preset} preset's" if preset else "two presets' (digits; imagenet)"
-    p = _Parser(prog="python -m empirical.run", allow_abbrev=False,
-                description=f"Train a ResNet and record trajectories comparable to theory.predict. Every flag "
-                            f"overrides the preset's value; '(default: X)' shows {shown} values (PRESET --help shows "
-                            f"that preset's). --steps N (or --epochs E) scales every step-based value of the preset "
-                            f"that is not given explicitly by N / the preset's steps: "
-                            f"{', '.join(_flag(n) for n in STEP_SCALED)}.")
-    p.add_argument("preset", nargs="?", default=None,
-                   help=f"one of {', '.join(PRESETS)} (optional with --resume: the run's saved config is used)")
-    hints = typing.get_type_hints(RunConfig)
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in fields(RunConfig):
-        if f.name == "preset":
-            continue
-        g = f.metadata["group"]
-        grp = groups.get(g) or groups.setdefault(g, p.add_argument_group(g))
-        tp = hints[f.name]
-        help_text = with_default(f.metadata["help"], _shown_default(f.name, preset)).replace("%", "%%")
-        if tp is bool:
-            grp.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
-                             default=argparse.SUPPRESS, help=help_text)
-        else:
-            elem, is_tuple, _ = _base_type(tp)
-            meta = f"{elem.__name__.upper()}[,...]" if is_tuple else elem.__name__.upper()
-            grp.add_argument(_flag(f.name), dest=f.name, type=_converter(f.name, tp), default=argparse.SUPPRESS,
-                             metavar=meta,
-                             help=help_text)
-        if f.name == "steps":   # command-line only: becomes --steps (config.json records the steps)
-            grp.add_argument("--epochs", dest="epochs", type=_converter("epochs", float), default=argparse.SUPPRESS,
-                             metavar="E", help="run length in epochs instead of --steps: steps = E × steps per "
-                                               "epoch (training examples // --batch-size), printed at the start; "
-                                               "scales the preset like --steps")
-        if f.name == "branch_schedule":
-            grp.add_argument("--from-report", dest="from_report", default=argparse.SUPPRESS, metavar="DIR",
-                             help="a python -m compare.report output folder: --branch-schedule ema:GAMMA or swa takes "
-                                  "H from the calibration in its metrics.json (the recorded schedule has H filled in)")
-    return p
 
 
 def _is_num(x) -> bool:
@@ -696,7 +589,7 @@ def problems(cfg: RunConfig) -> list[Problem]:
     for name in ("lr", "weight_decay", "final_lr", "hyperbolic_tau", "diverge_factor", "probe_lo", "probe_hi",
                  "step_factor", "label_smoothing", "momentum"):
         v = getattr(cfg, name)
-        if need(_is_num(v) and v >= 0, f"{_flag(name)} {v}: must be a finite number >= 0", name):
+        if need(_is_num(v) and v >= 0, f"{flag_of(name)} {v}: must be a finite number >= 0", name):
             finite.add(name)
     numbers_ok = len(finite) == 10
     ok = finite.__contains__
@@ -723,17 +616,17 @@ def problems(cfg: RunConfig) -> list[Problem]:
     ints_ok = True
     for name in positive:
         v = getattr(cfg, name)
-        ints_ok &= need(isinstance(v, int) and v >= 1, f"{_flag(name)} {v}: must be an integer >= 1", name)
+        ints_ok &= need(isinstance(v, int) and v >= 1, f"{flag_of(name)} {v}: must be an integer >= 1", name)
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
                     "train_eval_size", "eval_dense_every", "eval_dense_from", "bank_every", "probe_every",
                     "align_every", "curv_every", "workers", "sketch_dim", "shift_augment", "checkpoint_every",
                     "checkpoint_keep_every")
     for name in non_negative:
         v = getattr(cfg, name)
-        ints_ok &= need(isinstance(v, int) and v >= 0, f"{_flag(name)} {v}: must be an integer >= 0", name)
+        ints_ok &= need(isinstance(v, int) and v >= 0, f"{flag_of(name)} {v}: must be an integer >= 0", name)
     for name in ("max_train", "max_test"):
         v = getattr(cfg, name)
-        need(v is None or v >= 1, f"{_flag(name)} {v}: must be an integer >= 1 or none", name)
+        need(v is None or v >= 1, f"{flag_of(name)} {v}: must be an integer >= 1 or none", name)
     need(_is_num(cfg.bank_fraction) and 0 < cfg.bank_fraction <= 1,
          f"--bank-fraction {cfg.bank_fraction}: must be in (0, 1] (the share of each bank batch recorded; 1 = all)",
          "bank_fraction")
@@ -806,142 +699,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-@dataclass(frozen=True)
-class Cli:
-    """A parsed command line: PRESET, the RunConfig fields given explicitly, and the command-line-only flags."""
-    preset: str | None
-    given: dict
-    epochs: float | None = None
-    from_report: str | None = None
-
-
-def parse(argv: list[str] | None = None) -> Cli:
-    """Parse (no validation beyond syntax). Raises ConfigError on bad syntax, an unknown preset, or --epochs with
-    --steps."""
-    import sys
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = vars(build_parser(preset_named(argv)).parse_args(argv))
-    preset = args.pop("preset")
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    epochs, report = args.pop("epochs", None), args.pop("from_report", None)
-    if epochs is not None and "steps" in args:
-        raise ConfigError(f"--epochs {epochs:g} and --steps {args['steps']} both set the run length: give one")
-    return Cli(preset, args, epochs, report)    # args: only the flags actually given (defaults are SUPPRESSed)
-
-
-def _needs_h(text: str) -> bool:
-    kind, *args = text.split(":")
-    return (kind == "ema" and len(args) == 1) or (kind == "swa" and not args)
-
-
-def expand(cli: Cli, ema_every: int | None = None) -> tuple[dict, list[str]]:
-    """(the explicit RunConfig overrides, notes to print): --epochs becomes --steps (from PRESET's dataset and
-    batch size, or the ones given), --from-report fills in the H of --branch-schedule ema:GAMMA / swa (using
-    ``ema_every``, else the one given or PRESET's). Raises ConfigError."""
-    given, notes = dict(cli.given), []
-    if cli.epochs is not None:
-        if cli.preset is None:
-            raise ConfigError("--epochs needs PRESET (its dataset and batch size give the steps per epoch); a resumed "
-                              "run or a branch keeps its parent's --steps")
-        base = replace(PRESETS[cli.preset], **{k: v for k, v in given.items()
-                                               if k in ("dataset", "data_dir", "max_train", "batch_size")})
-        given["steps"], note = epochs_to_steps(base, cli.epochs)
-        notes.append(note)
-    text = given.get("branch_schedule")
-    if cli.from_report is not None:
-        if text is None:
-            raise ConfigError("--from-report DIR fills in the H of --branch-schedule ema:GAMMA or swa; give it with "
-                              "--branch-from CHECKPOINT --branch-schedule ema:GAMMA")
-        every = ema_every or given.get("ema_every") or (PRESETS[cli.preset].ema_every if cli.preset else 1)
-        given["branch_schedule"], note = branch_schedule_from_report(text, cli.from_report, every)
-        notes.append(note)
-    elif text is not None and _needs_h(text):
-        raise ConfigError(missing_h_message(text))
-    return given, notes
-
-
-def _assemble(preset: str, given: dict) -> tuple[RunConfig, list[str], list[Problem]]:
-    """PRESET scaled to the given --steps, the given flags on top: (config, notes, problems)."""
-    base, notes = PRESETS[preset], []
-    steps = given.get("steps", base.steps)
-    cfg = base
-    if isinstance(steps, int) and 1 <= steps <= MAX_STEPS and steps != base.steps:
-        cfg, changed = scale_to_steps(base, steps, given)
-        if changed:
-            notes.append(f"--steps {steps:,} = {steps / base.steps:.4g} × the {preset} preset's {base.steps:,}: "
-                         f"its step-based values are scaled to match (flags given are kept as given): "
-                         + ", ".join(f"{_flag(k)} {_show(v)}" for k, v in changed.items()))
-    cfg = replace(cfg, **given)
-    if "decay_start" in given and cfg.schedule not in DECAY_SCHEDULES:
-        notes.append(f"--decay-start {given['decay_start']} has no effect with --schedule {cfg.schedule} (it has no "
-                     f"decay phase); recorded as given")
-    return cfg, notes, problems(cfg)
-
-
-def _cli_value(v) -> str:
-    import shlex
-    if isinstance(v, tuple):
-        return shlex.quote(",".join(map(str, v)))
-    return "none" if v is None else shlex.quote(str(v))
-
-
-def command_line(cli: Cli, given: dict) -> str:
-    """``python -m empirical.run PRESET --flag value ...`` for these explicit flags (--epochs shown as given)."""
-    words = ["python -m empirical.run", cli.preset or ""]
-    for k, v in given.items():
-        if k == "steps" and cli.epochs is not None:
-            words.append(f"--epochs {cli.epochs:g}")
-        elif isinstance(v, bool):
-            words.append(_flag(k) if v else "--no-" + _flag(k)[2:])
-        else:
-            words.append(f"{_flag(k)} {_cli_value(v)}")
-    if cli.from_report is not None:
-        words.append(f"--from-report {_cli_value(cli.from_report)}")
-    return " ".join(w for w in words if w)
-
-
-def _working_command(cli: Cli, given: dict, found: list[Problem]) -> str | None:
-    """A command that works: the given flags minus the ones in the problems (so the preset's values, scaled to the
-    run length, apply); the run length is dropped too only if that is not enough. None if neither works."""
-    involved = {name for p in found for name in p.fields}
-    keep = {k: v for k, v in given.items() if k not in involved or k == "steps"}
-    for attempt in (keep, {k: v for k, v in keep.items() if k != "steps"}):
-        if not _assemble(cli.preset, attempt)[2]:
-            return command_line(cli if "steps" in attempt else replace(cli, epochs=None), attempt)
-    return None
-
-
-def resolve_preset(cli: Cli, given: dict) -> tuple[RunConfig, list[str]]:
-    """PRESET + explicit flags -> (validated config, notes). --steps scales the preset's step-based values that were
-    not given; a ConfigError lists every problem in one line and, when flags conflict, a command that works."""
-    cfg, notes, found = _assemble(cli.preset, given)
-    if found:
-        text = problem_text(found)
-        fix = _working_command(cli, given, found) if any(len(p.fields) > 1 for p in found) else None
-        raise ConfigError(text + (f" — this works: {fix}" if fix else ""))
-    return cfg, notes
-
-
-def parse_cli(argv: list[str] | None = None) -> tuple[str | None, dict]:
-    """(PRESET or None, {field: value} of the flags given, --epochs turned into --steps and --from-report into the
-    branch schedule's H). Raises ConfigError on bad input."""
-    cli = parse(argv)
-    return cli.preset, expand(cli)[0]
-
-
-def from_cli(argv: list[str] | None = None) -> RunConfig:
-    """Preset + ``--flag value`` overrides -> validated RunConfig (--steps scales the preset, see resolve_preset).
-    Raises ConfigError (one line) on bad input.
-
-    (``--resume`` without PRESET is resolved by ``empirical.run`` from the run's saved config.)"""
-    cli = parse(argv)
-    if cli.preset is None:
-        raise ConfigError(f"missing PRESET: choose one of {', '.join(PRESETS)} "
-                          f"(e.g. python -m empirical.run digits)")
-    return resolve_preset(cli, expand(cli)[0])[0]
-
-
 def from_dict(d: dict) -> RunConfig:
     """RunConfig from a saved ``config.json['config']`` (lists back to tuples; derived keys ignored)."""
     hints = typing.get_type_hints(RunConfig)
@@ -951,7 +708,7 @@ def from_dict(d: dict) -> RunConfig:
     for f in fields(RunConfig):
         if f.name in d:
             v = d[f.name]
-            kw[f.name] = tuple(v) if _base_type(hints[f.name])[1] and v is not None else v
+            kw[f.name] = tuple(v) if field_type(hints[f.name])[1] and v is not None else v
     return RunConfig(**kw)
 
 

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from empirical import config
+from empirical import config, flags
 from common import rundir
 from common.cli import pipe_safe_stdout
 
@@ -47,11 +47,11 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
     (--epochs / --steps scaling / --from-report).
 
     Every check that can fail on user input happens here, before anything is written."""
-    cli = config.parse(argv)
-    given, notes = config.expand(cli)
+    cli = flags.parse(argv)
+    given, notes = flags.expand(cli)
     fresh = None
     if cli.preset:
-        fresh, more = config.resolve_preset(cli, given)
+        fresh, more = flags.resolve_preset(cli, given)
         notes = notes + more
     parent = given.get("branch_from")
     if not given.get("resume") and parent is None:
@@ -77,7 +77,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
         saved, allowed = config.from_dict(json.loads(state["config"])), (*config.RUN_CONTROL, "branch_from",
                                                                           "branch_schedule")
         if cli.from_report is not None and cli.preset is None:   # H for the parent's EMA update period
-            given, notes = config.expand(cli, ema_every=saved.ema_every)
+            given, notes = flags.expand(cli, ema_every=saved.ema_every)
         kind, branch_at = "branch", int(state["step"])
     else:
         if given.get("out") is None:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from empirical import config  # noqa: E402  (parses and validates a command line without importing torch)
+from empirical import flags  # noqa: E402  (parses and validates a command line without importing torch)
 
 # Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run). Branches run the
 # 600 steps from T0 = 600 to the end of the constant phase (1,200). digits: from the logs of an earlier full
@@ -89,7 +89,7 @@ def plan(quick: bool, seeds: list[int] | None, out: Path,
         # branches stop where the parent's constant-LR phase ends: compare.report compares a branch with the
         # parent's average only up to there (compare/analysis.py), so the cooldown after it would cost a third
         # of every branch for nothing
-        end = config.from_cli([preset, *extra]).decay_start
+        end = flags.from_cli([preset, *extra]).decay_start
         entries.append({"preset": preset, "t0": t0, "end": end, "extra": extra, "base": base, "root": out / preset,
                         "posthoc": preset in (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY)})
     return entries

@@ -58,7 +58,7 @@ def test_glossary_defines_the_terms(term):
 
 def test_every_command_shown_is_accepted_by_its_parser():
     from compare import report
-    from empirical import config, posthoc
+    from empirical import flags, posthoc
     from figures import build
     from theory import predict
 
@@ -70,7 +70,7 @@ def test_every_command_shown_is_accepted_by_its_parser():
         if "--help" in argv:                      # prints the help and exits 0: not a parse of these flags
             continue
         if mod == "empirical.run":
-            config.parse(argv)                    # flags and values only: no data, no checkpoint is opened
+            flags.parse(argv)                    # flags and values only: no data, no checkpoint is opened
         else:
             parser = {"theory.predict": predict.build_parser, "compare.report": report.build_parser,
                       "figures.build": build.build_parser, "empirical.posthoc": posthoc._parser}[mod]()

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _parsers():
     from compare.report import build_parser as report
-    from empirical.config import build_parser as run
+    from empirical.flags import build_parser as run
     from figures.build import build_parser as figures
     from theory.predict import build_parser as predict
     return {"theory.predict": predict(), "compare.report": report(), "figures.build": figures(),
@@ -85,7 +85,7 @@ def test_run_help_imports_no_torch_and_names_the_preset_defaults():
 
 
 def test_preset_is_found_before_parsing():
-    from empirical.config import preset_named
+    from empirical.flags import preset_named
     assert preset_named(["digits", "--help"]) == "digits"
     assert preset_named(["--lr", "0.1", "mnist", "-h"]) == "mnist"
     assert preset_named(["--dataset", "digits", "--help"]) is None     # a flag's value, not the preset

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from empirical import config as C
+from empirical import config as C, flags as F
 from empirical import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_branch_points_of_the_digits_preset():
     # README: EMAs from step 200, SWA from 600, constant LR to 1,200 (then the cosine)
     assert C.PRESETS["digits"].branch_points() == (200, 600, 1200)
-    assert C.from_cli(["digits", "--schedule", "constant"]).branch_points() == (200, 600)   # no decay start
-    assert C.from_cli(["digits", "--swa-start", "none", "--ema-decays", ""]).branch_points() == (1200,)
-    assert C.from_cli(["digits", "--no-checkpoint-branch-points"]).branch_points() == ()
-    assert C.from_cli(["digits", "--max-steps", "500"]).branch_points() == (200,)    # only steps this call reaches
+    assert F.from_cli(["digits", "--schedule", "constant"]).branch_points() == (200, 600)   # no decay start
+    assert F.from_cli(["digits", "--swa-start", "none", "--ema-decays", ""]).branch_points() == (1200,)
+    assert F.from_cli(["digits", "--no-checkpoint-branch-points"]).branch_points() == ()
+    assert F.from_cli(["digits", "--max-steps", "500"]).branch_points() == (200,)    # only steps this call reaches
 
 
 def test_save_never_deletes_kept_steps(tmp_path):
@@ -103,7 +103,7 @@ def test_from_report_swa_h_is_the_calibrated_curvature(tmp_path):
     # one curvature scale h: the cooldown constant is τ = 1/(λ_eff h) (theory.md §3.4), and swa:H uses
     # τ = 1/(λ_eff H), so H = h exactly
     rep = _report(tmp_path / "rep", lr=0.05, momentum=0.9, h=3.7, noise=1.0)
-    given, notes = C.expand(C.parse(["--branch-from", "x.pt", "--branch-schedule", "swa", "--from-report", str(rep)]))
+    given, notes = F.expand(F.parse(["--branch-from", "x.pt", "--branch-schedule", "swa", "--from-report", str(rep)]))
     assert given["branch_schedule"].startswith("swa:") and _h_of(given["branch_schedule"]) == pytest.approx(3.7,
                                                                                                          rel=1e-5)
     assert str(rep) in notes[0]
@@ -121,7 +121,7 @@ def test_from_report_ema_h_gives_the_exact_equivalent_lr(tmp_path):
     lr_eq = 2 * var_y / (1 + var_y)
     want = beta * (lr / lr_eq - 1) / lr
     rep = _report(tmp_path / "rep", lr=lr, momentum=0.0, h=1.0, noise=1.0)
-    given, notes = C.expand(C.parse(["--branch-from", "x.pt", "--branch-schedule", "ema:0.99",
+    given, notes = F.expand(F.parse(["--branch-from", "x.pt", "--branch-schedule", "ema:0.99",
                                      "--from-report", str(rep)]))
     spec = given["branch_schedule"]
     assert spec.startswith("ema:0.99:") and _h_of(spec) == pytest.approx(want, rel=1e-5)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical import config as C
+from empirical import config as C, flags as F
 from empirical.sampler import EpochSampler
 
 
@@ -33,8 +33,8 @@ def test_digits_preset_has_a_constant_phase_and_averaging_on():
 def test_imagenet_preset_recipe():
     i = C.PRESETS["imagenet"]
     assert (i.arch, i.batch_size, i.momentum, i.weight_decay) == ("resnet34", 256, 0.9, 1e-4)
-    assert C.from_cli(["imagenet", "--batch-size", "512"]).peak_lr == pytest.approx(0.2)  # 0.1 x 512/256
-    assert C.from_cli(["imagenet", "--arch", "resnet50"]).arch == "resnet50"
+    assert F.from_cli(["imagenet", "--batch-size", "512"]).peak_lr == pytest.approx(0.2)  # 0.1 x 512/256
+    assert F.from_cli(["imagenet", "--arch", "resnet50"]).arch == "resnet50"
 
 
 def test_names_match_the_modules():
@@ -46,7 +46,7 @@ def test_names_match_the_modules():
 
 
 def test_cli_parsing_types():
-    cfg = C.from_cli(["digits", "--ema-decays", "0.99,0.999", "--swa-start", "none", "--two-point-gaps", "5,50",
+    cfg = F.from_cli(["digits", "--ema-decays", "0.99,0.999", "--swa-start", "none", "--two-point-gaps", "5,50",
                       "--bf16", "--no-channels-last", "--lr", "0.02", "--bn-mode", "raw"])
     assert cfg.ema_decays == (0.99, 0.999) and cfg.swa_start is None and cfg.two_point_gaps == (5, 50)
     assert cfg.bf16 is True and cfg.channels_last is False and cfg.lr == 0.02 and cfg.bn_mode == "raw"
@@ -66,19 +66,19 @@ def test_cli_parsing_types():
 ])
 def test_bad_values_raise_one_line(argv, words):
     with pytest.raises(C.ConfigError) as e:
-        C.from_cli(argv)
+        F.from_cli(argv)
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
 def test_lr_table_by_hand():
     # cosine from step 60 to 100, lr 0.1 -> 0: halfway (step 80) the LR is 0.05, at step 70 it is 0.1*(1+cos(pi/4))/2
-    cfg = C.from_cli(["smoke", "--steps", "100", "--schedule", "cosine", "--decay-start", "60", "--lr", "0.1",
+    cfg = F.from_cli(["smoke", "--steps", "100", "--schedule", "cosine", "--decay-start", "60", "--lr", "0.1",
                       "--warmup-steps", "4", "--swa-start", "none"])
     lrs = C.lr_table(cfg)
     assert lrs[:4].tolist() == pytest.approx([0.025, 0.05, 0.075, 0.1])  # (t+1)/4 * 0.1
     assert lrs[59] == pytest.approx(0.1) and lrs[80] == pytest.approx(0.05)
     assert lrs[70] == pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)
-    step = C.lr_table(C.from_cli(["smoke", "--schedule", "step", "--milestones", "10,20", "--lr", "1"]))
+    step = C.lr_table(F.from_cli(["smoke", "--schedule", "step", "--milestones", "10,20", "--lr", "1"]))
     assert step[[9, 10, 19, 20, 79]].tolist() == pytest.approx([1, 0.1, 0.1, 0.01, 0.01])
 
 
@@ -89,7 +89,7 @@ def test_branch_schedules_by_hand():
     # SWA with h = 1: tau = (1 - mu) / (lr0 h) = 2 steps -> 2 steps after the branch the LR has halved
     swa = C.branch_lr("swa:1", 0.05, 0.9, 10)
     assert swa.lr_at(np.array([10, 12]))[:].tolist() == pytest.approx([0.05, 0.025])
-    cfg = C.from_cli(["smoke", "--lr", "0.05"])
+    cfg = F.from_cli(["smoke", "--lr", "0.05"])
     lrs = C.lr_table(cfg, branch=(30, "scale:0.25"))
     assert lrs[29] == 0.05 and np.all(lrs[30:] == pytest.approx(0.0125))
 
@@ -124,14 +124,14 @@ def test_sampler_epochs_differ_and_seeds_differ():
                                                       (128, 0.25, 32), (5, 0.5, 3)])
 def test_bank_images_is_ceil_of_fraction_times_batch(batch, fraction, images):
     # ceil(f·B) by hand; 0.1·30 is 3.0000000000000004 in floats and must still give 3
-    cfg = C.from_cli(["smoke", "--batch-size", str(batch), "--bank-fraction", str(fraction)])
+    cfg = F.from_cli(["smoke", "--batch-size", str(batch), "--bank-fraction", str(fraction)])
     assert cfg.bank_images == images and cfg.to_dict()["bank_images"] == images
 
 
 @pytest.mark.parametrize("saved, fraction", [(0, 1.0), (16, 0.25)])
 def test_runs_saved_with_bank_batch_size_resume_with_the_same_bank(saved, fraction):
     # config.json of runs written before --bank-fraction had bank_batch_size (0 = whole batches, else N images)
-    d = C.from_cli(["digits"]).to_dict()
+    d = F.from_cli(["digits"]).to_dict()
     del d["bank_fraction"], d["bank_images"]
     d["bank_batch_size"] = saved
     cfg = C.from_dict(d)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from empirical import config as C
+from empirical import config as C, flags as F
 from empirical import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def resolved(argv):
     """(config, notes) as empirical.run resolves a new run's command line."""
-    cli = C.parse(argv)
-    given, notes = C.expand(cli)
-    cfg, more = C.resolve_preset(cli, given)
+    cli = F.parse(argv)
+    given, notes = F.expand(cli)
+    cfg, more = F.resolve_preset(cli, given)
     return cfg, notes + more
 
 
@@ -78,7 +78,7 @@ def test_same_steps_as_the_preset_change_nothing():
 
 
 def test_help_says_that_steps_scales_the_preset():
-    text = " ".join(C.build_parser().format_help().split())
+    text = " ".join(F.build_parser().format_help().split())
     assert "--steps N (or --epochs E) scales every step-based value" in text
     assert "--decay-start" in text and "--epochs E" in text
 

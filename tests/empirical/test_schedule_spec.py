@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from empirical import config as C
+from empirical import config as C, flags as F
 from theory import moments as M, spec
 from theory.schedtext import parse_schedule
 
 
 @pytest.mark.parametrize("name", C.SCHEDULES)
 def test_every_schedule_is_a_theory_spec_schedule_and_round_trips_as_text(name):
-    cfg = C.from_cli(["smoke", "--schedule", name, "--steps", "120", "--decay-start", "60", "--warmup-steps", "10",
+    cfg = F.from_cli(["smoke", "--schedule", name, "--steps", "120", "--decay-start", "60", "--warmup-steps", "10",
                       "--milestones", "30,90", "--lr", "0.2", "--swa-start", "none"])
     sched = C.build_schedule(cfg)
     assert isinstance(sched, spec.Schedule)
@@ -24,7 +24,7 @@ def test_every_schedule_is_a_theory_spec_schedule_and_round_trips_as_text(name):
 
 
 def test_warmup_then_cosine_by_hand():
-    cfg = C.from_cli(["smoke", "--schedule", "cosine", "--steps", "100", "--decay-start", "60", "--lr", "0.1",
+    cfg = F.from_cli(["smoke", "--schedule", "cosine", "--steps", "100", "--decay-start", "60", "--lr", "0.1",
                       "--warmup-steps", "4", "--swa-start", "none"])
     lrs = C.build_schedule(cfg).lr_at(np.arange(100))
     assert lrs[:4].tolist() == pytest.approx([0.025, 0.05, 0.075, 0.1])             # (t+1)/4 · 0.1
@@ -33,7 +33,7 @@ def test_warmup_then_cosine_by_hand():
 
 
 def test_theory_models_the_warmup_cosine_run_exactly():
-    cfg = C.from_cli(["smoke", "--schedule", "cosine", "--steps", "200", "--decay-start", "50", "--lr", "0.3",
+    cfg = F.from_cli(["smoke", "--schedule", "cosine", "--steps", "200", "--decay-start", "50", "--lr", "0.3",
                       "--warmup-steps", "20", "--swa-start", "none"])
     model = spec.NQM(h=[1.0, 0.05], sigma2=1.0, m0=0.5)
     opt = spec.SGD(C.build_schedule(cfg), momentum=0.9)
@@ -47,6 +47,6 @@ def test_theory_models_the_warmup_cosine_run_exactly():
 def test_huge_steps_refused_before_any_data_is_loaded():
     # used to pass validation and fail later with MemoryError (after loading the data)
     with pytest.raises(C.ConfigError) as e:
-        C.from_cli(["smoke", "--steps", "1000000000000"])
+        F.from_cli(["smoke", "--steps", "1000000000000"])
     msg = str(e.value)
     assert "--steps" in msg and f"{C.MAX_STEPS:,}" in msg and "\n" not in msg
