@@ -309,7 +309,7 @@ EXPANDED_MAX_RATE = 0.5
 
 
 def _seq_separable(mean, cov, lam, hs, noise, u, w, scale, means, sub):
-    """:func:`seq_plain` for α_t = λ_t h with s = h²σ² > 0 in every direction (theory.md §2.3, §3.3, §3.4).
+    """:func:`seq_plain` for α_t = λ_t h with s = h²σ² > 0 in every direction (theory.md §2.3, §3.3, §3.4, §8).
 
     The second moments are carried divided by s (W̃ = W/s, X̃ = X/(s·scale), Ỹ = Y/s): the recursion is linear
     and s is the only place σ² enters, so W̃' = c²W̃ + λ_t² — the noise is a scalar per step, added without
