@@ -16,9 +16,11 @@ import numpy as np
 from common.rundir import Run, RunDirError, load_run
 from theory import spec
 
-# Keys that differ between seeds / branches of one setup, or only record where output went.
+# Keys that differ between seeds / branches of one setup, or only record where output went or how one call ran
+# (every run-control flag of empirical.run, empirical.config.RUN_CONTROL; tested).
 PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_step", "branch_schedule", "device",
-                "checkpoint", "checkpoint_every", "checkpoint_keep_every", "resume", "workers",
+                "max_steps", "checkpoint", "checkpoint_every", "checkpoint_keep_every", "checkpoint_branch_points",
+                "resume", "workers", "tensorboard",
                 "data"}   # "data": the loader's description, which names the seed of the split (dataset is its own key)
 BRANCH_KEYS = {"schedule", "lr_schedule", "schedule_params", "steps", "epochs", "ema_decays", "swa_start",
                "two_point_gaps", "n_points", "n_point_gap", "final_lr"}

@@ -66,3 +66,22 @@ def test_branches_match_by_declared_schedule_even_with_a_wrong_lr(synth_runs, sy
 
 def test_equivalent_lr_of_raw_is_lr(an):
     assert predict.equivalent_lr(an.cal, an.cal.raw_excess) == pytest.approx(an.cal.lr, rel=1e-6)
+
+
+def test_a_branch_stopped_early_joins_its_setup(tmp_path, synth_runs, synth_branches):
+    # scripts/reproduce.py stops its branches where the parent's constant phase ends (empirical.run --max-steps):
+    # how far one call was told to go is run control, not part of the setup
+    import json
+    import shutil
+    b = tmp_path / "branch"
+    shutil.copytree(synth_branches[0], b)
+    doc = json.loads((b / "config.json").read_text())
+    doc["config"]["max_steps"] = 2500
+    (b / "config.json").write_text(json.dumps(doc))
+    setups = load.group_runs([load_run(p) for p in [*synth_runs, b]])
+    assert len(setups) == 1 and [r.path for r in setups[0].branches] == [b]
+
+
+def test_every_run_control_flag_is_a_per_run_key():
+    from empirical import config
+    assert set(config.RUN_CONTROL) <= load.PER_RUN_KEYS
