@@ -332,6 +332,13 @@ def env_info(extra: Mapping[str, Any] | None = None, packages: tuple[str, ...] =
 # Run directories
 # --------------------------------------------------------------------------------------------------------------
 
+def refuse_used(out: str | os.PathLike) -> None:
+    """Raise RunDirError if ``out`` exists and is not an empty directory: an earlier run is never overwritten."""
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunDirError(f"--out {out}: exists and is not an empty directory; choose a new path")
+
+
 def new_run_dir(source: str, name: str, out: str | os.PathLike | None = None, root: Path = RUNS_ROOT) -> Path:
     """Create and return the run directory.
 
@@ -340,8 +347,7 @@ def new_run_dir(source: str, name: str, out: str | os.PathLike | None = None, ro
     """
     if out is not None:
         path = Path(out)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise RunDirError(f"--out {path}: exists and is not an empty directory; choose a new path")
+        refuse_used(path)
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -64,15 +64,19 @@ def problem(d: int):
     return h, lr, v0, out
 
 
+def loop_start(d: int):
+    """What both per-step loops start from: h, the LRs, the recorded steps and the moments (E x, Var x, E y, Var y,
+    Cov(x, y)) at step 0, the EMA slots equal to the iterate's until it starts."""
+    h, lr, v0, out = problem(d)
+    mx, vx = np.zeros(d), v0.copy()
+    return h, lr, set(out.tolist()), (mx, vx, mx.copy(), vx.copy(), vx.copy())
+
+
 def simplest_loop(d: int) -> tuple[float, np.ndarray]:
     """The five vector updates per step (μ = 0, σ² = 1, EMA from T/2); returns (seconds, final EMA variance)."""
-    h, lr, v0, out = problem(d)
-    start, g = STEPS // 2, DECAY
-    b = 1.0 - g
-    rec = set(out.tolist())
+    h, lr, rec, (mx, vx, my, vy, cxy) = loop_start(d)
+    start, g, b = STEPS // 2, DECAY, 1.0 - DECAY
     t0 = time.perf_counter()
-    mx, vx = np.zeros(d), v0.copy()
-    my, vy, cxy = mx.copy(), vx.copy(), vx.copy()
     rows = []
     for t in range(STEPS):
         a = lr[t] * h
@@ -94,13 +98,9 @@ def simplest_loop(d: int) -> tuple[float, np.ndarray]:
 def inplace_loop(d: int) -> tuple[float, np.ndarray]:
     """The same five updates as :func:`simplest_loop`, in place into preallocated buffers; (seconds, final EMA
     variance)."""
-    h, lr, v0, out = problem(d)
-    start, g = STEPS // 2, DECAY
-    b = 1.0 - g
-    rec = set(out.tolist())
+    h, lr, rec, (mx, vx, my, vy, cxy) = loop_start(d)
+    start, g, b = STEPS // 2, DECAY, 1.0 - DECAY
     t0 = time.perf_counter()
-    mx, vx = np.zeros(d), v0.copy()
-    my, vy, cxy = mx.copy(), vx.copy(), vx.copy()
     a, c, tmp, cp = np.empty(d), np.empty(d), np.empty(d), np.empty(d)
     rows = []
     for t in range(STEPS):

@@ -501,9 +501,8 @@ def check_out(out: str | None) -> None:
     rundir.new_run_dir requires), a new one's nearest existing ancestor a writable folder."""
     if out is None:
         return
+    rundir.refuse_used(out)
     p = Path(out).absolute()
-    if p.exists() and (not p.is_dir() or any(p.iterdir())):
-        raise rundir.RunDirError(f"--out {out}: exists and is not an empty directory; choose a new path")
     anc = p
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
