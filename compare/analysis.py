@@ -9,18 +9,18 @@ floor-free *averaging gain* L_raw − L_avg is reported beside every excess erro
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from compare import metrics, pairs, predict
+from compare import checks, figure_data, metrics, pairs, predict, verdicts
 from compare.calibrate import Calibration, calibrate
 from compare.load import Setup, Variant, branch_start, stack
+from compare.verdicts import cell_agrees
 
 PREDICTED_KINDS = ("ema", "swa", "points")   # the averages the two-point identity predicts (two-point ones calibrate)
-CELL_REL_TOL = 0.15        # a (seed, variant) cell agrees if |pred − obs| <= max(CELL_REL_TOL·|obs|, CELL_SE·s.e.)
-CELL_SE = 2.0
 MATCH_LR_FACTOR = 1.5      # a constant branch "is" a variant's equivalent run if λ_b/λ_eq ∈ [1/1.5, 1.5]
 SETTLE_RELAX = 3.0         # skip 3 relaxation times 1/α_eff after a branch point / EMA start before comparing
 # A post-hoc average matches its scheduled run if |L_posthoc − L_branch| <= max(POSTHOC_REL_TOL·|L_T − L_branch|,
@@ -91,40 +91,77 @@ def _variant_metrics_inner(a: Analysis, name: str) -> dict:
         **_per_seed(a, name),
         "equivalent_lr": predict.equivalent_lr(a.cal, predict.stationary_excess(a.cal, a.variants[name],
                                                                                 a.setup.config)),
+        # over the parameter sets the data allow: one number only where every scale is identified
+        "equivalent_lr_range": checks.equivalent_lr_range(a.cal, lambda h, s: predict.stationary_excess(
+            dataclasses.replace(a.cal, h=h, s=s), a.variants[name], a.setup.config)),
     }
 
 
-def cell_agrees(pred: float, obs: float, se: float) -> bool:
-    """The per-seed criterion: |pred − obs| <= max(CELL_REL_TOL·|obs|, CELL_SE·s.e.) (a NaN s.e. counts as 0)."""
-    tol = max(CELL_REL_TOL * abs(obs), CELL_SE * (se if np.isfinite(se) else 0.0))
-    return bool(np.isfinite(pred) and np.isfinite(obs) and abs(pred - obs) <= tol)
-
-
 def _per_seed(a: Analysis, name: str) -> dict:
-    """Per base run: the identity's predicted window-mean gain (its own D(τ) and raw losses; compare/pairs.py), the
-    observed one and its block s.e. ``per_seed`` holds exactly run, gain_pred, gain_obs, gain_obs_se (scripts read
-    these names); ``per_seed_terms`` the drift / fluctuation split and the verdict of each cell."""
+    """Per base run: the identity's predicted window-mean gain (its own D(τ) and raw losses; compare/pairs.py) with
+    its s.e., the observed one and its block s.e. ``per_seed`` holds exactly run, gain_pred, gain_pred_se, gain_obs,
+    gain_obs_se (scripts read these names); ``per_seed_terms`` the drift / fluctuation / transient split, the plain
+    identity and the verdict of each cell under compare.verdicts' rule."""
     v, cal = a.variants[name], a.cal
     if cal.source != "two-point" or v.kind not in PREDICTED_KINDS:
         return {}
-    pooled = pairs.SpectrumFit(cal.h, cal.s, cal.cov, cal.residuals.get("chi2", np.nan), cal.residuals.get("dof", 0))
     rows, terms = [], []
     for r, st, fit in zip(a.setup.base, cal.seed_structures, cal.seed_fits):
         if not np.isfinite(st.D).any():
             continue
-        D = pairs.StructureFunction(st, fit or pooled, cal.lr, cal.momentum)
-        g = pairs.gain_series(r, v, r.config.get("config", {}), D, cal.window, cal.split)
-        if g.steps.size == 0:
+        gp = pairs.predict_gain(r, v, r.config.get("config", {}), st, fit or cal.fit, cal.lr, cal.momentum,
+                                cal.window, cal.split)
+        if gp is None:
             continue
-        obs, se = pairs.block_mean_se(g.obs)
-        pred = float(np.mean(g.pred))
-        rows.append({"run": str(r.path), "gain_pred": pred, "gain_obs": obs, "gain_obs_se": se})
+        g = gp.series
+        rows.append({"run": str(r.path), "gain_pred": gp.pred, "gain_pred_se": gp.pred_se, "gain_obs": gp.obs,
+                     "gain_obs_se": gp.obs_se})
         plain = float(np.mean(g.plain))
         terms.append({"run": str(r.path), "drift": float(np.mean(g.drift)), "fluctuation": float(np.mean(g.fluct)),
                       "transient": float(np.mean(g.transient)), "gain_pred_plain": plain,
-                      "n_steps": int(g.steps.size), "agrees": cell_agrees(pred, obs, se),
-                      "agrees_plain": cell_agrees(plain, obs, se)})
+                      "n_steps": int(g.steps.size), "agrees": cell_agrees(gp.pred, gp.pred_se, gp.obs, gp.obs_se),
+                      "agrees_plain": cell_agrees(plain, gp.pred_se, gp.obs, gp.obs_se)})
     return {"per_seed": rows, "per_seed_terms": terms} if rows else {}
+
+
+def model_cells(a: Analysis) -> list[dict]:
+    """Every (seed, variant) cell of the identity's predictions, with its variant and drift term (for the nulls)."""
+    return [{**c, "variant": name, "drift": t["drift"]} for name, m in a.metrics["variants"].items()
+            for c, t in zip(m.get("per_seed", []), m.get("per_seed_terms", []))]
+
+
+def cross_fit(a: Analysis) -> dict:
+    """Calibrate D(τ) on one half of the window and predict the gains over the other half, both ways, per seed
+    (lags up to a third of the half). Cells are scored by compare.verdicts' rule with its nulls."""
+    cal = a.cal
+    if cal.source != "two-point":
+        return {}
+    lo, hi = cal.window
+    mid = (lo + hi) // 2
+    names = [n for n, v in a.variants.items() if v.kind in PREDICTED_KINDS]
+    cells = []
+    for fit_w, pred_w in (((lo, mid), (mid, hi)), ((mid, hi), (lo, mid))):
+        for r in a.setup.base:
+            st = pairs.structure(r, fit_w, cal.split)
+            if not np.isfinite(st.D).any():
+                continue
+            try:
+                fit = pairs.fit_spectrum(st, cal.lr, cal.momentum, cal.h.size)
+            except ValueError:
+                fit = cal.fit
+            for name in names:
+                gp = pairs.predict_gain(r, a.variants[name], r.config.get("config", {}), st, fit, cal.lr,
+                                        cal.momentum, pred_w, cal.split, stationary_window=cal.window)
+                if gp is None:
+                    continue
+                cells.append({"run": str(r.path), "variant": name, "calibrated_on": list(fit_w),
+                              "predicted_on": list(pred_w), "gain_pred": gp.pred, "gain_pred_se": gp.pred_se,
+                              "gain_obs": gp.obs, "gain_obs_se": gp.obs_se,
+                              "drift": float(np.mean(gp.series.drift))})
+    sc = verdicts.score(cells)
+    for c, ok in zip(cells, sc.get("agree", [])):
+        c["agrees"] = bool(ok)
+    return {"cells": cells, **{k: v for k, v in sc.items() if k != "agree"}}
 
 
 def bn_artefact(a: Analysis) -> list[dict]:
@@ -322,6 +359,14 @@ def analyse(setup: Setup, scales: int | None = None, split: str = "test", floor:
     for name in vs:
         a.metrics["variants"][name] = _variant_metrics(a, name)
     a.metrics["bn_artefact"] = bn_artefact(a)
+    a.metrics["physical_checks"] = checks.physical_checks(cal)
+    a.metrics["identification"] = checks.identification(cal)
+    a.metrics["three_way"] = checks.three_way(cal, figure_data.bank_data(a),
+                                              float(setup.config.get("bank_fraction", 1.0) or 1.0))
+    cells = model_cells(a)
+    a.metrics["model_score"] = verdicts.score(cells)
+    a.metrics["null"] = a.metrics["model_score"].get("null", {})
+    a.metrics["cross_fit"] = cross_fit(a)
     a.branches = [_branch(a, r) for r in setup.branches]
     a.posthoc = [posthoc_vs_branch(a, r) for r in setup.posthoc]
     return a

@@ -40,7 +40,7 @@ HELDOUT_ETA_MAX = 4.0      # × λ_eff: beyond a few λ_eff a real network's hel
 # Quadratic range of a probe row: η up to the last grid point before the training-batch gain first falls below
 # −QUADRATIC_RANGE × its maximum. An exact parabola g = 4g*·x(1 − x) (x = η/2η*) reaches −4g* only at η ≈ 3.2 η*;
 # past that a real network's step overshoots and the loss explodes (mnist: −2.7 at 10 η*, −6e2 at 100 η*, where
-# the best gain is 0.01), and fitting those points made the held-out moments ±1e8 (README, mnist results).
+# the best gain is 0.01), and fitting those points made the held-out moments ±1e8 (docs/results.md, mnist).
 QUADRATIC_RANGE = 4.0
 STATIONARY_FROM = 0.5      # the quasi-stationary window is the last half of the constant-LR phase (theory.md §2.7.3)
 MIN_REL_SE = 0.02          # floor on each moment's relative s.e. so one noiseless moment cannot dominate the fit
@@ -84,6 +84,7 @@ class Calibration:
     structure: "pairs.LagStructure | None" = None          # pooled measured D(τ)
     seed_structures: list = field(default_factory=list)    # per base run (same order as setup.base)
     seed_fits: list = field(default_factory=list)          # per base run: pairs.SpectrumFit or None
+    fit: "pairs.SpectrumFit | None" = None                 # the pooled D(τ) fit: drift, bounds, ranges, identified
 
     @property
     def alpha_eff(self) -> np.ndarray:
@@ -207,17 +208,18 @@ def fit_scales(pm: ProbeMoments, lr: float, mu: float, J: int = 1, top_eig=None)
 
 
 def calibrate(setup: Setup, scales: int | None = None, split: str = "test",
-              frac: float = STATIONARY_FROM) -> Calibration:
+              frac: float = STATIONARY_FROM, window_steps: tuple[int, int] | None = None) -> Calibration:
     """Fit the NQM to the raw trajectory of ``setup`` (pooled seeds; per-seed fits give the seed spread): on D(τ)
     from two-point averages when the runs recorded a lag grid, else on the one-step probes (module docstring).
-    ``scales`` J: default 2 for D(τ) (a sharp and a flat scale), 1 for the probes (three moments)."""
+    ``scales`` J: for D(τ) by default the fewest scales, up to 2, that the data ask for (pairs.select_fit), each fit
+    with its drift term; 1 for the probes (three moments). ``window_steps`` overrides the window (steps)."""
     cfg = setup.config
     try:
         lr, mu = float(cfg["lr"]), float(cfg.get("momentum", 0.0))
     except (KeyError, TypeError, ValueError):
         raise ValueError("config.json 'config' needs a numeric 'lr' (and 'momentum'); re-create the run") from None
     lam_eff = lr / (1 - mu)
-    lo, hi = window(setup, frac)
+    lo, hi = window(setup, frac) if window_steps is None else (int(window_steps[0]), int(window_steps[1]))
     try:
         pm = _rows(setup.base, lo, hi, lam_eff)
     except ValueError as e:
@@ -226,12 +228,15 @@ def calibrate(setup: Setup, scales: int | None = None, split: str = "test",
     top = metrics.mean_se(eig) if eig.size else None
     structs = [pairs.structure(r, (lo, hi), split) for r in setup.base]
     pooled = pairs.pool(structs)
-    seeds_h, seeds_s, seed_fits = [], [], []
-    if int(np.isfinite(pooled.D).sum()) >= 2 * (scales or 2) and np.any(pooled.D > 0):
-        source, scales = "two-point", scales or 2
-        fit = pairs.fit_spectrum(pooled, lr, mu, scales)
-        logp, cov = fit.params(), fit.cov
-        resid = {"chi2": fit.chi2, "dof": fit.dof, "excluded": [], "lags": pooled.lags.tolist()}
+    seeds_h, seeds_s, seed_fits, fit = [], [], [], None
+    if int(np.isfinite(pooled.D).sum()) >= 2 * (scales or 1) + 1 and np.any(pooled.D > 0):
+        source = "two-point"
+        # J scales as asked, else the fewest (up to 2) that the pooled D(τ) asks for (pairs.select_fit)
+        fit = pairs.fit_spectrum(pooled, lr, mu, scales) if scales else pairs.select_fit(pooled, lr, mu, 2)
+        scales = fit.h.size
+        logp, cov = fit.params(), fit.cov[:2 * scales, :2 * scales]
+        resid = {"chi2": fit.chi2, "dof": fit.dof, "excluded": [], "lags": pooled.lags.tolist(),
+                 "dropped_lags": [list(d) for d in pooled.dropped]}
         for st in structs:
             try:
                 f = pairs.fit_spectrum(st, lr, mu, scales)
@@ -266,7 +271,7 @@ def calibrate(setup: Setup, scales: int | None = None, split: str = "test",
     ex_se = float(np.sqrt(max(grad @ np.nan_to_num(cov) @ grad, 0.0)))
     return Calibration(lr, mu, lam_eff, h, s, cov, np.array(seeds_h), np.array(seeds_s), pm, top or (np.nan, np.nan),
                        (lo, hi), raw_ex, m - raw_ex, float(np.hypot(se if np.isfinite(se) else 0.0, ex_se)), split,
-                       resid, source, pooled if source == "two-point" else None, structs, seed_fits)
+                       resid, source, pooled if source == "two-point" else None, structs, seed_fits, fit)
 
 
 def _stack_mean(setup: Setup, key: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -294,10 +299,3 @@ def _num_grad(f, p: np.ndarray, eps: float = 1e-5) -> np.ndarray:
         d[i] = eps
         g[i] = (f(p + d) - f(p - d)) / (2 * eps)
     return g
-
-
-def propagate(f, cal: Calibration) -> tuple[float, float]:
-    """f(log-params) and its fit s.e. by the delta method on the calibration covariance."""
-    p = cal.params()
-    g = _num_grad(f, p)
-    return float(f(p)), float(np.sqrt(max(g @ np.nan_to_num(cal.cov) @ g, 0.0)))

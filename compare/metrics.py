@@ -1,4 +1,4 @@
-"""Small numerical metrics for predicted-vs-observed comparisons (design.md §3.7). Pure numpy; NaN-aware.
+"""Small numerical metrics for predicted-vs-observed comparisons. Pure numpy; NaN-aware.
 
 Conventions: ``pred`` and ``obs`` are arrays on the same steps; ``obs_seeds`` is [n_seeds, T]. Relative errors are
 (pred − obs)/|obs| (signed) or their absolute mean; an observed value of exactly 0 makes the relative error NaN

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from compare.analysis import CELL_REL_TOL, CELL_SE, Analysis, analyse
+from compare import verdicts
+from compare.analysis import Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
 from compare.load import group_runs, load_runs
-from common.cli import DefaultsFormatter, OneLineParser, pipe_safe_stdout
+from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 from common.rundir import RunDirError, atomic_write_bytes, atomic_write_json
 
 
@@ -59,8 +60,37 @@ def metrics_json(analyses: list[Analysis], tables: list[list[dict]]) -> dict:
             "seed_spread": seed_spread(a),
             "branch_results": [{k: v for k, v in b.items() if k != "curve"} for b in a.branches],
             "posthoc": [str(r.path) for r in a.setup.posthoc], "posthoc_results": a.posthoc,
+            "null": a.metrics.get("null", {}),
+            "model_score": {k: v for k, v in a.metrics.get("model_score", {}).items() if k != "agree"},
+            "physical_checks": a.metrics.get("physical_checks", []),
+            "identification": a.metrics.get("identification", {}),
+            "three_way": a.metrics.get("three_way", {}),
+            "cross_fit": a.metrics.get("cross_fit", {}),
+            "truth": truth_json(a),
             "claims": tab, "thresholds": THRESHOLDS})
     return out
+
+
+def truth_json(a: Analysis) -> dict | None:
+    """Where the runs were made on a loss whose answer is known (the ``quadratic`` preset: config ``truth``), each
+    true scale beside the fitted one it is closest to in h, and whether the fit's 2-s.e. interval holds it."""
+    truth = a.setup.config.get("truth")
+    ident = a.metrics.get("identification") or {}
+    if not truth or not ident:
+        return None
+    rows = []
+    for t in truth.get("scales", []):
+        k = min(range(len(ident["scales"])), key=lambda i: abs(np.log(ident["scales"][i]["h"] / t["h"])))
+        f = ident["scales"][k]
+        rows.append({"h_true": t["h"], "noise_true": t["noise"], "h_fit": f["h"], "h_se": f["h_se"],
+                     "noise_fit": f["noise"], "noise_se": f["noise_se"], "identified": f["identified"],
+                     "h_covered": bool(abs(f["h"] - t["h"]) <= 2 * f["h_se"]),
+                     "noise_covered": bool(abs(f["noise"] - t["noise"]) <= 2 * f["noise_se"])})
+    drift = truth.get("drift") or {}
+    c_true = float(drift.get("D_coefficient", 0.0) or 0.0)
+    d = ident["drift"]
+    return {"scales": rows, "drift_true": c_true, "drift_fit": d["c"], "drift_se": d["c_se"],
+            "drift_covered": bool(abs(d["c"] - c_true) <= 2 * d["c_se"]) if np.isfinite(d["c_se"]) else False}
 
 
 def seed_spread(a: Analysis) -> dict:
@@ -104,15 +134,76 @@ def _per_seed_text(a: Analysis) -> list[str]:
             for c, t in zip(m.get("per_seed", []), m.get("per_seed_terms", []))]
     if not rows:
         return ["No per-seed prediction: the calibration is not from two-point averages (no lag grid recorded)."]
-    L = ["| variant | run | gain pred | = drift + fluctuation + transient | gain obs ± block s.e. | agrees | plain "
-         "identity (stationary D for every pair) | agrees |", "|---|---|---|---|---|---|---|---|"]
+    L = ["| variant | run | gain pred ± s.e. | = drift + fluctuation + transient | gain obs ± block s.e. | agrees | "
+         "plain identity (stationary D for every pair) | agrees |", "|---|---|---|---|---|---|---|---|"]
     yes = lambda b: "yes" if b else "no"  # noqa: E731
     for name, c, t in rows:
-        L.append(f"| {name} | `{Path(c['run']).name}` | {_f(c['gain_pred'])} | {_f(t['drift'])} + {_f(t['fluctuation'])} "
-                 f"+ {_f(t['transient'])} | {_f(c['gain_obs'])} ± {_f(c['gain_obs_se'], 2)} | {yes(t['agrees'])} | "
-                 f"{_f(t['gain_pred_plain'])} | {yes(t['agrees_plain'])} |")
+        L.append(f"| {name} | `{Path(c['run']).name}` | {_f(c['gain_pred'])} ± {_f(c.get('gain_pred_se'), 2)} | "
+                 f"{_f(t['drift'])} + {_f(t['fluctuation'])} + {_f(t['transient'])} | {_f(c['gain_obs'])} ± "
+                 f"{_f(c['gain_obs_se'], 2)} | {yes(t['agrees'])} | {_f(t['gain_pred_plain'])} | "
+                 f"{yes(t['agrees_plain'])} |")
     n, good, plain = len(rows), sum(t["agrees"] for _, _, t in rows), sum(t["agrees_plain"] for _, _, t in rows)
     L += ["", f"Cells that agree: {good} of {n} with the transient term, {plain} of {n} with the plain identity."]
+    sc = a.metrics.get("model_score") or {}
+    if sc.get("n_cells"):
+        L += ["", "Null predictors under the same rule (they know nothing of the model): "
+              + "; ".join(f"{k}: {v:.0%}" for k, v in sc["null"].items())
+              + f". Model: {sc['share']:.0%} → **{sc['verdict']}**. Median 2·s.e./|obs| = {_f(sc['median_2se_rel'], 2)}"
+              + ("" if sc["can_test_15pct"] else f" (> {verdicts.TEST_POWER_MAX}: the noise, not the 15 % claim, sets "
+                                                 "the tolerance; this run cannot test a 15 % claim)") + "."]
+    cf = a.metrics.get("cross_fit") or {}
+    if cf.get("n_cells"):
+        L += ["", f"Cross-fit (D(τ) from one half of the window, gains predicted on the other, both ways): "
+              f"{cf['share']:.0%} of {cf['n_cells']} cells agree; nulls "
+              + "; ".join(f"{k}: {v:.0%}" for k, v in cf["null"].items()) + f" → **{cf['verdict']}**."]
+    return L
+
+
+def _identification_text(a: Analysis) -> list[str]:
+    """What the data identify, the physical checks and the three-way consistency, as report lines."""
+    m = a.metrics
+    ident = m.get("identification") or {}
+    L = []
+    if ident:
+        L += ["| scale | h (1/LR) ± s.e. | h the data allow (Δχ² ≤ 4) | noise mass ± s.e. | relaxation (steps) | "
+              "identified |", "|---|---|---|---|---|---|"]
+        for k, x in enumerate(ident["scales"], 1):
+            L.append(f"| {k} | {_f(x['h'])} ± {_f(x['h_se'], 2)} | {_f(x['h_range'][0])} – {_f(x['h_range'][1])} | "
+                     f"{_f(x['noise'])} ± {_f(x['noise_se'], 2)} | {_f(x['relax_steps'])} | "
+                     f"{'yes' if x['identified'] else '**no**' + (' (on the fit limit)' if x['at_bound'] else '')} |")
+        d, r = ident["drift"], ident["derived_ranges"]
+        L += ["", f"* Drift term c·τ² of D(τ): c = {_f(d['c'])} ± {_f(d['c_se'], 2)} loss/step² "
+                  f"({'significant' if d['identified'] else 'not significant'}).",
+              f"* Lags used (both iterates inside the window, lag ≤ window/3): {ident['lags_used']}; dropped: "
+              + (", ".join(f"{k} ({why})" for k, why in ident["lags_dropped"]) or "none") + ".",
+              f"* Over the parameter sets the data allow: floor {_f(r['floor'][0])} – {_f(r['floor'][1])}, raw excess "
+              f"{_f(r['raw_excess'][0])} – {_f(r['raw_excess'][1])}, SWA cooldown τ {_f(r['swa_cooldown_tau'][0])} – "
+              f"{_f(r['swa_cooldown_tau'][1])} steps"
+              + ("" if ident["all_identified"] else " — a scale is not identified, so these are ranges, not numbers")
+              + "."]
+    pc = m.get("physical_checks") or []
+    if pc:
+        L += ["", "Physical checks (a failure lowers every model claim to \"not reproduced\"):", ""]
+        L += [f"* {c['check']}: {_f(c['value'])}" + (f" ± {_f(c['se'], 2)}" if np.isfinite(c['se']) else "")
+              + f" — **{'passed' if c['passed'] else 'FAILED'}** ({c['note']})" for c in pc]
+    tw = m.get("three_way") or {}
+    if tw:
+        L += ["", "One calibration, three measurements (predicted from the D(τ) fit vs observed):", ""]
+        for g in tw["legs"]:
+            L.append(f"* {g['measurement']}: " + (g["note"] if not np.isfinite(g["pred"]) else
+                                                 f"pred {_f(g['pred'])} ± {_f(g['pred_se'], 2)}, obs {_f(g['obs'])} ± "
+                                                 f"{_f(g['obs_se'], 2)} ({g['note']})")
+                     + f" — {'agrees' if g['agrees'] else '**disagrees**'}")
+        L.append(f"* Verdict: {tw['verdict']}.")
+    truth = truth_json(a)
+    if truth:
+        L += ["", "Known truth (config `truth`, the quadratic closure):", ""]
+        for t in truth["scales"]:
+            L.append(f"* h true {_f(t['h_true'])} / fitted {_f(t['h_fit'])} ± {_f(t['h_se'], 2)} "
+                     f"({'inside' if t['h_covered'] else 'outside'} 2 s.e.); noise true {_f(t['noise_true'])} / fitted "
+                     f"{_f(t['noise_fit'])} ± {_f(t['noise_se'], 2)} ({'inside' if t['noise_covered'] else 'outside'})")
+        L.append(f"* drift c true {_f(truth['drift_true'])} / fitted {_f(truth['drift_fit'])} ± "
+                 f"{_f(truth['drift_se'], 2)} ({'inside' if truth['drift_covered'] else 'outside'} 2 s.e.)")
     return L
 
 
@@ -207,6 +298,7 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
               f"* Floor ({a.floor_mode}) = {_f(a.floor, 5)}; model floor {_f(c.floor, 5)} ± {_f(c.floor_se, 2)}; "
               f"min-avg floor {_f(a.metrics['floor']['min_avg_floor'], 5)}. {FLOOR_NOTE}", "",
               *_structure_text(a), "",
+              "### What the data identify", "", *_identification_text(a), "",
               "### BatchNorm: one evaluation procedure for every variant", "",
               "Every variant, the raw weights included, is evaluated with BN statistics recomputed on the same fixed "
               "batches; `raw_running_bn` is the raw weights with their training-time running statistics (as deployed). "
@@ -220,8 +312,9 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
               "run's own stationary D(τ)) + transient (what pairs with a not-yet-stationary iterate add to D_jk: the "
               "decaying mean path before the window, and each iterate's own excursion, which matters for an EMA "
               "started from one iterate). The plain identity (stationary D for every pair, raw losses as measured) is "
-              "shown beside it. s.e. = block s.e. over the window; a cell agrees if |pred − obs| ≤ "
-              f"max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·s.e.).", "",
+              "shown beside it. s.e. of the observation = block s.e. over the window; s.e. of the prediction = D(τ)'s "
+              "block covariance carried through the fluctuation term, with the block s.e. of the drift and transient "
+              f"terms. Rule: {verdicts.RULE}.", "",
               *_per_seed_text(a), "", *_spread_text(a), "",
               "### NQM model curves vs observed (fitted spectrum; averaged weights never used in the fit)", "",
               "| variant | n | excess pred (final) | excess obs (final ± sd) | rel. err final | mean abs rel. err (window) "
@@ -294,7 +387,7 @@ def console_summary(analyses: list[Analysis], tables: list[list[dict]]) -> str:
 def build_parser() -> OneLineParser:
     # DefaultsFormatter: "(default: X)" once per option, none for None/False (the convention of every CLI here)
     p = OneLineParser(prog="python -m compare.report", description=__doc__.split("\n\n")[0],
-                      formatter_class=DefaultsFormatter)
+                      epilog=command_note("compare.report"), formatter_class=DefaultsFormatter)
     p.add_argument("runs", nargs="+", help="run directories (seeds and/or branches)")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare/<stamp>-report)")
     p.add_argument("--scales", type=int, default=None, choices=(1, 2, 3),
@@ -326,14 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(out / "metrics.json", metrics_json(analyses, tables))
         atomic_write_bytes(out / "report.md", report_md(analyses, tables, [], command).encode())
     except OSError as e:   # every file is written atomically: none is left half written
-        print(f"compare.report: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
+        print(f"compare.report: cannot write {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(console_summary(analyses, tables))
     print(out / "report.md")
     return 0
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """The command avglr-report and ``python -m compare.report``: :func:`main` with a pipe-safe stdout."""
     with pipe_safe_stdout():   # `... | head`: every file is still written, no BrokenPipeError traceback
-        code = main()
-    sys.exit(code)
+        return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

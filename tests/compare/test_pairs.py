@@ -76,7 +76,7 @@ def test_fit_spectrum_recovers_two_scales():
     D = pairs.nqm_structure(h, s, lr, mu, LAGS)
     fit = pairs.fit_spectrum(pairs.LagStructure(np.array(LAGS), D, 0.01 * D, np.full(7, 50)), lr, mu, 2)
     assert fit.h == pytest.approx(h, rel=0.05) and fit.s == pytest.approx(s, rel=0.1)
-    with pytest.raises(ValueError, match="needs at least 4 lags"):
+    with pytest.raises(ValueError, match="needs at least 5 lags"):
         pairs.fit_spectrum(pairs.LagStructure(np.array(LAGS[:3]), D[:3], D[:3] / 10, np.full(3, 5)), lr, mu, 2)
 
 
@@ -131,7 +131,9 @@ def test_transient_term_accounts_for_an_ema_that_remembers_the_decay_before_the_
     """The mean path decays from an offset (slow directions: time constant 200 steps) while the EMA (memory 200
     steps) starts at step 300 and the window opens at 700: at the window's start the EMA still holds e^-2 of its
     start. The identity with a stationary D for every pair charges the EMA for its early iterates' loss without
-    crediting their distance from the later ones; the transient term (coherent mean path) restores it."""
+    crediting their distance from the later ones; the transient term (coherent mean path) credits it. With D(τ)
+    measured from in-window pairs only, the stationary D no longer carries the decay either, and both forms land
+    within the tolerance; the transient term is positive (it credits the distance) and small against the gain."""
     run = _simulated_run(1, steps=2500, offset=1.5, ema_start=300)
     window = (700, 2500)
     ls = pairs.structure(run, window)
@@ -139,9 +141,9 @@ def test_transient_term_accounts_for_an_ema_that_remembers_the_decay_before_the_
     g = pairs.gain_series(run, parse_variant("ema_0.995"), run.config["config"], D, window)
     obs, se = pairs.block_mean_se(g.obs)
     pred, plain = np.mean(g.pred), np.mean(g.plain)
-    assert np.mean(g.transient) > 0
+    assert 0 < np.mean(g.transient) < 0.01 * abs(obs)
     assert abs(pred - obs) <= max(0.15 * abs(obs), 3 * se)
-    assert abs(plain - obs) > 2 * abs(pred - obs)
+    assert abs(plain - obs) <= max(0.15 * abs(obs), 3 * se)
 
 
 def test_smoothed_by_hand():

@@ -1,0 +1,161 @@
+"""What the calibration must pass before its predictions mean anything: physical checks, what the data identify, and
+one calibration against three independent measurements (theory.md §2.4, §3.1, §3.2, §3.8a).
+
+* **Physical checks.** The floor L_floor = (observed raw window loss) − ½Σh v must be ≥ 0 (equivalently: the model's
+  raw excess may not exceed the loss observed), every noise mass and the drift coefficient ≥ 0. Tolerance: 2 s.e.
+* **Identified or not.** A scale whose h sits on the fit's limit, or whose profile range is open, identifies
+  nothing: the quantities that depend on it (λ_eq, the SWA cooldown τ, branch H, the floor) are given as the range
+  over the parameter sets the data allow (``SpectrumFit.alternatives``).
+* **Three measurements, one model.** The noise the D(τ) fit implies predicts (a) D(τ) itself (χ² of the fit),
+  (b) the dip of a fixed training batch right after it is used (the bank, theory.probes.fixed_batch_loss) and (c) the
+  one-step probe's training-minus-held-out slope G = Σ h² s = tr(H²Σ) (theory.md §3.1). Each prediction carries the
+  fit's s.e. (delta method on (log h, log s)); the claim holds only where all three agree within
+  CONSISTENT_SE combined s.e.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from theory import probes, spec, stationary
+
+CHECK_SE = 2.0             # a physical check fails only beyond this many s.e.
+CONSISTENT_SE = 2.0        # three-way consistency: |pred − obs| ≤ this many combined s.e.
+CHI2_P_MIN = 0.05          # the D(τ) leg agrees when the fit's χ² has p ≥ this
+
+
+def physical_checks(cal) -> list[dict]:
+    """Rows {check, value, se, passed, note} for the calibration ``cal`` (compare.calibrate.Calibration)."""
+    rows = []
+    se = cal.floor_se if np.isfinite(cal.floor_se) else 0.0
+    rows.append({"check": "floor ≥ 0 (model raw excess ≤ observed raw loss)", "value": float(cal.floor),
+                 "se": float(se), "passed": bool(cal.floor >= -CHECK_SE * se),
+                 "note": f"observed raw window loss {cal.floor + cal.raw_excess:.4g}, model raw excess "
+                         f"{cal.raw_excess:.4g}"})
+    rows.append({"check": "noise masses ≥ 0", "value": float(np.min(cal.s)), "se": float("nan"),
+                 "passed": bool(np.all(cal.s >= 0)), "note": "noise mass per scale " + ", ".join(f"{x:.3g}" for x in cal.s)})
+    if cal.fit is not None:
+        rows.append({"check": "drift coefficient ≥ 0", "value": float(cal.fit.drift), "se": float(cal.fit.drift_se),
+                     "passed": bool(cal.fit.drift >= 0), "note": "c of c·τ² in D(τ), loss/step²"})
+    return rows
+
+
+def _delta_se(f, cal) -> float:
+    """s.e. of f(log h, log s) from the calibration covariance (numerical gradient)."""
+    p = cal.params()
+    g = np.zeros_like(p)
+    for i in range(p.size):
+        d = np.zeros_like(p)
+        d[i] = 1e-5
+        g[i] = (f(p + d) - f(p - d)) / 2e-5
+    return float(np.sqrt(max(g @ np.nan_to_num(cal.cov) @ g, 0.0)))
+
+
+def _leg(name: str, pred: float, pred_se: float, obs: float, obs_se: float, note: str = "") -> dict:
+    se = float(np.hypot(np.nan_to_num(pred_se), np.nan_to_num(obs_se)))
+    ok = bool(np.isfinite(pred) and np.isfinite(obs) and abs(pred - obs) <= CONSISTENT_SE * se)
+    return {"measurement": name, "pred": float(pred), "pred_se": float(pred_se), "obs": float(obs),
+            "obs_se": float(obs_se), "agrees": ok, "note": note}
+
+
+def dip_prediction(cal, fraction: float, lag: int, h=None, s=None) -> float:
+    """Predicted fixed-batch dip at ``lag`` steps after the batch was used: loss_unseen − loss_seen there."""
+    h = cal.h if h is None else h
+    s = cal.s if s is None else s
+    fb = probes.fixed_batch_loss(spec.NQM(h=h, sigma2=s), spec.SGD(spec.Constant(cal.lr), momentum=cal.momentum),
+                                 0, np.array([lag]), fraction=fraction)
+    return float("nan") if fb.diverged else float(fb.loss_unseen[0] - fb.loss_seen[0])
+
+
+def observed_dip(bank: dict | None) -> tuple[int, float, float] | None:
+    """(lag, dip, s.e.) at the first recorded lag after use: the mean pre-use level minus the mean curve there
+    (bank: compare.figure_data.bank_data)."""
+    if bank is None:
+        return None
+    lag, mean, se = np.asarray(bank["lag"]), np.asarray(bank["mean"]), np.asarray(bank["se"])
+    pre, post = lag < 0, np.flatnonzero(lag > 0)
+    if not pre.any() or post.size == 0:
+        return None
+    i = int(post[0])
+    pre_se = np.sqrt(np.nansum(se[pre] ** 2)) / max(int(np.isfinite(se[pre]).sum()), 1)
+    return int(lag[i]), float(np.nanmean(mean[pre]) - mean[i]), float(np.hypot(se[i], pre_se))
+
+
+def three_way(cal, bank: dict | None, fraction: float) -> dict:
+    """The three legs and the verdict ("agrees", "disagrees: <legs>" or "not testable: <why>")."""
+    legs, missing = [], []
+    fit = cal.fit
+    if fit is not None and fit.dof > 0:
+        p = float(stats.chi2.sf(fit.chi2, fit.dof))
+        legs.append({"measurement": "D(τ) (two-point averages)", "pred": float("nan"), "pred_se": float("nan"),
+                     "obs": float("nan"), "obs_se": float("nan"), "agrees": bool(p >= CHI2_P_MIN),
+                     "note": f"fit χ² = {fit.chi2:.3g} on {fit.dof} dof, p = {p:.2g}"})
+    else:
+        missing.append("no D(τ) fit with dof > 0")
+    od = observed_dip(bank)
+    if od is None:
+        missing.append("no fixed-batch bank")
+    else:
+        lag, obs, obs_se = od
+        J = cal.h.size
+        f = lambda q: dip_prediction(cal, fraction, lag, np.exp(q[:J]), np.exp(q[J:]))  # noqa: E731
+        legs.append(_leg("fixed-batch dip after use (bank)", f(cal.params()), _delta_se(f, cal), obs, obs_se,
+                         f"at {lag} steps after use; pre-use level minus the curve there"))
+    pm = cal.probes
+    if pm is None:
+        missing.append("no one-step probes")
+    else:
+        J = cal.h.size
+        g = lambda q: float(np.sum(np.exp(2 * q[:J]) * np.exp(q[J:])))  # noqa: E731
+        legs.append(_leg("one-step probe: training − held-out slope G = Σh²s", g(cal.params()), _delta_se(g, cal),
+                         pm.G[0], pm.G[1], "loss per LR unit"))
+    if missing:
+        verdict = "not testable: " + "; ".join(missing)
+    else:
+        bad = [leg["measurement"] for leg in legs if not leg["agrees"]]
+        verdict = "agrees" if not bad else "disagrees: " + "; ".join(bad)
+    return {"legs": legs, "verdict": verdict}
+
+
+def identification(cal) -> dict:
+    """Per scale: h and noise with their s.e., the h range the data allow, identified or not; the drift term; and
+    the range of every derived quantity over the parameter sets the data allow."""
+    fit = cal.fit
+    if fit is None:
+        return {}
+    ident = fit.identified()
+    scales = []
+    for k in range(fit.h.size):
+        relax = (1 - cal.momentum) / (cal.lr * fit.h[k])
+        scales.append({"h": float(fit.h[k]), "h_se": float(fit.h[k] * np.sqrt(max(fit.cov[k, k], 0.0))),
+                       "h_range": [float(x) for x in fit.h_range[k]], "noise": float(fit.s[k]),
+                       "noise_se": float(fit.s_se[k]) if fit.s_se is not None else float("nan"),
+                       "relax_steps": float(relax), "at_bound": bool(fit.at_bound()[k]), "identified": bool(ident[k])})
+    alts = fit.alternatives or [(fit.h, fit.s, fit.drift)]
+    obs_raw = cal.floor + cal.raw_excess
+    rng = lambda vals: [float(np.nanmin(vals)), float(np.nanmax(vals))]  # noqa: E731
+    excess = [float(0.5 * np.sum(h * stationary.iterate_variance(cal.lr * h, s, cal.momentum))) for h, s, _ in alts]
+    derived = {"floor": rng([obs_raw - e for e in excess]), "raw_excess": rng(excess),
+               "swa_cooldown_tau": rng([_safe(stationary.spectrum_cooldown_tau, cal.lr, h, s, cal.momentum)
+                                        for h, s, _ in alts])}
+    return {"scales": scales, "all_identified": bool(ident.all()),
+            "drift": {"c": float(fit.drift), "c_se": float(fit.drift_se), "identified": fit.drift_identified()},
+            "derived_ranges": derived, "lags_used": cal.structure.lags.tolist() if cal.structure is not None else [],
+            "lags_dropped": [list(d) for d in (cal.structure.dropped if cal.structure is not None else ())]}
+
+
+def _safe(fn, *args) -> float:
+    try:
+        return float(fn(*args))
+    except (ValueError, ZeroDivisionError, FloatingPointError):
+        return float("nan")
+
+
+def equivalent_lr_range(cal, excess_of) -> list[float]:
+    """[min, max] of the equivalent LR over the parameter sets the data allow; ``excess_of(h, s)`` gives the
+    average's stationary excess for one set."""
+    fit = cal.fit
+    alts = fit.alternatives if fit is not None and fit.alternatives else [(cal.h, cal.s, 0.0)]
+    vals = [_safe(stationary.spectrum_equivalent_lr, excess_of(h, s), cal.lr, h, s, cal.momentum) for h, s, _ in alts]
+    return [float(np.nanmin(vals)), float(np.nanmax(vals))] if np.isfinite(vals).any() else [float("nan")] * 2
