@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compare import checks, figure_data, metrics, pairs, predict, verdicts
+from compare import checks, metrics, pairs, predict, verdicts
 from compare.calibrate import Calibration, calibrate
 from compare.load import Setup, Variant, branch_start, stack
 from compare.verdicts import cell_agrees
@@ -361,8 +361,7 @@ def analyse(setup: Setup, scales: int | None = None, split: str = "test", floor:
     a.metrics["bn_artefact"] = bn_artefact(a)
     a.metrics["physical_checks"] = checks.physical_checks(cal)
     a.metrics["identification"] = checks.identification(cal)
-    a.metrics["three_way"] = checks.three_way(cal, figure_data.bank_data(a),
-                                              float(setup.config.get("bank_fraction", 1.0) or 1.0))
+    a.metrics["three_way"] = checks.three_way(cal, setup.base, float(setup.config.get("bank_fraction", 1.0) or 1.0))
     cells = model_cells(a)
     a.metrics["model_score"] = verdicts.score(cells)
     a.metrics["null"] = a.metrics["model_score"].get("null", {})

@@ -269,6 +269,11 @@ def calibrate(setup: Setup, scales: int | None = None, split: str = "test",
     grad = _num_grad(lambda p: 0.5 * np.sum(np.exp(p[:scales]) * stationary.iterate_variance(
         lr * np.exp(p[:scales]), np.exp(p[scales:]), mu)), logp)
     ex_se = float(np.sqrt(max(grad @ np.nan_to_num(cov) @ grad, 0.0)))
+    if fit is not None and fit.alternatives:
+        # a D(τ) fit: the spread of the raw excess over the parameter sets the data allow (Δχ² ≤ 4 ≈ ±2 s.e.); the
+        # covariance says nothing useful where the fit has no degrees of freedom left
+        ex = [0.5 * np.sum(h_ * stationary.iterate_variance(lr * h_, s_, mu)) for h_, s_, _ in fit.alternatives]
+        ex_se = float((max(ex + [raw_ex]) - min(ex + [raw_ex])) / 4.0)
     return Calibration(lr, mu, lam_eff, h, s, cov, np.array(seeds_h), np.array(seeds_s), pm, top or (np.nan, np.nan),
                        (lo, hi), raw_ex, m - raw_ex, float(np.hypot(se if np.isfinite(se) else 0.0, ex_se)), split,
                        resid, source, pooled if source == "two-point" else None, structs, seed_fits, fit)

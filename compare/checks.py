@@ -8,8 +8,8 @@ one calibration against three independent measurements (theory.md §2.4, §3.1, 
   over the parameter sets the data allow (``SpectrumFit.alternatives``).
 * **Three measurements, one model.** The noise the D(τ) fit implies predicts (a) D(τ) itself (χ² of the fit),
   (b) the dip of a fixed training batch right after it is used (the bank, theory.probes.fixed_batch_loss) and (c) the
-  one-step probe's training-minus-held-out slope G = Σ h² s = tr(H²Σ) (theory.md §3.1). Each prediction carries the
-  fit's s.e. (delta method on (log h, log s)); the claim holds only where all three agree within
+  one-step probe's training-minus-held-out slope G = Σ h² s = tr(H²Σ) (theory.md §3.1). Each prediction carries an
+  s.e. from its spread over the parameter sets the data allow; the claim holds only where all three agree within
   CONSISTENT_SE combined s.e.
 """
 
@@ -41,15 +41,13 @@ def physical_checks(cal) -> list[dict]:
     return rows
 
 
-def _delta_se(f, cal) -> float:
-    """s.e. of f(log h, log s) from the calibration covariance (numerical gradient)."""
-    p = cal.params()
-    g = np.zeros_like(p)
-    for i in range(p.size):
-        d = np.zeros_like(p)
-        d[i] = 1e-5
-        g[i] = (f(p + d) - f(p - d)) / 2e-5
-    return float(np.sqrt(max(g @ np.nan_to_num(cal.cov) @ g, 0.0)))
+def _spread_se(f, cal) -> float:
+    """s.e. of f(h, s) over the parameter sets the data allow (SpectrumFit.alternatives, a Δχ² ≤ 4 ≈ ±2 s.e. set):
+    a quarter of its range. The fit's covariance is no guide where the fit has no degrees of freedom left."""
+    alts = cal.fit.alternatives if cal.fit is not None and cal.fit.alternatives else []
+    vals = np.array([f(h, s) for h, s, _ in alts] + [f(cal.h, cal.s)], float)
+    vals = vals[np.isfinite(vals)]
+    return float((vals.max() - vals.min()) / 4.0) if vals.size else float("nan")
 
 
 def _leg(name: str, pred: float, pred_se: float, obs: float, obs_se: float, note: str = "") -> dict:
@@ -68,21 +66,41 @@ def dip_prediction(cal, fraction: float, lag: int, h=None, s=None) -> float:
     return float("nan") if fb.diverged else float(fb.loss_unseen[0] - fb.loss_seen[0])
 
 
-def observed_dip(bank: dict | None) -> tuple[int, float, float] | None:
-    """(lag, dip, s.e.) at the first recorded lag after use: the mean pre-use level minus the mean curve there
-    (bank: compare.figure_data.bank_data)."""
-    if bank is None:
-        return None
-    lag, mean, se = np.asarray(bank["lag"]), np.asarray(bank["mean"]), np.asarray(bank["se"])
-    pre, post = lag < 0, np.flatnonzero(lag > 0)
-    if not pre.any() or post.size == 0:
-        return None
-    i = int(post[0])
-    pre_se = np.sqrt(np.nansum(se[pre] ** 2)) / max(int(np.isfinite(se[pre]).sum()), 1)
-    return int(lag[i]), float(np.nanmean(mean[pre]) - mean[i]), float(np.hypot(se[i], pre_se))
+PRE_USE_POINTS = 5        # a bank curve's level before use: the mean of its last this many points before it
 
 
-def three_way(cal, bank: dict | None, fraction: float) -> dict:
+def observed_dip(runs) -> tuple[int, float, float] | None:
+    """(lag, dip, s.e.) at the first recorded lag after use, from every (run, bank batch) curve of ``runs``: each
+    curve's own level over its last PRE_USE_POINTS points before use minus its value at that lag, minus the same for
+    the held-out bank mean (the common motion of the iterate); mean and s.e. over curves. Each batch's own constant
+    c_B cancels inside its curve, which a mean over curves of different batches would not do."""
+    dips, lags = [], []
+    for r in runs:
+        tr = r.trajectory
+        if not all(k in tr for k in ("bank/step", "bank/train_loss", "static/bank_used_at")):
+            continue
+        st = np.asarray(tr["bank/step"], np.int64)
+        loss = np.asarray(tr["bank/train_loss"], float).reshape(st.size, -1)
+        held = (np.nanmean(np.asarray(tr["bank/heldout_loss"], float).reshape(st.size, -1), axis=1)
+                if "bank/heldout_loss" in tr else np.zeros(st.size))
+        for j, u in enumerate(np.atleast_1d(tr["static/bank_used_at"])):
+            if u < 0 or j >= loss.shape[1]:
+                continue
+            rel = loss[:, j] - held
+            pre, post = np.flatnonzero(st <= u)[-PRE_USE_POINTS:], np.flatnonzero(st > u)
+            if pre.size == 0 or post.size == 0 or not np.isfinite(rel[post[0]]):
+                continue
+            dips.append(float(np.nanmean(rel[pre]) - rel[post[0]]))
+            lags.append(int(st[post[0]] - u))
+    if not dips:
+        return None
+    vals, counts = np.unique(lags, return_counts=True)
+    lag = int(vals[np.argmax(counts)])          # the most common first lag after use (bank cadence)
+    d = np.array([x for x, g in zip(dips, lags) if g == lag])
+    return lag, float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+
+
+def three_way(cal, runs, fraction: float) -> dict:
     """The three legs and the verdict ("agrees", "disagrees: <legs>" or "not testable: <why>")."""
     legs, missing = [], []
     fit = cal.fit
@@ -93,22 +111,21 @@ def three_way(cal, bank: dict | None, fraction: float) -> dict:
                      "note": f"fit χ² = {fit.chi2:.3g} on {fit.dof} dof, p = {p:.2g}"})
     else:
         missing.append("no D(τ) fit with dof > 0")
-    od = observed_dip(bank)
+    od = observed_dip(runs)
     if od is None:
         missing.append("no fixed-batch bank")
     else:
         lag, obs, obs_se = od
-        J = cal.h.size
-        f = lambda q: dip_prediction(cal, fraction, lag, np.exp(q[:J]), np.exp(q[J:]))  # noqa: E731
-        legs.append(_leg("fixed-batch dip after use (bank)", f(cal.params()), _delta_se(f, cal), obs, obs_se,
-                         f"at {lag} steps after use; pre-use level minus the curve there"))
+        f = lambda h, s: dip_prediction(cal, fraction, lag, h, s)  # noqa: E731
+        legs.append(_leg("fixed-batch dip after use (bank)", f(cal.h, cal.s), _spread_se(f, cal), obs, obs_se,
+                         f"at {lag} steps after use; each batch's pre-use level minus its loss there, relative to the "
+                         f"held-out bank"))
     pm = cal.probes
     if pm is None:
         missing.append("no one-step probes")
     else:
-        J = cal.h.size
-        g = lambda q: float(np.sum(np.exp(2 * q[:J]) * np.exp(q[J:])))  # noqa: E731
-        legs.append(_leg("one-step probe: training − held-out slope G = Σh²s", g(cal.params()), _delta_se(g, cal),
+        g = lambda h, s: float(np.sum(np.asarray(h) ** 2 * np.asarray(s)))  # noqa: E731
+        legs.append(_leg("one-step probe: training − held-out slope G = Σh²s", g(cal.h, cal.s), _spread_se(g, cal),
                          pm.G[0], pm.G[1], "loss per LR unit"))
     if missing:
         verdict = "not testable: " + "; ".join(missing)
@@ -128,9 +145,13 @@ def identification(cal) -> dict:
     scales = []
     for k in range(fit.h.size):
         relax = (1 - cal.momentum) / (cal.lr * fit.h[k])
-        scales.append({"h": float(fit.h[k]), "h_se": float(fit.h[k] * np.sqrt(max(fit.cov[k, k], 0.0))),
-                       "h_range": [float(x) for x in fit.h_range[k]], "noise": float(fit.s[k]),
+        lo, hi = fit.h_range[k]
+        scales.append({"h": float(fit.h[k]),
+                       # the profile's Δχ² = 4 interval is ±2 s.e.: a quarter of its width in log h is one s.e.
+                       "h_se": float(fit.h[k] * (np.log(hi) - np.log(lo)) / 4.0),
+                       "h_range": [float(lo), float(hi)], "noise": float(fit.s[k]),
                        "noise_se": float(fit.s_se[k]) if fit.s_se is not None else float("nan"),
+                       "noise_range": [float(x) for x in fit.s_range[k]],
                        "relax_steps": float(relax), "at_bound": bool(fit.at_bound()[k]), "identified": bool(ident[k])})
     alts = fit.alternatives or [(fit.h, fit.s, fit.drift)]
     obs_raw = cal.floor + cal.raw_excess

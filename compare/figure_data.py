@@ -249,19 +249,21 @@ def alignment_data(analyses) -> dict | None:
 
 
 def structure_data(a) -> dict | None:
-    """The calibration input: measured D(τ) per base run and pooled (block s.e.), and the fitted NQM D(τ)
-    (compare.pairs.nqm_structure at a.cal.h, a.cal.s) from τ = 1 to twice the largest lag. None for probe source."""
+    """The calibration input: measured D(τ) per base run and pooled (block s.e.), and the fitted D(τ)
+    (compare.pairs.nqm_structure at a.cal.h, a.cal.s with the drift term) from τ = 1 to twice the largest lag. None for
+    probe source."""
     cal = a.cal
     if cal.structure is None or np.asarray(cal.structure.lags).size == 0:
         return None
     seeds = [{"label": Path(str(r.path)).name, "lags": st.lags, "D": st.D, "se": st.se}
              for r, st in zip(a.setup.base, cal.seed_structures)]
     top = 2 * int(np.max(cal.structure.lags))
+    drift = cal.fit.drift if cal.fit is not None else 0.0
     tau = np.unique(np.round(np.logspace(0, np.log10(max(top, 2)), 120)).astype(int))
     return {"n": len(a.setup.base), "seeds": seeds,
             "pooled": {"lags": cal.structure.lags, "D": cal.structure.D, "se": cal.structure.se},
-            "model": {"tau": tau, "D": pairs.nqm_structure(cal.h, cal.s, cal.lr, cal.momentum, tau)},
-            "fit": {"h": cal.h, "s": cal.s, "alpha_eff": cal.lam_eff * cal.h}, "window": cal.window,
+            "model": {"tau": tau, "D": pairs.nqm_structure(cal.h, cal.s, cal.lr, cal.momentum, tau, drift)},
+            "fit": {"h": cal.h, "s": cal.s, "alpha_eff": cal.lam_eff * cal.h, "drift": drift}, "window": cal.window,
             "ylabel": f"D(τ), eval {cal.split} loss units"}
 
 

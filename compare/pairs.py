@@ -197,6 +197,7 @@ class SpectrumFit:
     h_range: np.ndarray | None = None        # [J, 2]: h allowed by the data (profile Δχ² ≤ PROFILE_DCHI2)
     alternatives: list = field(default_factory=list)   # (h, s, drift) sets inside those ranges
     s_se: np.ndarray | None = None           # s.e. of s (param²) from the linear refit at the best h
+    s_range: np.ndarray | None = None        # [J, 2]: noise mass allowed by the data (over h_range, ± 2 s.e. at each h)
 
     def params(self) -> np.ndarray:
         return np.concatenate([np.log(self.h), np.log(self.s)])
@@ -340,20 +341,27 @@ def _profile(fit: SpectrumFit, lags, D, se, lr: float, momentum: float, drift: b
     """Fill ``h_range`` and ``alternatives``: each scale's h scanned over [h_min/PROFILE_SPAN, h_max] with the other
     h held at their fitted values and every mass and c refitted (linear, non-negative)."""
     J = fit.h.size
-    grid = np.geomspace(fit.h_bounds[0] / PROFILE_SPAN, fit.h_bounds[1], 80)
+    coarse = np.geomspace(fit.h_bounds[0] / PROFILE_SPAN, fit.h_bounds[1], 80)
     tail = _design([], lr, momentum, lags, drift)
-    rng, alts = np.zeros((J, 2)), []
+    rng, srng, alts = np.zeros((J, 2)), np.zeros((J, 2)), []
     for k in range(J):
-        keep = []
+        keep, masses = [], []
+        # the coarse scan (×1.23 per point) plus a fine one (×1.035) within a factor 2 of the fitted h
+        fine = fit.h[k] * np.geomspace(0.5, 2.0, 41)
+        grid = np.concatenate([coarse, fine[(fine >= coarse[0]) & (fine <= coarse[-1])]])
         for hk in np.unique(np.concatenate([grid, [fit.h[k]]])):
             h = fit.h.copy()
             h[k] = hk
-            x, chi2, _ = _linear(np.hstack([_design(h, lr, momentum, lags, False), tail]), D, se)
+            x, chi2, xse = _linear(np.hstack([_design(h, lr, momentum, lags, False), tail]), D, se)
             if chi2 <= fit.chi2 + PROFILE_DCHI2:
                 keep.append(hk)
+                # the mass at this h, ± 2 s.e. of the linear refit: the profile over h alone would miss the spread
+                # of s at fixed h
+                masses += [x[k] - 2 * np.nan_to_num(xse[k]), x[k] + 2 * np.nan_to_num(xse[k])]
                 alts.append((h, x[:J], float(x[J]) if drift else 0.0))
         rng[k] = (min(keep), max(keep)) if keep else (fit.h[k], fit.h[k])
-    fit.h_range, fit.alternatives = rng, alts
+        srng[k] = (max(min(masses), 0.0), max(masses)) if masses else (fit.s[k], fit.s[k])
+    fit.h_range, fit.s_range, fit.alternatives = rng, srng, alts
 
 
 class StructureFunction:

@@ -84,8 +84,9 @@ def truth_json(a: Analysis) -> dict | None:
         f = ident["scales"][k]
         rows.append({"h_true": t["h"], "noise_true": t["noise"], "h_fit": f["h"], "h_se": f["h_se"],
                      "noise_fit": f["noise"], "noise_se": f["noise_se"], "identified": f["identified"],
-                     "h_covered": bool(abs(f["h"] - t["h"]) <= 2 * f["h_se"]),
-                     "noise_covered": bool(abs(f["noise"] - t["noise"]) <= 2 * f["noise_se"])})
+                     "h_range": f["h_range"], "noise_range": f["noise_range"],
+                     "h_covered": bool(f["h_range"][0] <= t["h"] <= f["h_range"][1]),
+                     "noise_covered": bool(f["noise_range"][0] <= t["noise"] <= f["noise_range"][1])})
     drift = truth.get("drift") or {}
     c_true = float(drift.get("D_coefficient", 0.0) or 0.0)
     d = ident["drift"]
@@ -165,11 +166,12 @@ def _identification_text(a: Analysis) -> list[str]:
     ident = m.get("identification") or {}
     L = []
     if ident:
-        L += ["| scale | h (1/LR) ± s.e. | h the data allow (Δχ² ≤ 4) | noise mass ± s.e. | relaxation (steps) | "
-              "identified |", "|---|---|---|---|---|---|"]
+        L += ["| scale | h (1/LR) ± s.e. | h the data allow (Δχ² ≤ 4) | noise mass ± s.e. | noise the data allow | "
+              "relaxation (steps) | identified |", "|---|---|---|---|---|---|---|"]
         for k, x in enumerate(ident["scales"], 1):
             L.append(f"| {k} | {_f(x['h'])} ± {_f(x['h_se'], 2)} | {_f(x['h_range'][0])} – {_f(x['h_range'][1])} | "
-                     f"{_f(x['noise'])} ± {_f(x['noise_se'], 2)} | {_f(x['relax_steps'])} | "
+                     f"{_f(x['noise'])} ± {_f(x['noise_se'], 2)} | {_f(x['noise_range'][0])} – "
+                     f"{_f(x['noise_range'][1])} | {_f(x['relax_steps'])} | "
                      f"{'yes' if x['identified'] else '**no**' + (' (on the fit limit)' if x['at_bound'] else '')} |")
         d, r = ident["drift"], ident["derived_ranges"]
         L += ["", f"* Drift term c·τ² of D(τ): c = {_f(d['c'])} ± {_f(d['c_se'], 2)} loss/step² "
@@ -199,9 +201,10 @@ def _identification_text(a: Analysis) -> list[str]:
     if truth:
         L += ["", "Known truth (config `truth`, the quadratic closure):", ""]
         for t in truth["scales"]:
-            L.append(f"* h true {_f(t['h_true'])} / fitted {_f(t['h_fit'])} ± {_f(t['h_se'], 2)} "
-                     f"({'inside' if t['h_covered'] else 'outside'} 2 s.e.); noise true {_f(t['noise_true'])} / fitted "
-                     f"{_f(t['noise_fit'])} ± {_f(t['noise_se'], 2)} ({'inside' if t['noise_covered'] else 'outside'})")
+            L.append(f"* h true {_f(t['h_true'])} / fitted {_f(t['h_fit'])}, allowed {_f(t['h_range'][0])} – "
+                     f"{_f(t['h_range'][1])} ({'inside' if t['h_covered'] else 'outside'}); noise true "
+                     f"{_f(t['noise_true'])} / fitted {_f(t['noise_fit'])}, allowed {_f(t['noise_range'][0])} – "
+                     f"{_f(t['noise_range'][1])} ({'inside' if t['noise_covered'] else 'outside'})")
         L.append(f"* drift c true {_f(truth['drift_true'])} / fitted {_f(truth['drift_fit'])} ± "
                  f"{_f(truth['drift_se'], 2)} ({'inside' if truth['drift_covered'] else 'outside'} 2 s.e.)")
     return L

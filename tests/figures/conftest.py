@@ -1,13 +1,13 @@
-"""Small synthetic setups for the figure tests (compare/synthetic.py, no torch, through the shared ``synth`` fixture
+"""Small synthetic setups for the figure tests (tests/synthetic_runs.py, no torch, through the shared ``synth`` fixture
 of tests/conftest.py): two seeds with a two-point lag grid on the evaluation grid (so the calibration source is
 D(τ)), and an EMA-equivalent branch of seed 0."""
 
 import pytest
 
-from compare import synthetic
+import synthetic_runs
 
-CFG = synthetic.SynthSetup(h=(2.0, 0.05), s=(0.5, 2.0), d=(40, 40), b=(0.0, 0.0), steps=2000, swa_start=1000,
-                           eval_every=50, probe_every=100, bank_every=10, two_point_gaps=(50, 100, 200, 400, 800),
+CFG = synthetic_runs.SynthSetup(h=(2.0, 0.05), s=(0.5, 2.0), d=(40, 40), b=(0.0, 0.0), steps=2000, swa_start=1000,
+                           eval_every=50, probe_every=100, bank_every=10, two_point_gaps=(50, 100, 150, 200, 300),
                            n_point_gap=200, eval_noise=0.001, ema_decays=(0.99, 0.999))
 BRANCH_T0 = 1000
 
