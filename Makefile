@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[empirical,lightning,tensorboard,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[torch,data,symbolic,lightning,tensorboard,test]'
 	@touch $(STAMP)
 
 # The main job: what the theory predicts for an EMA, then a real run on the embedded digits data, then its report.

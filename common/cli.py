@@ -1,5 +1,5 @@
 """The command-line contract shared by the entry points (theory.predict, empirical.run, compare.report,
-figures.build); imports no torch.
+figures.build, empirical.posthoc; each also installed as a command, ``CONSOLE_SCRIPTS``); imports no torch.
 
 Bad input gets ONE line on stderr naming the problem, exit status 2 and nothing written. argparse's own
 ``error`` prints a usage block of several lines first; ``OneLineParser`` keeps only the message.
@@ -16,6 +16,16 @@ from contextlib import contextmanager
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Each entry point is also installed as a command (pyproject.toml [project.scripts]); its --help names both forms.
+CONSOLE_SCRIPTS = {"theory.predict": "avglr-predict", "empirical.run": "avglr-run", "compare.report": "avglr-report",
+                   "figures.build": "avglr-figures", "empirical.posthoc": "avglr-posthoc"}
+
+
+def command_note(module: str) -> str:
+    """The --help epilog of entry point ``module``: the installed command that runs the same thing."""
+    return f"Installed as the command {CONSOLE_SCRIPTS[module]} (the same as python -m {module})."
 
 
 def keep_freed_memory() -> None:

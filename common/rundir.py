@@ -1,6 +1,6 @@
 """Run directories: the one on-disk format shared by theory, empirical and compare runs.
 
-A run directory holds (design.md §3.6)::
+A run directory holds::
 
     config.json      {"schema_version", "source": "theory"|"empirical", "command": [argv...], "config": {...}}
     env.json         {"schema_version", "python", "platform", "packages": {name: version}, "git": {...}, ...}
@@ -30,6 +30,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -67,25 +68,47 @@ def current_umask() -> int:
     return old
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextmanager
+def naming(path: str | os.PathLike):
+    """An OSError raised in the block without a file name (a write or fsync on an open file: ENOSPC, EIO, EDQUOT)
+    gets ``path`` as its ``filename``, so the one-line error of a command line says which file could not be written
+    ("cannot write RUN/summary.json: No space left on device"). One with a file name keeps its own."""
     try:
-        # mkstemp creates 0600 (private temp files); a run file is shared like any file a tool writes: 0666 & ~umask
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = os.fspath(path)
         raise
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an OSError: "cannot read or write PATH: REASON" (both paths of a failed rename)."""
+    where = " -> ".join(os.fspath(f) for f in (e.filename, e.filename2) if f is not None) or "a file"
+    return f"cannot read or write {where}: {e.strerror or e}"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace`` (atomic on POSIX).
+    An OSError names ``path`` (:func:`naming`), or the temp file or directory where the OS named that."""
+    path = Path(path)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            # mkstemp creates 0600 (private temp files); a run file is shared like any file a tool writes:
+            # 0666 & ~umask
+            os.fchmod(fd, 0o666 & ~current_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
     return path
 
 

@@ -1,15 +1,18 @@
-"""One style for every figure (design.md §3.8): fixed colours per method, theory as lines, observations as markers
-with seed bands, n stated in the legend. Figures are built with ``new_figure`` (object API, no global pyplot state
-shared between figures) and saved small (dpi ~110)."""
+"""One style for every figure: fixed colours per method, theory as lines, observations as markers
+with seed bands, n stated in the legend. Figures are built with ``new_figure`` (object API, no pyplot: no backend
+is needed and no global figure state is shared) and saved small (dpi ~110).
+
+Importing this module changes nothing in matplotlib: the house rcParams (``RC``) apply only inside
+:func:`context`, which every figure module's ``plot`` enters through :func:`styled`; whoever saves a figure does so
+inside :func:`context` too (ticks and their labels are laid out when the figure is drawn, i.e. at ``savefig``)."""
 
 from __future__ import annotations
 
-import matplotlib
+import functools
 
-matplotlib.use("Agg")  # files only; never opens a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
 DPI = 110
 RAW = "#7f7f7f"
@@ -23,7 +26,21 @@ THEORY_STYLE = {"linestyle": "-", "linewidth": 1.3}
 OBS_STYLE = {"marker": "o", "markersize": 3, "linestyle": "none"}
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5, "xtick.labelsize": 7,
       "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False}
-matplotlib.rcParams.update(RC)   # design.md §3.8: this module is the one place that sets rcParams
+
+
+def context():
+    """The house style as a context manager (``matplotlib.rc_context(RC)``): the global rcParams are restored on
+    exit, so drawing a figure leaves a caller's own matplotlib settings as they were."""
+    return matplotlib.rc_context(RC)
+
+
+def styled(plot):
+    """Decorator for a figure module's ``plot(data) -> Figure``: its artists are created under :func:`context`."""
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with context():
+            return plot(*args, **kwargs)
+    return wrapper
 
 
 def colour(variant: str, index: int = 0) -> str:
@@ -42,7 +59,7 @@ def colour(variant: str, index: int = 0) -> str:
 def variant_colours(names) -> dict[str, str]:
     """One colour per variant name, shades spread over each family in the given order (any number of EMA decays or
     two-point lags stays distinguishable): EMA blues, two-point oranges, SWA green, N-point purples, raw grey."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps, colors
     names = list(names)
     maps = {"ema": "Blues", "two_point": "Oranges", "points": "Purples"}
     out = {}
@@ -50,16 +67,16 @@ def variant_colours(names) -> dict[str, str]:
         group = [n for n in names if n.startswith(fam)]
         for i, n in enumerate(group):
             x = 0.45 + 0.5 * (i / (len(group) - 1) if len(group) > 1 else 0.5)
-            out[n] = matplotlib.colors.to_hex(colormaps[cmap](x))
+            out[n] = colors.to_hex(colormaps[cmap](x))
     return {n: out.get(n, colour(n)) for n in names}
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float = 2.5) -> tuple[Figure, np.ndarray]:
-    with plt.rc_context(RC):
+    with context():
         fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.ravel():
-        ax.tick_params(labelsize=RC["xtick.labelsize"])
+        ax.tick_params(which="both", labelsize=RC["xtick.labelsize"])
         ax.title.set_fontsize(RC["axes.titlesize"])
         ax.xaxis.label.set_fontsize(RC["axes.labelsize"])
         ax.yaxis.label.set_fontsize(RC["axes.labelsize"])

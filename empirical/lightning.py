@@ -1,5 +1,5 @@
 """PyTorch Lightning: every average, the fixed-batch bank and the probes of a LightningModule, written as a run
-directory that ``compare.report`` and ``figures.build`` read (README "PyTorch Lightning"; theory.md §3-4).
+directory that ``compare.report`` and ``figures.build`` read (docs/tools.md "PyTorch Lightning"; theory.md §3-4).
 
     from empirical import EMA, SWA, TwoPoint, FixedBatchBank, OneStepProbe
     from empirical.lightning import AveragingCallback
@@ -10,7 +10,7 @@ directory that ``compare.report`` and ``figures.build`` read (README "PyTorch Li
                            probes=[OneStepProbe(b, hb, lr=0.05, momentum=0.9, every=50)])
     pl.Trainer(max_steps=1000, callbacks=[cb]).fit(module, loader)
 
-Needs the optional extra ``lightning`` (pytorch-lightning, pinned in pyproject.toml); this is the only module of the
+Needs the optional extra ``lightning`` (pytorch-lightning; its tested version is pinned in constraints.txt); this is the only module of the
 project that imports it (``lightning.pytorch`` is used when that is the one installed).
 
 What it does, per optimiser step (``trainer.global_step`` = updates done, the project's ``step``):
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
         import lightning.pytorch as pl
     except ImportError:
         raise ImportError("empirical.lightning needs PyTorch Lightning: pip install -e '.[lightning]' "
-                          "(pytorch-lightning, pinned in pyproject.toml)") from None
+                          "(pytorch-lightning; its tested version is pinned in constraints.txt)") from None
 
 from empirical.averaging import WeightAverages
 from empirical.bank import FixedBatchBank

@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from common import rundir
-from common.cli import DefaultsFormatter, OneLineParser, pipe_safe_stdout
+from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 from empirical import config
 
 POSTHOC = "posthoc"          # the variant name of the average, and the config.json section
@@ -330,7 +330,7 @@ def _evaluate(cfg: config.RunConfig, average: dict, last: dict, device: str, dat
 
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="python -m empirical.posthoc", description=__doc__.split("\n\n")[0],
-                      formatter_class=DefaultsFormatter)
+                      epilog=command_note("empirical.posthoc"), formatter_class=DefaultsFormatter)
     p.add_argument("run", help="run directory whose kept checkpoints are averaged (RUN/checkpoints/step_*.pt)")
     p.add_argument("--schedule", required=True,
                    help="target LR schedule: branch syntax (half | scale:F | constant:LR | ema:GAMMA:H | swa:H | "
@@ -423,9 +423,13 @@ def _print_plan(run: Path, p: Plan) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    """The command avglr-posthoc and ``python -m empirical.posthoc``: bad input -> one line on stderr, exit 2."""
     with pipe_safe_stdout():
         try:
             main(argv)
+        except OSError as e:   # a checkpoint that cannot be read, a full disk: which file, one line, exit 1
+            print(f"empirical.posthoc: error: {rundir.os_error_text(e)}", file=sys.stderr)
+            return 1
         except Exception as e:
             if not isinstance(e, _input_errors()):
                 raise

@@ -1,4 +1,4 @@
-"""Accumulate a training run's series and write its run directory (design.md §3.6; names: docs/run-series.md).
+"""Accumulate a training run's series and write its run directory (series names: docs/run-series.md).
 
 Series are kept as plain Python lists (floats, lists of floats, ints), so the recorder's state goes into a
 checkpoint loadable with ``torch.load(weights_only=True)`` and a resumed run continues the very same buffers.
@@ -225,7 +225,7 @@ class Recorder:
         w = csv.writer(buf)
         for i in range(self._csv_rows, n):
             w.writerow(self._csv_row(self.metrics_row(i), columns))
-        with open(path, "a", newline="") as f:
+        with rundir.naming(path), open(path, "a", newline="") as f:
             f.write(buf.getvalue())
             f.flush()
             os.fsync(f.fileno())

@@ -1,4 +1,4 @@
-"""Train a ResNet with SGD and record trajectories comparable to theory.predict (design.md §3.3-3.6, theory.md §4).
+"""Train a ResNet with SGD and record trajectories comparable to theory.predict (theory.md §4).
 
     python -m empirical.run digits                              # embedded default, CPU, < 1 min
     python -m empirical.run smoke --steps 40                    # synthetic data, seconds (tests)
@@ -62,6 +62,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
                                                                    or any(Path(fresh.out).iterdir())):
             raise config.ConfigError(f"--out {fresh.out}: exists and is not empty; choose a new directory, or add "
                                      f"--resume to continue the run in it")
+        fresh, notes = sized_workers(fresh, given, notes)
         return fresh, None, "new", None, notes
     if parent is not None:  # branch: the parent's config with the branch and run-control flags
         if given.get("resume"):
@@ -100,7 +101,39 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
         if state["step"] >= cfg.steps:
             raise config.ConfigError(f"--branch-from: the checkpoint is at step {state['step']}, the run ends at "
                                      f"{cfg.steps}; branch from an earlier checkpoint")
+    cfg, notes = sized_workers(cfg, given, notes)
     return cfg, state, kind, branch_at, notes
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the OS has one (a container's or taskset's limit, which
+    os.cpu_count ignores), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):   # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_workers(cap: int, cpus: int, local_ranks: int = 1) -> int:
+    """DataLoader workers for a maximum of ``cap``: this process's share of the ``cpus`` (``local_ranks`` training
+    processes on the machine, torchrun's LOCAL_WORLD_SIZE, split them) less one for the training process itself,
+    at most ``cap``, at least 0 (0 loads in the training process). 2 CPUs and one process: 1 worker."""
+    return max(0, min(cap, cpus // max(1, local_ranks) - 1))
+
+
+def sized_workers(cfg: config.RunConfig, given: dict, notes: list[str]) -> tuple[config.RunConfig, list[str]]:
+    """The run's ``workers``: as given with --workers, else the preset's (or the saved run's) value taken as a
+    maximum and lowered to what this machine's CPUs allow (:func:`auto_workers`); a lowered value is noted."""
+    if "workers" in given or cfg.workers == 0:
+        return cfg, notes
+    cpus, ranks = available_cpus(), int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    n = auto_workers(cfg.workers, cpus, ranks)
+    if n == cfg.workers:
+        return cfg, notes
+    shared = f", shared by {ranks} ranks" if ranks > 1 else ""
+    return replace(cfg, workers=n), notes + [
+        f"--workers {n} instead of {cfg.workers}: {cpus} CPUs available{shared}, one kept for training "
+        f"(give --workers N to choose)"]
 
 
 def missing_checkpoint(path: Path) -> str:
@@ -156,9 +189,9 @@ def _cli(argv: list[str] | None) -> int:
         if e.run_dir is not None:
             print(e.run_dir, flush=True)
         return e.code
-    except OSError as e:
-        print(f"empirical.run: error: cannot read or write {e.filename or ''}: {e.strerror or e} (earlier files are "
-              f"intact: every write is atomic)", file=sys.stderr)
+    except OSError as e:   # common.rundir's writers name their file (rundir.naming)
+        print(f"empirical.run: error: {rundir.os_error_text(e)} (earlier files are intact: every write is atomic)",
+              file=sys.stderr)
         return 1
     except Exception as e:  # under torchrun: say which rank failed; torchrun then stops the other ranks
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

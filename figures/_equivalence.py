@@ -14,6 +14,7 @@ import numpy as np
 from common import style
 
 
+@style.styled
 def plot_equivalence(data: dict, title: str, plain_title: str, missing: str):
     """``title`` names the comparison (used when a branch is drawn); ``plain_title`` and the note ``missing`` are
     used when there is no branch run."""

@@ -20,7 +20,7 @@ from figures import (ellipsoid, ema_equivalence, fixed_batch_along_trajectory, g
                      nqm_equivalence_grid, one_step_probe, structure_function, swa_equivalence,
                      two_point_vs_distance)
 from common import style
-from common.cli import DefaultsFormatter, OneLineParser, pipe_safe_stdout
+from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 
 # One plot function per figure that compare.figure_data prepares (the same names: tests/figures checks it).
 FIGURES = {"nqm_equivalence_grid": nqm_equivalence_grid.plot, "one_step_probe": one_step_probe.plot,
@@ -42,9 +42,9 @@ def render(analyses: list, out: Path, command: list[str]) -> list[Path]:
                   "git_dirty": (r.env.get("git") or {}).get("dirty")} for r in runs]
     written = []
     for name, data in figure_data(analyses).items():
-        fig = FIGURES[name](data)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=style.DPI)
+        with style.context():   # the layout (ticks, labels) is computed when the figure is drawn
+            FIGURES[name](data).savefig(buf, format="png", dpi=style.DPI)
         png = atomic_write_bytes(Path(out) / f"{name}.png", buf.getvalue())
         atomic_write_json(Path(out) / f"{name}.json",
                           {"figure": name, "runs": prov_runs if name != "nqm_equivalence_grid" else [],
@@ -56,7 +56,7 @@ def render(analyses: list, out: Path, command: list[str]) -> list[Path]:
 def build_parser() -> OneLineParser:
     # DefaultsFormatter: "(default: X)" once per option, none for None/False (the convention of every CLI here)
     p = OneLineParser(prog="python -m figures.build", description=__doc__.split("\n\n")[0],
-                      formatter_class=DefaultsFormatter)
+                      epilog=command_note("figures.build"), formatter_class=DefaultsFormatter)
     p.add_argument("runs", nargs="*", help="run directories (seeds and branches of one or more setups)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which eval loss to compare")
@@ -80,14 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = render(analyses, out, ["python", "-m", "figures.build", *(argv if argv is not None else sys.argv[1:])])
     except OSError as e:   # each figure is written atomically: the ones before the failure are complete
-        print(f"figures.build: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
+        print(f"figures.build: cannot write {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 1
     for path in paths:
         print(path)
     return 0
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """The command avglr-figures and ``python -m figures.build``: :func:`main` with a pipe-safe stdout."""
     with pipe_safe_stdout():   # `... | head`: every file is still written, no BrokenPipeError traceback
-        code = main()
-    sys.exit(code)
+        return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

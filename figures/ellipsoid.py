@@ -17,6 +17,7 @@ from common import style
 LIM = 1.5           # the left axes span ±LIM √v∞ (samples beyond are cut; every ellipse lies inside the unit circle)
 
 
+@style.styled
 def plot(data: dict):
     """Two axes (one if no distance series): the NQM ellipses of the run's variants and the observed distances."""
     has_dist = bool(data.get("dist") and data["dist"]["series"])

@@ -17,6 +17,7 @@ from common import style
 ZOOM = (-10, 40)    # the zoom panel spans these many bank intervals around the use step
 
 
+@style.styled
 def plot(data: dict):
     """Two axes (full range, zoom on the use step), each with the aligned mean (markers, s.e. band), the held-out
     reference, the pre-use level and the NQM line; one legend below."""

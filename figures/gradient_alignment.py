@@ -15,6 +15,7 @@ import numpy as np
 from common import style
 
 
+@style.styled
 def plot(data: dict):
     """Two axes: cos along the trajectory per setup; window mean vs α_eff with the NQM line."""
     fig, axes = style.new_figure(ncols=2)

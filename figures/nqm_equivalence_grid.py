@@ -13,6 +13,7 @@ from __future__ import annotations
 from common import style
 
 
+@style.styled
 def plot(data: dict):
     """Four axes, two lines each except two-point (one line)."""
     fig, axes = style.new_figure(ncols=2, nrows=2, width=3.2, height=2.4)

@@ -26,6 +26,7 @@ def _positive(y):
     return np.where(np.isfinite(y) & (y > 0), y, np.nan)
 
 
+@style.styled
 def plot(data: dict):
     """Three axes: training-batch curves, held-out curves (one shared legend), R² vs step."""
     fig, axes = style.new_figure(ncols=3, height=2.7)

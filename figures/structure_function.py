@@ -14,6 +14,7 @@ import numpy as np
 from common import style
 
 
+@style.styled
 def plot(data: dict):
     """One axis: per-seed points, pooled points with error bars, the fitted NQM line."""
     fig, axes = style.new_figure(width=4.4, height=2.8)

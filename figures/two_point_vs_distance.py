@@ -13,6 +13,7 @@ import numpy as np
 from common import style
 
 
+@style.styled
 def plot(data: dict):
     """One axis: observed points with seed band, the NQM curve, baseline and λ/2 lines."""
     fig, axes = style.new_figure(width=3.8)

@@ -2,7 +2,7 @@
 
 Reference: Sandler, Zhmoginov, Vladymyrov & Miller, "Training trajectories, mini-batch losses and the curious role
 of the learning rate", arXiv 2301.02312. Formulas: docs/theory.md (project reconstruction, sections cited
-in each docstring). This package imports numpy, scipy and sympy only, never torch.
+in each docstring). This package imports numpy and scipy (and sympy in theory.symbolic only), never torch.
 
 Public API (``from theory import ...``): the specifications of theory/spec.py — the model ``NQM``, the optimiser
 ``SGD``, the schedules, the averages ``EMA``, ``SWA``, ``TwoPoint``, ``NPoint``, ``NoAverage`` (the same objects

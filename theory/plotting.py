@@ -1,4 +1,7 @@
-"""Quick-look figures of one theory.predict run (matplotlib imported lazily: never on the --json path)."""
+"""Quick-look figures of one theory.predict run (matplotlib imported lazily: never on the --json path).
+
+Drawn with matplotlib's object API (``Figure``, no pyplot): saving a PNG needs no backend, so neither the backend
+nor any global rcParams are touched (matplotlib's defaults apply, or whatever the caller set)."""
 
 from __future__ import annotations
 
@@ -19,12 +22,10 @@ def _save(fig, path: Path) -> Path:
 
 def plot_prediction(series: dict, cfg: dict, path: Path) -> Path:
     """Predicted excess loss ½Σh(m²+v) of the raw iterate, the average and its equivalent-LR run (theory.md §3.3-3.5)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig = Figure(figsize=(5.2, 3.4))
+    ax = fig.subplots()
     s = series["nqm/step"]
     ax.plot(s, series["nqm/loss_raw"], color="0.5", label="raw iterate")
     ax.plot(s, series["nqm/loss_avg"], color="tab:blue", label=cfg["avg_label"])
@@ -36,20 +37,15 @@ def plot_prediction(series: dict, cfg: dict, path: Path) -> Path:
     ax.set_ylabel("expected excess loss")
     ax.set_title(f"NQM, lr={cfg['lr']:g}, μ={cfg['momentum']:g}, {cfg['directions']} direction(s)", fontsize=9)
     ax.legend(fontsize=7)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def plot_inverse(series: dict, cfg: dict, path: Path) -> Path:
     """Weights over constant-LR iterates that reproduce a schedule's noise kernel (theory.md §3.6)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(5.2, 4.2), sharex=True)
+    fig = Figure(figsize=(5.2, 4.2))
+    a1, a2 = fig.subplots(2, 1, sharex=True)
     s = series["inverse/step"]
     a1.plot(s, series["inverse/lr"], color="k")
     a1.set_ylabel("scheduled LR")
@@ -59,7 +55,4 @@ def plot_inverse(series: dict, cfg: dict, path: Path) -> Path:
     a2.set_ylabel("weight of θ_t")
     a2.set_xlabel("step t of the constant-LR run")
     a1.set_title(f"{cfg['schedule']} emulated by averaging constant-LR ({cfg['lr']:g}) iterates", fontsize=9)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)

@@ -1,4 +1,4 @@
-"""--help shows defaults one way in every CLI (issue 15 item 4): "(default: X)" once at the end of an option's help,
+"""--help shows defaults one way in every CLI: "(default: X)" once at the end of an option's help,
 nothing for a default of None or False; empirical.run's help shows the named preset's values and imports no torch."""
 from __future__ import annotations
 

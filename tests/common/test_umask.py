@@ -1,4 +1,4 @@
-"""Run files respect the umask like any other tool's files (issue 15 item 4): 0666 & ~umask, not mkstemp's 0600."""
+"""Run files respect the umask like any other tool's files: 0666 & ~umask, not mkstemp's 0600."""
 from __future__ import annotations
 
 import builtins
