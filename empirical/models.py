@@ -10,7 +10,10 @@
 * ``resnet18/34/50``: ``torchvision.models`` with ``weights=None``; for ``in_channels != 3`` the 7x7 stem conv
   is replaced by one with ``in_channels`` inputs.
 
-All end in global average pooling, so any input side works, including 8x8 digits and 28x28 MNIST. Conv weights
+* ``quadratic``: no network: one parameter vector θ of dimension ``in_channels`` whose output on x is θ − x (the
+  quadratic closure test, empirical/quadratic.py; ``num_classes`` and ``image_size`` are unused).
+
+The ResNets end in global average pooling, so any input side works, including 8x8 digits and 28x28 MNIST. Conv weights
 use Kaiming-normal init (fan_out, ReLU gain), BatchNorm starts at weight 1 / bias 0, and the final linear layer
 keeps PyTorch's default uniform init (as torchvision does); so a model is determined by ``torch.manual_seed``.
 All work in ``channels_last`` memory format.
@@ -110,12 +113,19 @@ ARCHS: dict[str, Callable[[int, int], nn.Module]] = {
     "resnet18": _torchvision("resnet18"),
     "resnet34": _torchvision("resnet34"),
     "resnet50": _torchvision("resnet50"),
+    "quadratic": lambda k, c: _quadratic_model(c),
 }
+
+
+def _quadratic_model(dim: int) -> nn.Module:
+    from empirical.quadratic import QuadraticModel   # here, not at the top: quadratic.py imports the data module
+    return QuadraticModel(dim)
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     """A freshly initialised ``arch`` (a key of ``ARCHS``) mapping (B, in_channels, H, W) to (B, num_classes)
-    logits. ``image_size`` (pixels) is only checked: every model pools globally, so any side >= 1 works."""
+    logits (quadratic: (B, D) to (B, D)). ``image_size`` (pixels) is only checked: every ResNet pools globally, so
+    any side >= 1 works."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     for label, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):

@@ -162,8 +162,6 @@ def make_plan(cfg: config.RunConfig, ckpt_steps: dict[int, str], schedule: str, 
               at: int | None = None, h: float | None = None) -> Plan:
     """Validate the request and compute the checkpoint weights (no torch, nothing loaded). ``ckpt_steps`` maps each
     kept checkpoint's step to its path. Raises PosthocError (one line) on bad input."""
-    from theory.inverse import rate_table_weights
-
     if not ckpt_steps:
         raise PosthocError("the run kept no checkpoints (RUN/checkpoints/step_*.pt); train it with "
                            "--checkpoint-every K --checkpoint-keep-every K")
@@ -179,18 +177,63 @@ def make_plan(cfg: config.RunConfig, ckpt_steps: dict[int, str], schedule: str, 
     h_used, h_src = (float(h), "--h") if h is not None else (float(named), "schedule")
     if not (math.isfinite(h_used) and h_used > 0):
         raise PosthocError(f"--h {h_used}: the curvature must be finite and > 0")
+    g = grid_weights(p, q, sorted(ckpt_steps), h_used, cfg.momentum, at, target=f"--schedule {schedule!r}")
+    return Plan(schedule=schedule, syntax=syntax, from_step=from_step, h=g.h, h_source=h_src, lr=g.lr,
+                momentum=g.momentum, departure=g.departure, at=g.at, step_weights_from=g.step_weights_from,
+                checkpoint_steps=g.checkpoint_steps, weights=g.weights, negative_mass=g.negative_mass,
+                n_negative=g.n_negative, max_spacing=g.max_spacing, alpha_eff_spacing=g.alpha_eff_spacing,
+                kernel_rel_error=g.kernel_rel_error, variance_ratio=g.variance_ratio,
+                paths=[ckpt_steps[s] for s in g.checkpoint_steps])
+
+
+@dataclass(frozen=True)
+class GridWeights:
+    """The weights over a grid of kept checkpoints (units in comments; the fields of :class:`Plan` that do not depend
+    on how the target was written)."""
+
+    h: float                           # curvature the weights are exact at, 1/LR units
+    lr: float                          # the run's constant LR over the averaged range, LR units
+    momentum: float
+    departure: int                     # first step whose target LR differs from the run's (= at: never departs)
+    at: int                            # the step T whose scheduled iterate the average emulates
+    step_weights_from: int             # first step with a non-zero per-step weight
+    checkpoint_steps: list[int]        # checkpoints used, ascending; the last one is T
+    weights: list[float]               # one per checkpoint step; sum 1 (the bias coefficient included)
+    negative_mass: float               # −Σ min(w, 0)
+    n_negative: int
+    max_spacing: int                   # largest gap between used checkpoints, steps
+    alpha_eff_spacing: float           # α_eff·max_spacing at h (α_eff = λh/(1−μ)): ≪ 1 means the grid resolves h
+    kernel_rel_error: float            # ‖κ_coarse − κ_target‖₂ / ‖κ_target‖₂ at h (noise after the first checkpoint)
+    variance_ratio: float              # Σκ_coarse² / Σκ_target²: the noise variance of the average over the target's
+
+
+def grid_weights(p: np.ndarray, q: np.ndarray, steps: Sequence[int], h: float, momentum: float,
+                 at: int | None = None, *, target: str = "the target", at_flag: str = "--at") -> GridWeights:
+    """Weights over the checkpoints at ``steps`` (ascending) whose average emulates, at curvature ``h``, the iterate
+    at step ``at`` of a run with the per-update LRs ``q`` (the target), given the LRs ``p`` the run was trained with
+    (both tables of the same length n, updates 0..n−1; every step ≤ n). The target departs from the run at the first
+    update where they differ; the run's LR must be constant from there to ``at`` (theory.md §3.6a). ``at`` defaults to
+    the last checkpoint of that constant stretch. ``target`` and ``at_flag`` name the target and ``at`` in the error
+    messages (PosthocError, one line)."""
+    from theory.inverse import rate_table_weights
+
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    n = int(p.size)
+    if not steps:
+        raise PosthocError("no checkpoint steps given")
+    h_used, mu = float(h), momentum
+    ckpt = set(steps)
     diff = np.flatnonzero(np.abs(q - p) > _REL * np.maximum(np.abs(p), 1e-300))
-    departure = int(diff[0]) if diff.size else cfg.steps
-    steps = sorted(ckpt_steps)
-    end = _constant_end(p, departure) if departure < cfg.steps else cfg.steps
+    departure = int(diff[0]) if diff.size else n
+    end = _constant_end(p, departure) if departure < n else n
     if at is None:
         ok = [s for s in steps if s <= end]
         if not ok:
             raise PosthocError(f"no kept checkpoint at or before step {end} (kept: {_steps_text(steps)})")
         at = ok[-1]
-    if at not in ckpt_steps:
-        raise PosthocError(f"--at {at}: no checkpoint at that step (kept: {_steps_text(steps)})")
-    lam, mu = float(p[min(departure, at, cfg.steps - 1)]), cfg.momentum
+    if at not in ckpt:
+        raise PosthocError(f"{at_flag} {at}: no checkpoint at that step (kept: {_steps_text(steps)})")
+    lam = float(p[min(departure, at, n - 1)])
     if at <= departure:      # the target equals the run up to T: its iterate is the last checkpoint itself
         c, first = np.array([1.0]), at
         used = [at]
@@ -199,17 +242,16 @@ def make_plan(cfg: config.RunConfig, ckpt_steps: dict[int, str], schedule: str, 
     else:
         if at > end:
             raise PosthocError(f"the run's LR is not constant over steps {departure}..{at} (it changes at step {end}): "
-                               f"the inverse map reads constant-LR iterates; choose --at ≤ {end}")
+                               f"the inverse map reads constant-LR iterates; choose {at_flag} ≤ {end}")
         if lam <= 0:
             raise PosthocError(f"the run's LR is {lam} at step {departure}; the inverse map needs a constant LR > 0")
         rates = q[departure:at] * h_used
         if np.any(~np.isfinite(rates)) or np.any(rates < 0):
-            raise PosthocError(f"--schedule {schedule!r}: the target LR must be finite and >= 0 on steps "
-                               f"{departure}..{at}")
+            raise PosthocError(f"{target}: the target LR must be finite and >= 0 on steps {departure}..{at}")
         try:
             c = rate_table_weights(rates, lam * h_used, mu)       # over θ_departure..θ_at
         except ValueError as e:
-            raise PosthocError(f"--schedule {schedule!r} is not representable: {e}") from None
+            raise PosthocError(f"{target} is not representable: {e}") from None
         nz = np.flatnonzero(np.abs(c) > _REL * np.max(np.abs(c)))
         first = departure + int(nz[0])
         below = [s for s in steps if s <= first]
@@ -226,13 +268,12 @@ def make_plan(cfg: config.RunConfig, ckpt_steps: dict[int, str], schedule: str, 
         kerr, vratio = coarse_cost(q[lo:at] * h_used, coarse, lam * h_used, mu)
     gaps = np.diff(used)
     neg = wts[wts < -_REL * np.max(np.abs(wts))]
-    return Plan(schedule=schedule, syntax=syntax, from_step=from_step, h=h_used, h_source=h_src, lr=lam, momentum=mu,
-                departure=min(departure, at), at=int(at), step_weights_from=int(first),
-                checkpoint_steps=[int(s) for s in used], weights=[float(x) for x in wts],
-                negative_mass=float(-neg.sum()) if neg.size else 0.0, n_negative=int(neg.size),
-                max_spacing=int(gaps.max()) if gaps.size else 0,
-                alpha_eff_spacing=float(lam * h_used / (1 - mu) * (gaps.max() if gaps.size else 0)),
-                kernel_rel_error=kerr, variance_ratio=vratio, paths=[ckpt_steps[s] for s in used])
+    return GridWeights(h=h_used, lr=lam, momentum=mu, departure=min(departure, at), at=int(at),
+                       step_weights_from=int(first), checkpoint_steps=[int(s) for s in used],
+                       weights=[float(x) for x in wts], negative_mass=float(-neg.sum()) if neg.size else 0.0,
+                       n_negative=int(neg.size), max_spacing=int(gaps.max()) if gaps.size else 0,
+                       alpha_eff_spacing=float(lam * h_used / (1 - mu) * (gaps.max() if gaps.size else 0)),
+                       kernel_rel_error=kerr, variance_ratio=vratio)
 
 
 def _steps_text(steps: Sequence[int]) -> str:
@@ -280,19 +321,19 @@ def _evaluate(cfg: config.RunConfig, average: dict, last: dict, device: str, dat
     the run's fixed batches (empirical.train.fixed_batches: a function of the saved config and seed)."""
     import torch
 
-    from empirical import bn, distributed, sampler
-    from empirical.data import load_data
-    from empirical.models import build_model
+    import dataclasses
+
+    from empirical import bn, distributed, sampler, task
     from empirical.train import evaluate, fixed_batches
 
     env = distributed.setup(device, cfg.bf16)
     # the fixed batches use the un-augmented splits and the sampler's order only, so --shift-augment (which wraps
-    # data.train) does not change them
-    data = load_data(cfg.dataset, data_dir or cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train,
-                     max_test=cfg.max_test)
+    # data.train) does not change them; data, model and loss are the run's task's (empirical/task.py)
+    tk = task.for_config(cfg)
+    data = task.load_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
     smp = sampler.EpochSampler(len(data.train), cfg.batch_size, cfg.seed, 0, 1)
     fixed = fixed_batches(cfg, data, smp, env)
-    model = build_model(cfg.arch, data.num_classes, data.in_channels, data.image_size).to(env.device)
+    model = task.build_model(cfg, data).to(env.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     buffers = {n for n, _ in model.named_buffers()}
@@ -317,8 +358,8 @@ def _evaluate(cfg: config.RunConfig, average: dict, last: dict, device: str, dat
         if cfg.bn_mode == "recompute":
             bn.recompute_bn(model, fixed["bn"], call_fn=call)
         row = {}
-        row["train_loss"], row["train_acc"] = evaluate(model, fixed["train_eval"], env)
-        row["loss"], row["acc"] = evaluate(model, fixed["test"], env)
+        row["train_loss"], row["train_acc"] = evaluate(model, fixed["train_eval"], env, tk.loss_fn, tk.accuracy)
+        row["loss"], row["acc"] = evaluate(model, fixed["test"], env, tk.loss_fn, tk.accuracy)
         if sk is not None:
             row["sketch"] = sk(list(model.parameters()))
         out[name] = row

@@ -1,4 +1,4 @@
-"""The training loop behind ``python -m empirical.run`` (design.md §3.3-3.6, theory.md §4): data, model, SGD,
+"""The training loop behind ``python -m empirical.run`` (theory.md §4): data, model, SGD,
 averages, every recording, checkpoints, branches. ``empirical.run`` parses and validates the command line without
 importing torch and then calls :func:`train`.
 
@@ -7,6 +7,10 @@ Evaluation procedure (docs/run-series.md): every variant — the raw weights inc
 the raw weights with their training-time running statistics are the variant ``raw_running_bn``. The probes, bank,
 alignment and curvature measure the same BN-consistent raw model (``bn.ConsistentRaw``, one recomputation per step
 shared with the evaluation at that step).
+
+The task (empirical/task.py) gives the data, the model and the loss: cross-entropy on the classification datasets,
+the exact quadratic of docs/theory.md §2.1 on ``quadratic`` (empirical/quadratic.py; with --drift its training minima
+move with the step, in the data).
 
 Console output (header, progress rows with every variant's test loss, final table): ``empirical.console``. The
 last stdout line is the run directory. SIGINT, SIGTERM and SIGHUP (a closed ssh session) end the run as
@@ -25,9 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from empirical import checkpoint, config, console, distributed, sampler
+from empirical import checkpoint, config, console, distributed, sampler, task
 from empirical.bn import ConsistentRaw, evaluated_variants, prepare_variant
 from empirical.recorder import Recorder
 from empirical.run import Stopped
@@ -42,7 +45,8 @@ class TrainState:
     """What the evaluation, the measurements and the checkpoints of one run share (instead of 8-9 positional
     arguments): the config, the device env, the raw model (the one trained; DDP wraps it separately), the scratch
     model each average is copied into (``eval_model``), the per-step BN-consistent raw model (``consistent``), the
-    averages, the fixed batches (``fixed_batches``), the recorder, the optimiser and the evaluated variant names."""
+    averages, the fixed batches (``fixed_batches``), the recorder, the optimiser, the evaluated variant names, and
+    the task's evaluation loss (``loss_fn``, None = mean cross-entropy) and whether accuracy means anything."""
 
     cfg: config.RunConfig
     env: Any = None
@@ -54,6 +58,8 @@ class TrainState:
     rec: Any = None                          # Recorder (or anything with its ``log``)
     opt: torch.optim.Optimizer | None = None
     variants: list[str] = field(default_factory=list)
+    loss_fn: Callable | None = None
+    accuracy: bool = True
 
 
 def to_device(x, y, env, channels_last: bool):
@@ -61,12 +67,13 @@ def to_device(x, y, env, channels_last: bool):
     return (x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x), y
 
 
-def evaluate(model, batches, env) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``batches`` under the run's autocast
-    (empirical.measure.evaluate, the one evaluation function)."""
+def evaluate(model, batches, env, loss_fn=None, accuracy: bool = True) -> tuple[float, float]:
+    """Mean loss (``loss_fn``, default cross-entropy) and accuracy (NaN unless ``accuracy``) of ``model`` (eval mode)
+    over ``batches`` under the run's autocast (empirical.measure.evaluate, the one evaluation function)."""
     from empirical.measure import evaluate as _evaluate
 
-    return _evaluate(model, batches, ctx=env.ctx)
+    loss, acc = _evaluate(model, batches, ctx=env.ctx, loss_fn=loss_fn)
+    return loss, acc if accuracy else math.nan
 
 
 def evaluation_names(cfg, avg) -> list[str]:
@@ -84,8 +91,10 @@ def evaluate_all(ts: TrainState, step: int, dense_only: bool = False) -> None:
         model = consistent(raw_model, step) if name == "raw" else prepare_variant(
             avg, name, ts.eval_model, raw_model, cfg.bn_mode, fixed["bn"], call_fn=consistent.call_fn)
         if not dense_only:
-            row[f"train_loss_{name}"], row[f"train_acc_{name}"] = evaluate(model, fixed["train_eval"], env)
-        row[f"test_loss_{name}"], row[f"test_acc_{name}"] = evaluate(model, fixed["test"], env)
+            row[f"train_loss_{name}"], row[f"train_acc_{name}"] = evaluate(model, fixed["train_eval"], env,
+                                                                           ts.loss_fn, ts.accuracy)
+        row[f"test_loss_{name}"], row[f"test_acc_{name}"] = evaluate(model, fixed["test"], env, ts.loss_fn,
+                                                                     ts.accuracy)
     rec.log("eval", step, **row)
     rec.log("dist", step, **avg.distances(raw_model))
     if "sketch" in fixed:   # S θ of raw and each defined average: distances across runs (branch vs parent average)
@@ -107,7 +116,7 @@ def measure(step: int, ts: TrainState, lr: float, x, y, model_at: Callable[[], t
     it is called only when a measurement is due, since in bn_mode 'recompute' it may cost one BN recomputation."""
     from empirical import measure as M
 
-    cfg, fixed, env, rec = ts.cfg, ts.fixed, ts.env, ts.rec
+    cfg, fixed, env, rec, loss_fn = ts.cfg, ts.fixed, ts.env, ts.rec, ts.loss_fn
     if model_at is None:
         model_at = lambda: ts.consistent(ts.raw_model, step)  # noqa: E731
 
@@ -117,18 +126,20 @@ def measure(step: int, ts: TrainState, lr: float, x, y, model_at: Callable[[], t
     model = model_at()
     if due(cfg.bank_every):
         n = cfg.bank_images                      # the first ceil(f·B) images of each bank batch (config.py)
-        losses = lambda batches: M.batch_losses(model, [(x[:n], y[:n]) for x, y in batches])  # noqa: E731
+        losses = lambda batches: M.batch_losses(model, [(x[:n], y[:n]) for x, y in batches],  # noqa: E731
+                                                loss_fn=loss_fn)
         rec.log("bank", step, train_loss=losses(fixed["bank"]), heldout_loss=losses(fixed["held"]))
     if due(cfg.probe_every):
         etas = M.probe_etas(max(lr, 1e-12), cfg.momentum, n=cfg.probe_etas, lo=cfg.probe_lo, hi=cfg.probe_hi)
         (xb, yb), (xh, yh) = fixed["bank"][0], fixed["held"][0]
-        rec.log("probe", step, eta=etas, **M.one_step_probe(model, xb, yb, xh, yh, etas))
+        rec.log("probe", step, eta=etas, **M.one_step_probe(model, xb, yb, xh, yh, etas, loss_fn=loss_fn))
     if due(cfg.align_every):
         xd, yd = to_device(x, y, env, cfg.channels_last)
-        rec.log("align", step, cos=M.grad_alignment(model, xd, yd, fixed["bank"].head(cfg.align_batches)))
+        rec.log("align", step, cos=M.grad_alignment(model, xd, yd, fixed["bank"].head(cfg.align_batches),
+                                                    loss_fn=loss_fn))
     if due(cfg.curv_every):
         rec.log("curv", step, top_eig=M.top_curvature(model, fixed["bank"].head(cfg.curv_batches),
-                                                        iters=cfg.curv_iters, seed=cfg.seed + step))
+                                                        iters=cfg.curv_iters, seed=cfg.seed + step, loss_fn=loss_fn))
     model.train()
 
 
@@ -225,8 +236,6 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
     """Run ``cfg`` (as resolved by ``empirical.run.resolve``: kind new / resume / branch, ``state`` the checkpoint
     to start from); returns the run directory, raises ``empirical.run.Stopped`` on divergence or interruption."""
     from empirical.averaging import WeightAverages
-    from empirical.data import load_data
-    from empirical.models import build_model
 
     if kind == "resume":  # nothing to do if the run already reached its end
         summary = (Path(cfg.out) / "summary.json")
@@ -238,7 +247,8 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
     if cfg.tensorboard:
         tensorboard_available()
     env = distributed.setup(cfg.device, cfg.bf16)
-    data = load_data(cfg.dataset, cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train, max_test=cfg.max_test)
+    data = task.load_data(cfg)
+    tk = task.for_config(cfg)
     if cfg.shift_augment:
         data = with_shift(data, cfg.shift_augment, cfg.seed)
     try:
@@ -246,11 +256,10 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
     except ValueError as e:
         raise config.ConfigError(str(e)) from None
     torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
-    raw_model = build_model(cfg.arch, data.num_classes, data.in_channels, data.image_size).to(env.device)
+    raw_model = task.build_model(cfg, data).to(env.device)
     # eval_model receives each average; bn_model the raw weights with recomputed BN (cached per step, shared by the
     # evaluation and the measurements at that step): two extra weight copies
-    eval_model, bn_model = (build_model(cfg.arch, data.num_classes, data.in_channels, data.image_size).to(env.device)
-                            for _ in range(2))
+    eval_model, bn_model = (task.build_model(cfg, data).to(env.device) for _ in range(2))
     if cfg.channels_last:
         raw_model, eval_model, bn_model = (m.to(memory_format=torch.channels_last)
                                            for m in (raw_model, eval_model, bn_model))
@@ -279,7 +288,7 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                    [f"{s}_{m}_{v}" for v in variants for s in ("test", "train") for m in ("loss", "acc")],
                    tensorboard=cfg.tensorboard)
     ts = TrainState(cfg=cfg, env=env, raw_model=raw_model, eval_model=eval_model, consistent=consistent, avg=avg,
-                    fixed=fixed, rec=rec, opt=opt, variants=variants)
+                    fixed=fixed, rec=rec, opt=opt, variants=variants, loss_fn=tk.loss_fn, accuracy=tk.accuracy)
     start, ref_loss = 0, None
     if kind == "resume":
         state, path = checkpoint.load_latest(run_dir)
@@ -290,6 +299,9 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
     resolved = {**cfg.to_dict(), "averaging": avg.config(), "variants": variants, "steps_per_epoch":
                 smp.steps_per_epoch, "schedule_params": config.build_schedule(cfg).params(), "data": data.describe(),
                 "branch_step": branch_at, "bank_used_at": fixed["bank_used_at"]}
+    if cfg.dataset == "quadratic":   # what compare/ must recover (empirical/quadratic.py)
+        from empirical import quadratic
+        resolved["truth"] = quadratic.truth(cfg)
     if env.is_main:
         # a short header on stdout; the whole resolved config is in config.json
         print(console.header(cfg, data.describe(), sum(p.numel() for p in raw_model.parameters()), env.info(),
@@ -328,7 +340,7 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
             for g in opt.param_groups:
                 g["lr"] = lrs[step]
             with env.ctx:
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                loss = tk.train_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,6 +1,6 @@
 """Reproduce the paper's claims on `digits` and `mnist`: one documented command.
 
-    python scripts/reproduce.py                 # full: digits (5 seeds) + mnist (3 seeds), branches, report, figures
+    python scripts/reproduce.py                 # full: digits (10 seeds) + mnist (3 seeds), branches, report, figures
     python scripts/reproduce.py --quick         # CI: digits only, 1 seed, 600 steps (~2 min on CPU)
     python scripts/reproduce.py --dry-run       # print the plan and the expected cost, run nothing
 
@@ -36,19 +36,19 @@ if str(ROOT) not in sys.path:
 
 from empirical import flags  # noqa: E402  (parses and validates a command line without importing torch)
 
-# Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run). Branches run the
-# 600 steps from T0 = 600 to the end of the constant phase (1,200). digits: from the logs of an earlier full
-# reproduction (0.55 min for a 900-step branch then, scaled to 600 steps). mnist: 1.3 s/step measured in the
-# 2026-12-02 evening reproduction (33 min for 1,500 steps, two runs at a time; an earlier day: 0.63 s/step).
-MINUTES_PER_RUN = {"digits": (0.7, 0.37), "mnist": (33.0, 13.0)}
-# Full mode: digits runs its preset as is; mnist is shortened to the digits timeline (1,500 steps = 38 epochs of the
-# 5,000-image subset; constant LR to step 1,200). Evaluations dominate the cost of these runs on a CPU (each of the
-# ten variants recomputes BN and passes the test split), so the test split is evaluated every 50 steps (lags 50-500),
-# BN recomputed on 4 batches and the training split evaluated on 1,000 images.
+# Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run), estimates: digits
+# from the run times of the 2,400-step preset (REPRODUCE in docs/results.md gives the measured ones); mnist scaled from
+# 1.3 s/step measured on 1,500-step runs, two at a time. Branches run from T0 to the end of the constant phase.
+MINUTES_PER_RUN = {"digits": (6.0, 2.5), "mnist": (46.0, 20.0)}
+# Full mode: digits runs its preset as is (constant LR to 2,100, window 1,050-2,100, lags up to 300). mnist is
+# shortened to a 2,100-step timeline (constant LR to 1,800; window 900-1,800 = 3 × the longest lag, 300): evaluations
+# dominate the cost of these runs on a CPU (each variant recomputes BN and passes the test split), so the test split
+# is evaluated every 50 steps from 850 (lags 50-300), BN recomputed on 4 batches and the training split evaluated on
+# 1,000 images.
 FULL = {"digits": [],
-        "mnist": ["--steps", "1500", "--decay-start", "1200", "--ema-start", "200", "--swa-start", "600",
-                  "--eval-every", "100", "--eval-dense-every", "50", "--eval-dense-from", "100", "--bn-batches", "4",
-                  "--train-eval-size", "1000", "--two-point-gaps", "50,100,200,300,500", "--probe-every", "50",
+        "mnist": ["--steps", "2100", "--decay-start", "1800", "--ema-start", "200", "--swa-start", "900",
+                  "--eval-every", "100", "--eval-dense-every", "50", "--eval-dense-from", "850", "--bn-batches", "4",
+                  "--train-eval-size", "1000", "--two-point-gaps", "50,100,150,200,300", "--probe-every", "50",
                   "--bank-every", "10",
                   "--align-every", "50", "--curv-every", "300"]}
 # Quick mode (CI): digits, 600 steps, constant LR to 480, branches from 240; ~2 min on 2 cores.
@@ -56,30 +56,31 @@ QUICK = {"digits": ["--steps", "600", "--decay-start", "480", "--ema-start", "80
                     "--swa-start", "240", "--two-point-gaps", "10,20,40,80,120", "--eval-every", "40",
                     "--eval-dense-every", "10", "--eval-dense-from", "120", "--probe-every", "40",
                     "--bank-every", "10", "--align-every", "40", "--curv-every", "120"]}
-SEEDS = {"digits": 5, "mnist": 3}            # default seeds per dataset in full mode
+SEEDS = {"digits": 10, "mnist": 3}           # default seeds per dataset in full mode
 # Post-hoc averaging (digits only): the base runs keep a checkpoint every K steps and the average of those that
 # emulates the swa:h branch is compared with it. Why swa:h: its inverse-map weights are non-negative and flat (a
 # uniform average from T0 plus a lump on the last iterate, theory.md §3.6a), so a coarse grid loses little; the λ/2
 # (`half`) weights decay over 2/α_eff steps, a few steps at the sharp curvatures, which no checkpoint grid follows.
-# K: 50 steps in full mode (13 checkpoints over steps 600–1200; a digits checkpoint holds the lag-grid snapshots,
-# ~40 MB, so ~1.2 GB per seed), 20 in quick mode (13 over 240–480). Each must divide T0.
+# K: 50 steps in full mode (22 checkpoints over steps 1,050–2,100; a digits checkpoint holds the lag-grid snapshots,
+# ~25 MB), 20 in quick mode (13 over 240–480). Each must divide T0.
 POSTHOC_EVERY = {"digits": 50}
 QUICK_POSTHOC_EVERY = {"digits": 20}
 POSTHOC_TARGET = "swa"                       # the branch schedule the post-hoc average emulates
-FULL_T0 = {"digits": 600, "mnist": 600}      # = the runs' swa_start: inside the constant-LR phase
+FULL_T0 = {"digits": 1050, "mnist": 900}     # = the runs' swa_start: the window's start, inside the constant phase
 QUICK_T0 = {"digits": 240}
 
 
 def plan(quick: bool, seeds: list[int] | None, out: Path,
-         presets: tuple[str, ...] = ("digits", "mnist")) -> list[dict]:
+         presets: tuple[str, ...] = ("digits", "mnist"), branches: bool = True) -> list[dict]:
     """One entry per dataset: its base commands (branches need the calibration, so they are built later).
-    ``seeds`` None: the per-dataset default (SEEDS; one seed in quick mode)."""
+    ``seeds`` None: the per-dataset default (SEEDS; one seed in quick mode). Without ``branches`` no post-hoc
+    average is made either (it is compared with a branch), so the base runs keep only the T0 checkpoint."""
     entries = []
     for preset in (["digits"] if quick else presets):
         seeds_here = seeds if seeds is not None else ([0] if quick else list(range(SEEDS[preset])))
         t0 = (QUICK_T0 if quick else FULL_T0)[preset]
         extra = QUICK[preset] if quick else FULL[preset]
-        keep = (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY).get(preset, t0)   # divides t0: T0 is kept
+        keep = (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY).get(preset, t0) if branches else t0   # divides t0
         base = []
         for s in seeds_here:
             d = out / preset / f"s{s}"
@@ -91,7 +92,8 @@ def plan(quick: bool, seeds: list[int] | None, out: Path,
         # of every branch for nothing
         end = flags.from_cli([preset, *extra]).decay_start
         entries.append({"preset": preset, "t0": t0, "end": end, "extra": extra, "base": base, "root": out / preset,
-                        "posthoc": preset in (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY)})
+                        "branches": branches,
+                        "posthoc": branches and preset in (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY)})
     return entries
 
 
@@ -154,9 +156,10 @@ def expected_cost(entries: list[dict], quick: bool) -> str:
     for e in entries:
         base, branch = (m * (0.4 if quick else 1.0) for m in MINUTES_PER_RUN[e["preset"]])
         n = len(e["base"])                           # branches: half + swa + 2 EMA decays per seed
-        wall = (n * base + 4 * n * branch) / 2
+        nb = 4 * n if e.get("branches", True) else 0
+        wall = (n * base + nb * branch) / 2
         total += wall
-        lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + {4 * n} branches × ~{branch:.1f} min, "
+        lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + {nb} branches × ~{branch:.1f} min, "
                      f"two at a time ≈ {wall:.0f} min" + (f" + {n} post-hoc average(s) × ~0.2 min" if e.get("posthoc")
                                                            else ""))
     return ("expected cost (--jobs 2 on 2 CPU cores; GPU faster):\n" + "\n".join(lines)
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
     p = argparse.ArgumentParser(prog="python scripts/reproduce.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="digits only, one seed, 600 steps (CI)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="seeds per dataset in full mode (default: digits 5, mnist 3)")
+                   help="seeds per dataset in full mode (default: digits 10, mnist 3)")
     p.add_argument("--presets", default="digits,mnist", help="comma-separated datasets for full mode")
     p.add_argument("--jobs", type=int, default=1, help="training runs at once (CPU: cores/jobs threads each)")
     p.add_argument("--out", default=None, help="output root (default runs/reproduce/<stamp>)")
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
         p.error(f"--jobs and --seeds must be ≥ 1 and --presets a subset of {','.join(FULL)}")
     seeds = None if args.seeds is None else list(range(args.seeds))
     out = Path(args.out) if args.out else ROOT / "runs" / "reproduce" / f"{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    entries = plan(args.quick, seeds, out, presets)
+    entries = plan(args.quick, seeds, out, presets, branches=not args.no_branches)
     print(expected_cost(entries, args.quick), flush=True)
     if args.dry_run:
         for e in entries:

@@ -50,10 +50,10 @@ def test_one_default_convention(name):
     ("compare.report", "--split", "(default: test)"),
     ("figures.build", "--out", "(default: figures/out)"),
     ("figures.build", "--split", "(default: test)"),
-    ("empirical.run digits", "--steps", "(default: 1500)"),
-    ("empirical.run digits", "--swa-start", "(default: 600)"),
+    ("empirical.run digits", "--steps", "(default: 2400)"),
+    ("empirical.run digits", "--swa-start", "(default: 1050)"),
     ("empirical.run digits", "--ema-decays", "(default: 0.99,0.998)"),
-    ("empirical.run", "--steps", "(default: digits 1500; imagenet 450450)"),
+    ("empirical.run", "--steps", "(default: digits 2400; imagenet 450450)"),
     ("empirical.run", "--momentum", "(default: 0.9)"),            # the same in both presets: shown once
     ("empirical.run", "--bf16", "(default: digits off; imagenet on)"),
 ])

@@ -1,4 +1,4 @@
-"""Checkpoints for the branch workflow (issue 15 item 3): a run keeps the checkpoints --branch-from and the post-hoc
+"""Checkpoints for the branch workflow: a run keeps the checkpoints --branch-from and the post-hoc
 averages start from (EMA start, SWA start, decay start); a missing --branch-from file lists what the run has and
 how to keep more; ema:GAMMA / swa without H say where H comes from, or take it from --from-report."""
 from __future__ import annotations
@@ -18,10 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_branch_points_of_the_digits_preset():
-    # README: EMAs from step 200, SWA from 600, constant LR to 1,200 (then the cosine)
-    assert C.PRESETS["digits"].branch_points() == (200, 600, 1200)
-    assert F.from_cli(["digits", "--schedule", "constant"]).branch_points() == (200, 600)   # no decay start
-    assert F.from_cli(["digits", "--swa-start", "none", "--ema-decays", ""]).branch_points() == (1200,)
+    # the digits preset: EMAs from step 200, SWA from 1,050, constant LR to 2,100 (then the cosine)
+    assert C.PRESETS["digits"].branch_points() == (200, 1050, 2100)
+    assert F.from_cli(["digits", "--schedule", "constant"]).branch_points() == (200, 1050)   # no decay start
+    assert F.from_cli(["digits", "--swa-start", "none", "--ema-decays", ""]).branch_points() == (2100,)
     assert F.from_cli(["digits", "--no-checkpoint-branch-points"]).branch_points() == ()
     assert F.from_cli(["digits", "--max-steps", "500"]).branch_points() == (200,)    # only steps this call reaches
 

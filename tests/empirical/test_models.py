@@ -23,7 +23,8 @@ def _forward_backward(arch, in_channels, size, num_classes=7, batch=4):
 
 
 def test_archs_listed():
-    assert set(ARCHS) == set(CIFAR_ARCHS + TV_ARCHS)
+    # "quadratic": the closure test's one-parameter model (empirical/quadratic.py), no convolution, no BatchNorm
+    assert set(ARCHS) == set(CIFAR_ARCHS + TV_ARCHS + ["quadratic"])
 
 
 @pytest.mark.parametrize("arch", CIFAR_ARCHS)
@@ -76,8 +77,8 @@ def test_count_parameters_counts_shared_tensors_once_and_skips_buffers():
     assert count_parameters(nn.BatchNorm2d(5)) == 10  # running mean/var are buffers
 
 
-def test_every_arch_uses_batchnorm_and_in_channels():
-    for arch in ARCHS:
+def test_every_network_uses_batchnorm_and_in_channels():
+    for arch in CIFAR_ARCHS + TV_ARCHS:
         model = build_model(arch, 3, in_channels=1, image_size=8)
         assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), arch
         first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
