@@ -9,7 +9,11 @@ Public API (imported lazily, so ``python -m empirical.run --help`` and bad flags
 * measurements on the weights: :class:`FixedBatchBank`, :class:`OneStepProbe`, :class:`GradientAlignment`,
   :class:`TopCurvature` (``measure(step, model) -> dict``);
 * the run directory compare.report and figures.build read: :class:`RunWriter` (over :class:`Recorder`),
-  :func:`evaluate`, :func:`recompute_bn`;
+  :func:`evaluate`, :func:`recompute_bn`; what a run must record to be calibrated: :func:`default_plan` (a
+  :class:`RecordingPlan`); the optimiser as recorded: :func:`optimizer_config`;
+* the answers as calls (docs/library.md): :func:`equivalent_lr_scheduler` (the LR scheduler an average stands
+  for), :func:`posthoc_weights` (weights over checkpoints kept at any steps that emulate a target schedule),
+  :func:`average_state_dicts` (their weighted average, BatchNorm recomputed);
 * PyTorch Lightning: ``empirical.lightning.AveragingCallback`` (extra ``lightning``; imported only from there).
 """
 from __future__ import annotations
@@ -24,16 +28,20 @@ _EXPORTS = {
     "FixedBatchBank": "empirical.bank",
     "OneStepProbe": "empirical.probes", "GradientAlignment": "empirical.probes", "TopCurvature": "empirical.probes",
     "Recorder": "empirical.recorder",
-    "RunWriter": "empirical.library", "evaluate": "empirical.library",
+    "RunWriter": "empirical.library", "evaluate": "empirical.library", "default_plan": "empirical.library",
+    "RecordingPlan": "empirical.library", "optimizer_config": "empirical.library",
     "recompute_bn": "empirical.bn",
+    "equivalent_lr_scheduler": "empirical.answers", "posthoc_weights": "empirical.answers",
+    "average_state_dicts": "empirical.answers",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:   # for type checkers and IDEs; at run time the names load on first use (__getattr__)
+    from empirical.answers import average_state_dicts, equivalent_lr_scheduler, posthoc_weights
     from empirical.averaging import WeightAverages
     from empirical.bank import FixedBatchBank
     from empirical.bn import recompute_bn
-    from empirical.library import RunWriter, evaluate
+    from empirical.library import RecordingPlan, RunWriter, default_plan, evaluate, optimizer_config
     from empirical.probes import GradientAlignment, OneStepProbe, TopCurvature
     from empirical.recorder import Recorder
     from theory.spec import EMA, SWA, NoAverage, NPoint, TwoPoint, parse_variant_name, variant_name

@@ -24,9 +24,9 @@ Asking for a multi-point variant at a step whose snapshots were not kept raises 
 
 Why not torch.optim.swa_utils.AveragedModel: it deep-copies the whole module once per average (3 EMA decays + SWA
 = 4 module copies, incl. buffers and hooks, and deepcopy fails on some wrapped/sharded models, pytorch #82070) and
-keeps the model's dtype (a bf16 model gets a bf16 average whose updates (1−γ)Δ round to zero, landscape.md Part
-4.4). Here each average is a flat list of fp32 tensors (fp64 for an fp64 model) keyed by POSITION in
-``model.parameters()`` (names change under torch.compile's ``_orig_mod.`` prefix, Part 4.8), updated with one
+keeps the model's dtype (a bf16 model gets a bf16 average whose updates (1−γ)Δ round to zero).
+Here each average is a flat list of fp32 tensors (fp64 for an fp64 model) keyed by POSITION in
+``model.parameters()`` (names change under torch.compile's ``_orig_mod.`` prefix), updated with one
 ``torch._foreach_lerp_`` per decay, as swa_utils.get_ema_multi_avg_fn / get_swa_multi_avg_fn do (SWA's running mean
 is lerp with weight 1/(n+1)). Measured on one CPU thread, ResNet-20 (0.27M parameters, 59 tensors), per step:
 3 EMAs 0.45-0.53 ms; 3 EMAs + gaps 100 and 1000 (eval_every 20, 51 snapshots held) 0.54 ms; + SWA 0.62-0.67 ms;
@@ -116,6 +116,11 @@ class WeightAverages:
     keeps every lag: gap + 1 weight copies for a TwoPoint. EMA and SWA can be read at any step.
     Then ``update(model, step)`` after every optimiser step, and ``module(name, bn_batches)`` for an nn.Module with
     the averaged weights and BatchNorm statistics recomputed on your batches.
+
+    ``plan``: a recording plan (empirical.library.default_plan) that makes the run calibratable by compare.report:
+    its two-point lags missing from the averages are added, its dense evaluation steps are kept like
+    ``extra_eval_steps``, ``total_steps`` defaults to its own, and with no averages given at all (neither list nor
+    keywords) its EMAs, SWA and lags are the averages. Without a plan nothing is added.
     """
 
     def __init__(self, model: nn.Module, averages: Sequence[Averaging] | None = None, *,
@@ -123,15 +128,26 @@ class WeightAverages:
                  swa_start: int | None = None, swa_every: int = 1, swa_length: int | None = None,
                  two_point_gaps: Sequence[int] = (), n_points: Sequence[int] = (), n_point_gap: int = 0,
                  eval_every: int = 1, average_buffers: bool = False, total_steps: int | None = None,
-                 extra_eval_steps: Sequence[int] = ()):
+                 extra_eval_steps: Sequence[int] = (), plan=None):
+        keywords_given = (tuple(ema_decays), ema_start, ema_every, swa_start, swa_every, swa_length,
+                          tuple(two_point_gaps), tuple(n_points), n_point_gap) != ((), 0, 1, None, 1, None, (), (), 0)
+        if averages is not None and keywords_given:
+            raise ValueError("give the averages either as a list of theory.spec objects or as keywords "
+                             "(ema_decays=, swa_start=, ...), not both")
+        if plan is not None:
+            if averages is None and not keywords_given:
+                averages = plan.averages()
+            elif averages is not None:
+                averages = plan.complete(averages)
+            else:
+                two_point_gaps = [*two_point_gaps, *(k for k in plan.lags if k not in set(two_point_gaps))]
+            extra_eval_steps = [*extra_eval_steps, *plan.dense_steps()]
+            total_steps = plan.total_steps if total_steps is None else total_steps
         if averages is not None:
-            if (tuple(ema_decays), ema_start, ema_every, swa_start, swa_every, swa_length, tuple(two_point_gaps),
-                    tuple(n_points), n_point_gap) != ((), 0, 1, None, 1, None, (), (), 0):
-                raise ValueError("give the averages either as a list of theory.spec objects or as keywords "
-                                 "(ema_decays=, swa_start=, ...), not both")
-            return self.__init__(model, **_from_specs(averages), eval_every=eval_every,
-                                 average_buffers=average_buffers, total_steps=total_steps,
-                                 extra_eval_steps=extra_eval_steps)
+            self.__init__(model, **_from_specs(averages), eval_every=eval_every, average_buffers=average_buffers,
+                          total_steps=total_steps, extra_eval_steps=extra_eval_steps)
+            self.plan = plan
+            return
         self.decays = [spec.check_ema_decay(d) for d in ema_decays]
         if len(set(self.decays)) != len(self.decays):
             raise ValueError(f"each EMA decay at most once, got {list(ema_decays)}")
@@ -177,6 +193,7 @@ class WeightAverages:
                         if self.total_steps is None or e <= self.total_steps}
         self._model = model             # the raw model: template and BN source of module()
         self._targets: dict[int, nn.Module] = {}
+        self.plan = plan                # the recording plan (empirical.library.RecordingPlan) or None
         self._observe(model, 0)
 
     # ------------------------------------------------------------------------------------------ tensors
@@ -354,7 +371,7 @@ class WeightAverages:
     def module(self, name: str, bn_batches: Iterable | None = None, *, model: nn.Module | None = None,
                bn_mode: str | None = None, call_fn: Callable[[nn.Module, Any], Any] | None = None,
                device=None) -> nn.Module:
-        """An nn.Module holding variant ``name`` now (``'raw'`` = the live weights), ready to evaluate.
+        """A new nn.Module holding variant ``name`` now (``'raw'`` = the live weights), ready to evaluate.
 
         BatchNorm (theory.md §4.3, empirical/bn.py): with ``bn_batches`` (an iterable of batches, e.g. a list of a
         few (x, y) training batches, un-augmented) the running statistics are recomputed on them with the variant's
@@ -363,11 +380,22 @@ class WeightAverages:
         model's running statistics (``'raw'``). ``model`` is the raw model (default: the one given to the
         constructor); ``call_fn(model, batch)`` forwards one batch (default ``model(batch[0])``).
 
-        The returned module is one copy of the model per WeightAverages (``copy.deepcopy`` on first use), reused
-        and overwritten by the next call: evaluate it before asking for another variant. In modes 'raw' and
-        'averaged' the variant 'raw' is ``model`` itself. Its train/eval flags are those of ``model``: call
-        ``.eval()`` before evaluating.
+        Every call returns an independent module: ``ema = avg.module("ema_0.99"); swa = avg.module("swa")`` are two
+        objects, neither changed by later updates or calls. Cost: the variant is prepared on this WeightAverages'
+        scratch copy of the model (:meth:`prepare`), then that copy is deep-copied (one ``copy.deepcopy`` of the
+        model per call; the raw model itself is never returned). Its train/eval flags are those of ``model``: call
+        ``.eval()`` before evaluating. An evaluation loop that asks for many variants in turn uses :meth:`prepare`.
         """
+        return copy.deepcopy(self.prepare(name, bn_batches, model=model, bn_mode=bn_mode, call_fn=call_fn,
+                                          device=device))
+
+    def prepare(self, name: str, bn_batches: Iterable | None = None, *, model: nn.Module | None = None,
+                bn_mode: str | None = None, call_fn: Callable[[nn.Module, Any], Any] | None = None,
+                device=None) -> nn.Module:
+        """Variant ``name`` prepared as :meth:`module` does, on ONE scratch copy of the model per WeightAverages
+        (``copy.deepcopy`` on first use), reused and overwritten by the next call: evaluate it before asking for
+        another variant, and never keep it. In modes 'raw' and 'averaged' the variant 'raw' is ``model`` itself.
+        No copy per call: what RunWriter.evaluate and the Lightning callback use at every evaluation."""
         from empirical.bn import prepare_variant   # bn imports nothing from here; kept local to keep the import light
 
         raw = self._model if model is None else model
@@ -412,6 +440,7 @@ class WeightAverages:
             "update_op": "torch._foreach_lerp_, one call per EMA decay and one for SWA",
             "keyed_by": "position in model.parameters() (then floating buffers)",
             "n_tensors": len(self._shapes), "shapes": [list(s) for s in self._shapes],
+            "recording_plan": self.plan.config() if self.plan is not None else None,
             # each variant as the theory.spec average it computes (theory.md §3.3-3.5; start/every in steps)
             "specs": {n: {"kind": type(a).__name__, **{k: v for k, v in vars(a).items()}}
                       for n, a in self.specs().items()},

@@ -4,7 +4,7 @@ resnet18 (torchvision's; the default) or resnet8 (the digits preset's, far cheap
 import itertools, sys, torch, torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset, random_split
-from empirical import EMA, SWA, NPoint, TwoPoint, FixedBatchBank, OneStepProbe, RunWriter, WeightAverages
+from empirical import EMA, SWA, NPoint, TwoPoint, FixedBatchBank, OneStepProbe, RunWriter, WeightAverages, default_plan
 from empirical.models import build_model   # torchvision.models.resnet18(num_classes=10) with a 1-channel stem
 
 X, Y = load_digits(return_X_y=True)   # 1,797 8×8 digits standing in for your data set and DataLoader
@@ -16,8 +16,9 @@ torch.manual_seed(0)
 model = build_model(sys.argv[2] if len(sys.argv) > 2 else "resnet18", num_classes=10, in_channels=1)
 lr, mu, steps = 0.05, 0.9, 150
 opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=mu)
+# default_plan: the two-point lags and the dense test evaluation compare.report calibrates on (docs/lightning.md)
 avg = WeightAverages(model, [EMA(0.98, start=50), SWA(start=75), NPoint(3, 20), *map(TwoPoint, (10, 20, 30, 40))],
-                     eval_every=10)   # the multi-point averages are read every 10 steps
+                     eval_every=10, plan=(plan := default_plan(steps, lr, mu)))   # multi-point averages read every 10
 bank = FixedBatchBank(fixed[:3], test_batches[:3], train_at=[40, 80, 120], every=5)
 probe = OneStepProbe(fixed[3], test_batches[0], lr=lr, momentum=mu, every=10)
 run = RunWriter(sys.argv[1] if len(sys.argv) > 1 else None, lr=lr, momentum=mu, averages=avg,
@@ -31,4 +32,6 @@ for step, (x, y) in zip(range(steps), itertools.chain.from_iterable(itertools.re
     avg.update(model, step + 1)                 # every average, after every optimiser step
     if (step + 1) % 10 == 0:                    # raw and each average, BN recomputed on fixed[3:] for all alike
         run.evaluate(step + 1, model, test=test_batches)
+    elif plan.is_dense(step + 1):               # the plan's dense window: the test split only
+        run.evaluate(step + 1, model, test=test_batches, write=False)
 print(run.close())

@@ -8,7 +8,10 @@ Public API (``from theory import ...``): the specifications of theory/spec.py â€
 ``SGD``, the schedules, the averages ``EMA``, ``SWA``, ``TwoPoint``, ``NPoint``, ``NoAverage`` (the same objects
 ``empirical.WeightAverages`` takes), ``variant_name`` / ``parse_variant_name`` (how a run names each average) and
 ``check_ema_decay``; and, loaded on first use, the stationary variances and equivalent rates of theory/stationary.py
-and ``scalar_equivalent_lr``. The submodules (``theory.moments``, ``theory.equivalence``, ...) hold the rest.
+and ``scalar_equivalent_lr``; the answers of theory/advice.py: ``rank_ema_decays``, ``rank_swa_starts`` (which
+decay or SWA start gains most, with its range over the spectra the data allow) and ``equivalent_schedule`` (the LR
+schedule an average acts like, as a callable ``lr(step)``; docs/library.md). The submodules (``theory.moments``,
+``theory.equivalence``, ...) hold the rest.
 
 Notation (per eigendirection k of the Hessian H):
 
@@ -42,13 +45,18 @@ from theory.spec import (EMA, NQM, SGD, SWA, WSD, Averaging, Constant, Cosine, H
 _LAZY = {"scalar_equivalent_lr": "theory.equivalence",
          "averaged_variance": "theory.stationary", "iterate_variance": "theory.stationary",
          "equivalent_alpha": "theory.stationary", "equivalent_alpha_approx": "theory.stationary",
-         "max_stable_alpha": "theory.stationary"}
+         "max_stable_alpha": "theory.stationary",
+         "rank_ema_decays": "theory.advice", "rank_swa_starts": "theory.advice",
+         "equivalent_schedule": "theory.advice", "RankedAverage": "theory.advice",
+         "EquivalentSchedule": "theory.advice"}
 
 __all__ = ["EMA", "NQM", "SGD", "SWA", "WSD", "Averaging", "Constant", "Cosine", "Hyperbolic", "Linear", "NoAverage",
            "NPoint", "Piecewise", "Schedule", "Step", "TwoPoint", "Warmup", "check_ema_decay", "make_schedule",
            "parse_variant_name", "variant_name", *_LAZY]
 
 if TYPE_CHECKING:
+    from theory.advice import (EquivalentSchedule, RankedAverage, equivalent_schedule, rank_ema_decays,
+                               rank_swa_starts)
     from theory.equivalence import scalar_equivalent_lr
     from theory.stationary import (averaged_variance, equivalent_alpha, equivalent_alpha_approx, iterate_variance,
                                    max_stable_alpha)

@@ -228,3 +228,105 @@ def test_importing_empirical_loads_torch_only_when_a_name_is_used():
             "print(a, 'torch' in sys.modules, empirical.EMA is __import__('theory').EMA)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout.split()
     assert out == ["False", "True", "True"]
+
+
+def test_module_returns_an_independent_module_each_call():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    avg = WeightAverages(model, [EMA(0.5), SWA(start=1)])
+    batches = [(torch.randn(8, 3), torch.zeros(8, dtype=torch.long)) for _ in range(2)]
+    for t in (1, 2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(float(t))
+        avg.update(model, t)
+    ema = avg.module("ema_0.5", batches)
+    w_ema, bn_ema = ema[0].weight.detach().clone(), ema[1].running_mean.clone()
+    swa = avg.module("swa", batches)
+    raw = avg.module("raw")                          # mode 'raw': a copy of the live model, not the model itself
+    assert len({id(ema), id(swa), id(raw), id(model)}) == 4
+    assert not torch.equal(ema[0].weight, swa[0].weight)
+    torch.testing.assert_close(ema[0].weight, avg.parameters_of("ema_0.5")[0], rtol=0, atol=0)
+    torch.testing.assert_close(swa[0].weight, avg.parameters_of("swa")[0], rtol=0, atol=0)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    avg.update(model, 3)
+    avg.module("ema_0.5", batches)
+    assert torch.equal(ema[0].weight, w_ema) and torch.equal(ema[1].running_mean, bn_ema)   # untouched by later calls
+    assert not torch.equal(raw[0].weight, model[0].weight)
+    assert avg.prepare("ema_0.5", batches) is avg.prepare("swa", batches)   # the shared scratch copy
+
+
+# ------------------------------------------------------------------------------------------ the recording plan
+@pytest.mark.parametrize("total, lr, mu, until", [(40, 0.1, 0.9, None), (300, 0.05, 0.9, None),
+                                                  (2400, 0.05, 0.9, 2100), (78000, 0.1, 0.9, 46800),
+                                                  (450450, 0.1, None, 300300), (1000, 0.01, 0.0, None)])
+def test_default_plan_meets_the_calibrations_rules(total, lr, mu, until):
+    from empirical.library import default_plan
+
+    p = default_plan(total, lr, mu, until)
+    last = total if until is None else until - 1            # the last step logged at the peak LR
+    lo, hi = p.window
+    assert (lo, hi) == (int(0.5 * last), last)               # compare/calibrate.py: the last half of the phase
+    assert len(p.lags) >= 5 and p.lags == tuple(sorted(set(p.lags)))
+    assert max(p.lags) <= (hi - lo) / 3                      # compare/pairs.py: window >= 3 x lag
+    assert all(k % p.dense_every == 0 for k in p.lags) and p.eval_every % p.dense_every == 0
+    dense = p.dense_steps()
+    assert lo <= dense[0] < lo + p.dense_every and hi - p.dense_every < dense[-1] <= hi
+    assert len(dense) >= min(40, hi - lo)             # ~60 evaluations in a long window, every step in a short one
+    for k in p.lags:                                         # both ends of >= 3 in-window pairs are evaluated
+        assert sum(1 for t in dense if t - k >= lo) >= 3
+    assert 0 < p.ema_start < p.swa_start == lo and p.ema_decays
+    assert all(1 / (1 - d) <= hi - lo for d in p.ema_decays)
+
+
+def test_default_plan_refuses_a_run_too_short_to_calibrate():
+    from empirical.library import default_plan
+
+    with pytest.raises(ValueError, match="too short to calibrate"):
+        default_plan(20, 0.1, 0.9)
+    with pytest.raises(ValueError, match="constant_until"):
+        default_plan(100, 0.1, 0.9, constant_until=200)
+
+
+def test_weight_averages_with_a_plan_add_its_lags_and_keep_its_dense_steps():
+    from empirical.library import default_plan
+
+    plan = default_plan(300, 0.05, 0.9)
+    m = Vec([0.0, 0.0])
+    a = WeightAverages(m, [EMA(0.99), TwoPoint(50)], eval_every=plan.eval_every, plan=plan)
+    assert sorted(a.gaps) == sorted({50, *plan.lags}) and a.total_steps == 300
+    assert a.config()["recording_plan"] == plan.config()
+    for t in range(1, plan.dense_from + 1):
+        with torch.no_grad():
+            m.w.add_(1.0)
+        a.update(m, t)
+    assert set(a.available()) >= {f"two_point_k{k}" for k in plan.lags if k <= a.step}   # a dense step, read now
+    b = WeightAverages(m, plan=plan)                  # nothing given: the plan's own averages
+    assert b.all_names() == ([f"ema_{d:g}" for d in plan.ema_decays] + ["swa"]
+                             + [f"two_point_k{k}" for k in plan.lags])
+    assert b.ema_start == plan.ema_start and b.swa_start == plan.swa_start
+
+
+# ------------------------------------------------------------------------------------------ the optimiser
+def test_optimizer_config_records_every_hyperparameter_and_never_a_silent_zero_momentum(tmp_path):
+    from empirical.library import optimizer_config
+
+    p = [nn.Parameter(torch.zeros(2))]
+    sgd = optimizer_config(torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4))
+    assert (sgd["optimizer"], sgd["lr"], sgd["momentum"], sgd["optimizer_assumption"]) == ("SGD", 0.1, 0.9, None)
+    assert sgd["optimizer_hparams"]["weight_decay"] == 5e-4 and "params" not in sgd["optimizer_hparams"]
+    assert optimizer_config(torch.optim.SGD(p, lr=0.1))["momentum"] == 0.0
+    nesterov = optimizer_config(torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True))
+    assert nesterov["momentum"] == 0.9 and "nesterov=True" in nesterov["optimizer_assumption"]
+    adam = optimizer_config(torch.optim.AdamW(p, lr=1e-3, betas=(0.8, 0.99)))
+    assert adam["momentum"] is None and adam["optimizer_hparams"]["betas"] == [0.8, 0.99]
+    assert adam["optimizer_assumption"].startswith("the NQM assumes heavy-ball SGD") and "AdamW" in adam[
+        "optimizer_assumption"]
+    opt = torch.optim.SGD(p, lr=0.2, momentum=0.5)
+    torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1)      # a warmup: the base LR is the one recorded
+    assert optimizer_config(opt)["lr"] == 0.2
+    run = RunWriter(tmp_path / "run", optimizer=torch.optim.Adam(p, lr=1e-3))
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (cfg["lr"], cfg["momentum"], cfg["optimizer"]) == (1e-3, None, "Adam")
+    run.close()

@@ -10,7 +10,10 @@ from theory import spec, stationary
 def test_specs_are_the_same_objects():
     assert theory.EMA is spec.EMA and theory.TwoPoint is spec.TwoPoint and theory.variant_name is spec.variant_name
     assert theory.max_stable_alpha is stationary.max_stable_alpha and theory.max_stable_alpha(0.9) == 3.8
-    assert set(theory.__all__) >= {"EMA", "SWA", "TwoPoint", "NPoint", "NQM", "SGD", "parse_variant_name"}
+    assert set(theory.__all__) >= {"EMA", "SWA", "TwoPoint", "NPoint", "NQM", "SGD", "parse_variant_name",
+                                   "rank_ema_decays", "rank_swa_starts", "equivalent_schedule"}
+    from theory import advice
+    assert theory.rank_ema_decays is advice.rank_ema_decays and theory.equivalent_schedule is advice.equivalent_schedule
 
 
 def test_submodule_names_still_import_the_submodules():
