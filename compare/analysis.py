@@ -145,8 +145,8 @@ def cross_fit(a: Analysis) -> dict:
             st = pairs.structure(r, fit_w, cal.split)
             if not np.isfinite(st.D).any():
                 continue
-            try:
-                fit = pairs.fit_spectrum(st, cal.lr, cal.momentum, cal.h.size)
+            try:   # only its extrapolation beyond the measured lags is used here: no profile needed
+                fit = pairs.fit_spectrum(st, cal.lr, cal.momentum, cal.h.size, profile=False)
             except ValueError:
                 fit = cal.fit
             for name in names:

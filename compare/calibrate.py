@@ -214,6 +214,10 @@ def calibrate(setup: Setup, scales: int | None = None, split: str = "test",
     ``scales`` J: for D(τ) by default the fewest scales, up to 2, that the data ask for (pairs.select_fit), each fit
     with its drift term; 1 for the probes (three moments). ``window_steps`` overrides the window (steps)."""
     cfg = setup.config
+    if "momentum" in cfg and cfg["momentum"] is None:   # the library records momentum null for a non-SGD optimiser
+        raise ValueError(f"optimiser {cfg.get('optimizer', 'unknown')} ({cfg.get('optimizer_assumption', '')}) is not "
+                         f"heavy-ball SGD, which the NQM assumes: no calibration or prediction is made for it; train "
+                         f"with torch.optim.SGD to compare")
     try:
         lr, mu = float(cfg["lr"]), float(cfg.get("momentum", 0.0))
     except (KeyError, TypeError, ValueError):

@@ -142,7 +142,27 @@ def identification(cal) -> dict:
     if fit is None:
         return {}
     ident = fit.identified()
-    scales = []
+    scales = _scales(cal, fit)
+    alts = fit.alternatives or [(fit.h, fit.s, fit.drift)]
+    obs_raw = cal.floor + cal.raw_excess
+    rng = lambda vals: [float(np.nanmin(vals)), float(np.nanmax(vals))]  # noqa: E731
+    excess = [float(0.5 * np.sum(h * stationary.iterate_variance(cal.lr * h, s, cal.momentum))) for h, s, _ in alts]
+    derived = {"floor": rng([obs_raw - e for e in excess]), "raw_excess": rng(excess),
+               "swa_cooldown_tau": rng([_safe(stationary.spectrum_cooldown_tau, cal.lr, h, s, cal.momentum)
+                                        for h, s, _ in alts])}
+    per_seed = [{"scales": _scales(cal, f), "drift": {"c": float(f.drift), "c_se": float(f.drift_se),
+                                                      "identified": f.drift_identified()}} if f is not None else None
+                for f in cal.seed_fits]
+    return {"scales": scales, "all_identified": bool(ident.all()),
+            "drift": {"c": float(fit.drift), "c_se": float(fit.drift_se), "identified": fit.drift_identified()},
+            "derived_ranges": derived, "lags_used": cal.structure.lags.tolist() if cal.structure is not None else [],
+            "lags_dropped": [list(d) for d in (cal.structure.dropped if cal.structure is not None else ())],
+            "per_seed": per_seed}
+
+
+def _scales(cal, fit) -> list[dict]:
+    """Per scale of ``fit``: h with its profile interval and s.e., noise likewise, relaxation time, identified."""
+    ident, scales = fit.identified(), []
     for k in range(fit.h.size):
         relax = (1 - cal.momentum) / (cal.lr * fit.h[k])
         lo, hi = fit.h_range[k]
@@ -153,17 +173,7 @@ def identification(cal) -> dict:
                        "noise_se": float(fit.s_se[k]) if fit.s_se is not None else float("nan"),
                        "noise_range": [float(x) for x in fit.s_range[k]],
                        "relax_steps": float(relax), "at_bound": bool(fit.at_bound()[k]), "identified": bool(ident[k])})
-    alts = fit.alternatives or [(fit.h, fit.s, fit.drift)]
-    obs_raw = cal.floor + cal.raw_excess
-    rng = lambda vals: [float(np.nanmin(vals)), float(np.nanmax(vals))]  # noqa: E731
-    excess = [float(0.5 * np.sum(h * stationary.iterate_variance(cal.lr * h, s, cal.momentum))) for h, s, _ in alts]
-    derived = {"floor": rng([obs_raw - e for e in excess]), "raw_excess": rng(excess),
-               "swa_cooldown_tau": rng([_safe(stationary.spectrum_cooldown_tau, cal.lr, h, s, cal.momentum)
-                                        for h, s, _ in alts])}
-    return {"scales": scales, "all_identified": bool(ident.all()),
-            "drift": {"c": float(fit.drift), "c_se": float(fit.drift_se), "identified": fit.drift_identified()},
-            "derived_ranges": derived, "lags_used": cal.structure.lags.tolist() if cal.structure is not None else [],
-            "lags_dropped": [list(d) for d in (cal.structure.dropped if cal.structure is not None else ())]}
+    return scales
 
 
 def _safe(fn, *args) -> float:

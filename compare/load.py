@@ -106,7 +106,10 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
 
 
 def _key(cfg: dict, drop: set) -> str:
-    return repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in drop))
+    """What must agree for runs to be one setup: every config key but ``drop``; of the resolved ``averaging`` record
+    only its specs (the averages themselves), since its other entries describe how the recorder stored them."""
+    items = {k: (v.get("specs", v) if k == "averaging" and isinstance(v, dict) else v) for k, v in cfg.items()}
+    return repr(sorted((k, repr(v)) for k, v in items.items() if k not in drop))
 
 
 def is_branch(run: Run) -> bool:

@@ -19,6 +19,7 @@ reported beside them (compare/report.py).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -169,19 +170,31 @@ def pool(structures: list[LagStructure]) -> LagStructure:
 # --------------------------------------------------------------------------------------------- NQM spectrum fit
 
 def nqm_structure(h, s, lr: float, momentum: float, lags, drift: float = 0.0) -> np.ndarray:
-    """Model D(τ) = Σ_k 4h_k(v_k − Var_k(½(x_t + x_{t−τ}))) + c·τ² at stationarity (theory.md §3.5, §3.8a); h in 1/LR
-    units, s the noise mass per scale (param²), lr λ the raw LR (momentum enters through theory.stationary),
-    ``drift`` c (loss/step²) a deterministic motion at constant speed r along curvature h_d, c = h_d r² (§3.8a)."""
+    """Model D(τ) = Σ_k 2h_k v_k (1 − ρ_k(τ)) + c·τ² at stationarity (theory.md §2.6, §3.5, §3.8a); h in 1/LR units,
+    s the noise mass per scale (param²), lr λ the raw LR, ρ_k the heavy-ball iterate's autocorrelation at α = λh_k
+    ((1 − α)^τ for μ = 0, else the AR(2) recursion ρ(τ) = (1 + μ − α)ρ(τ−1) − μρ(τ−2), ρ(1) = (1 + μ − α)/(1 + μ)),
+    ``drift`` c (loss/step²) a deterministic motion at constant speed r along curvature h_d, c = h_d r² (§3.8a).
+    Vectorised over the lags (integers ≥ 0): one pass of the recursion up to the largest."""
     h, s = np.atleast_1d(np.asarray(h, float)), np.atleast_1d(np.asarray(s, float))
     alpha = lr * h
     v = stationary.iterate_variance(alpha, s, momentum)
-    out = []
-    for k in np.atleast_1d(lags):
-        k = float(k)
-        noise = 0.0 if k == 0 else float(np.sum(4.0 * h * (v - stationary.two_point_variance(alpha, int(k), s,
-                                                                                                   momentum))))
-        out.append(noise + drift * k * k)
-    return np.array(out)
+    tau = np.rint(np.atleast_1d(np.asarray(lags, float))).astype(np.int64)
+    if tau.size == 0:
+        return np.zeros(0)
+    if momentum == 0:
+        rho = (1.0 - alpha[None, :]) ** tau[:, None]
+    else:
+        top = int(tau.max())
+        table = np.empty((top + 1, alpha.size))
+        phi1 = 1.0 + momentum - alpha
+        table[0] = 1.0
+        if top >= 1:
+            table[1] = phi1 / (1.0 + momentum)
+        for k in range(2, top + 1):
+            table[k] = phi1 * table[k - 1] - momentum * table[k - 2]
+        rho = table[tau]
+    out = np.sum(2.0 * h * v * (1.0 - rho), axis=1) + drift * tau.astype(float) ** 2
+    return np.where(tau == 0, 0.0, out)
 
 
 @dataclass
@@ -198,6 +211,7 @@ class SpectrumFit:
     alternatives: list = field(default_factory=list)   # (h, s, drift) sets inside those ranges
     s_se: np.ndarray | None = None           # s.e. of s (param²) from the linear refit at the best h
     s_range: np.ndarray | None = None        # [J, 2]: noise mass allowed by the data (over h_range, ± 2 s.e. at each h)
+    fitted_to: tuple = field(default=(), repr=False)   # (lags, D, se, lr, momentum, drift): what the profile rescans
 
     def params(self) -> np.ndarray:
         return np.concatenate([np.log(self.h), np.log(self.s)])
@@ -222,9 +236,16 @@ class SpectrumFit:
         return bool(self.drift > 2.0 * np.nan_to_num(self.drift_se, nan=np.inf))
 
 
+@functools.lru_cache(maxsize=4096)
+def _unit_column(h: float, lr: float, momentum: float, lags: tuple) -> np.ndarray:
+    """D(τ) of one scale at unit noise mass (cached: the grid scan and the profiles ask for the same h many times)."""
+    return nqm_structure([h], [1.0], lr, momentum, lags)
+
+
 def _design(hs, lr, momentum, lags, drift: bool) -> np.ndarray:
     """Columns: D(τ) of one scale at unit noise mass for each h in ``hs``, then τ² (the drift column)."""
-    cols = [nqm_structure([h], [1.0], lr, momentum, lags) for h in hs]
+    key = tuple(int(k) for k in np.atleast_1d(lags))
+    cols = [_unit_column(float(h), float(lr), float(momentum), key) for h in hs]
     if drift:
         cols.append(np.asarray(lags, float) ** 2)
     return np.array(cols, float).reshape(len(cols), len(lags)).T
@@ -246,7 +267,8 @@ def _linear(A: np.ndarray, D: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, f
     return x, float(rnorm ** 2), xse
 
 
-def fit_spectrum(ls: LagStructure, lr: float, momentum: float, scales: int = 2, drift: bool = True) -> SpectrumFit:
+def fit_spectrum(ls: LagStructure, lr: float, momentum: float, scales: int = 2, drift: bool = True,
+                 profile: bool = True) -> SpectrumFit:
     """Weighted least squares of the NQM D(τ) (``scales`` curvature scales) plus a drift term c·τ² to the measured
     one (theory.md §3.8a).
 
@@ -314,19 +336,21 @@ def fit_spectrum(ls: LagStructure, lr: float, momentum: float, scales: int = 2, 
     _, _, xse = _linear(np.hstack([_design(h, lr, momentum, lags, False), tail]), D, se)
     infl = np.sqrt(max(chi2 / dof, 1.0)) if dof > 0 else 1.0
     out = SpectrumFit(h, s, cov[np.ix_(idx, idx)], chi2, dof, c, c_se, (h_min, h_max), None, [], xse[:J] * infl)
-    _profile(out, lags, D, se, lr, momentum, drift)
+    out.fitted_to = (lags, D, se, lr, momentum, drift)
+    if profile:
+        _profile(out, *out.fitted_to)
     return out
 
 
-def select_fit(ls: LagStructure, lr: float, momentum: float, max_scales: int = 2) -> SpectrumFit:
+def select_fit(ls: LagStructure, lr: float, momentum: float, max_scales: int = 2, profile: bool = True) -> SpectrumFit:
     """The fit with the fewest scales (each with the drift term) that the data ask for: J + 1 scales replace J only
     when χ² falls by more than SCALE_DCHI2 (two more parameters) and the extra scale is not a copy of another (h
     within a factor MERGE_RATIO). A second scale the data do not need would otherwise split one scale's noise and
     leave both "not identified". Raises ValueError if not even one scale can be fitted."""
-    best = fit_spectrum(ls, lr, momentum, 1)
+    best = fit_spectrum(ls, lr, momentum, 1, profile=False)
     for J in range(2, int(max_scales) + 1):
         try:
-            f = fit_spectrum(ls, lr, momentum, J)
+            f = fit_spectrum(ls, lr, momentum, J, profile=False)
         except ValueError:
             break
         distinct = np.all(np.diff(np.log(f.h)) > np.log(MERGE_RATIO))
@@ -334,6 +358,8 @@ def select_fit(ls: LagStructure, lr: float, momentum: float, max_scales: int = 2
             best = f
         else:
             break
+    if profile:
+        _profile(best, *best.fitted_to)
     return best
 
 
@@ -376,6 +402,18 @@ class StructureFunction:
             raise ValueError("no measured lag: D(τ) needs two-point averages at one lag at least")
         self.fit, self.lr, self.momentum = fit, lr, momentum
         self._table = np.zeros(0)
+
+    def basis(self, tau) -> np.ndarray:
+        """[len(tau), n_lags]: ∂D(τ)/∂D_i for integer lags ``tau`` (D is linear in the measured values; one unit
+        shift of each, tables built once)."""
+        tau = np.asarray(tau, int)
+        top = int(tau.max()) if tau.size else 0
+        if getattr(self, "_basis", None) is None or self._basis.shape[0] <= top:
+            grid = np.arange(max(top + 1, 2 * (self._basis.shape[0] if getattr(self, "_basis", None) is not None
+                                               else 0)), dtype=float)
+            base = self._evaluate(grid)
+            self._basis = np.stack([self.shifted(i, 1.0)._evaluate(grid) - base for i in range(self.lags.size)], 1)
+        return self._basis[tau]
 
     def shifted(self, i: int, delta: float) -> "StructureFunction":
         """The same function with the i-th measured value moved by ``delta`` (for the sensitivity of a prediction
@@ -446,17 +484,31 @@ def variant_weights(v: Variant, cfg: dict, t: int) -> tuple[np.ndarray, np.ndarr
     raise ValueError(f"no averaging weights for variant {v.name!r}")
 
 
+def _autocorrelation(w: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(A[m], lag m·c) for m >= 1: the weights' autocorrelation A(τ) = Σ_j w_j w_{j+τ} on their grid of spacing c."""
+    c = int(j[1] - j[0])
+    if np.any(np.diff(j) != c):
+        raise ValueError("weights must sit on an evenly spaced grid of steps")
+    A = correlate(w, w, mode="full")[w.size - 1:]         # A[m] at lag m·c, m >= 0 (FFT for long windows)
+    return A[1:], np.arange(1, A.size) * c
+
+
 def fluctuation_term(w: np.ndarray, j: np.ndarray, D: StructureFunction) -> float:
     """¼ Σ_jk w_j w_k D(|j − k|) for weights on an arithmetic grid of steps j (spacing c) — through the weights'
     autocorrelation A(τ) = Σ_j w_j w_{j+τ}, so the cost is one correlation, not a double sum."""
     if j.size == 1:
         return 0.0
-    c = int(j[1] - j[0]) if j.size > 1 else 1
-    if np.any(np.diff(j) != c):
-        raise ValueError("weights must sit on an evenly spaced grid of steps")
-    A = correlate(w, w, mode="full")[w.size - 1:]         # A[m] at lag m·c, m >= 0 (FFT for long windows)
-    lags = np.arange(A.size) * c
-    return float(0.25 * 2.0 * np.sum(A[1:] * D(lags[1:])))   # ordered pairs: each |j − k| = m·c twice
+    A, lags = _autocorrelation(w, j)
+    return float(0.25 * 2.0 * np.sum(A * D(lags)))          # ordered pairs: each |j − k| = m·c twice
+
+
+def fluctuation_sensitivity(w: np.ndarray, j: np.ndarray, D: StructureFunction) -> np.ndarray:
+    """∂(fluctuation term)/∂D_i for each measured lag i: the term is linear in the measured values (interpolation
+    between them, the fitted shape scaled to the first below, the last plus fitted increments above)."""
+    if j.size == 1:
+        return np.zeros(D.lags.size)
+    A, lags = _autocorrelation(w, j)
+    return 0.25 * 2.0 * (A @ D.basis(lags))
 
 
 @dataclass
@@ -472,6 +524,7 @@ class GainSeries:
     fluct: np.ndarray
     transient: np.ndarray
     plain: np.ndarray
+    fluct_sens: np.ndarray | None = None    # [steps, lags]: ∂fluct/∂D_i (compare.pairs.fluctuation_sensitivity)
 
 
 def smoothed(values: np.ndarray, half_width: int = SMOOTH_POINTS) -> np.ndarray:
@@ -512,7 +565,7 @@ def gain_series(run, v: Variant, cfg: dict, D: StructureFunction, window: tuple[
     in_window = (s_raw >= stat[0]) & (s_raw <= stat[1])
     l_stat = float(l_raw[in_window].mean()) if in_window.any() else float("nan")
     sel = np.flatnonzero((st >= window[0]) & (st <= window[1]) & ok_raw & np.isfinite(avg))
-    rows = []
+    rows, sens = [], []
     for i in sel:
         t = int(st[i])
         try:
@@ -527,10 +580,12 @@ def gain_series(run, v: Variant, cfg: dict, D: StructureFunction, window: tuple[
         transient = (0.5 * (float(np.sum(w * b)) - float(np.sum(w * np.sqrt(b))) ** 2)
                      - float(np.sum(w * w * (l_j - lbar_j))))
         fl = fluctuation_term(w, j, D)
+        sens.append(fluctuation_sensitivity(w, j, D))
         plain = raw[i] - float(np.sum(w * l_j)) + fl
         rows.append((t, raw[i] - avg[i], drift + fl + transient, drift, fl, transient, plain))
     arr = np.array(rows, float).reshape(-1, 7)
-    return GainSeries(arr[:, 0].astype(int), *(arr[:, k] for k in range(1, 7)))
+    return GainSeries(arr[:, 0].astype(int), *(arr[:, k] for k in range(1, 7)),
+                      np.array(sens, float).reshape(-1, D.lags.size))
 
 
 @dataclass
@@ -549,22 +604,15 @@ def predict_gain(run, v: Variant, cfg: dict, ls: LagStructure, fit: SpectrumFit 
                  window: tuple[int, int], split: str = "test",
                  stationary_window: tuple[int, int] | None = None) -> GainPrediction | None:
     """The identity's window-mean gain of ``v`` over the raw iterate (:func:`gain_series`) with its own s.e.: the
-    measured D(τ)'s uncertainty carried through the fluctuation term (linear in the measured values, so its
-    sensitivity to each lag is exact by one finite difference; covariance across lags from :meth:`LagStructure.cov`)
+    measured D(τ)'s uncertainty carried through the fluctuation term (linear in the measured values:
+    :func:`fluctuation_sensitivity`; covariance across lags from :meth:`LagStructure.cov`)
     and the block s.e. of the drift and transient terms, which are window means of measured losses. None where the
     variant has no evaluation in the window."""
     D = StructureFunction(ls, fit, lr, momentum)
     g = gain_series(run, v, cfg, D, window, split, stationary_window)
     if g.steps.size == 0:
         return None
-    base = float(np.mean(g.fluct))
-    sens = []
-    for i in range(D.lags.size):
-        delta = max(abs(D.D[i]), 1e-12) * 1e-3
-        shifted = gain_series(run, v, cfg, D.shifted(i, delta), window, split, stationary_window)
-        sens.append((float(np.mean(shifted.fluct)) - base)
-                    / delta)
-    sens = np.array(sens)
+    sens = g.fluct_sens.mean(axis=0)
     ok = np.isfinite(ls.D)
     var_d = float(sens @ ls.cov()[np.ix_(ok, ok)] @ sens)
     _, se_rest = block_mean_se(g.pred - g.fluct)
