@@ -12,7 +12,7 @@ its batches and either
 
 ``step`` is always the number of optimiser updates done: batch k "used at u" is the batch of update u (after it the
 model holds θ_{u+1}). Losses use the first ⌈fraction·B⌉ images of each batch (``fraction``, config.json
-``bank_fraction``): in the NQM the dip after use is the same for any subset of the trained batch (README).
+``bank_fraction``): in the NQM the dip after use is the same for any subset of the trained batch (docs/tools.md).
 
     bank = FixedBatchBank(train_batches, heldout_batches, train_at=[30, 60, 90], every=5, recorder=rec)
     for step, (x, y) in enumerate(loader):

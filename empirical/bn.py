@@ -1,4 +1,4 @@
-"""BatchNorm statistics for averaged weights (theory.md §2.7 item 4, §4.3; design.md §3.5; landscape.md Part 4.1-4.2).
+"""BatchNorm statistics for averaged weights (theory.md §2.7 item 4, §4.3).
 
 Averaged weights come with no matching running statistics, the most reported failure of weight averaging (BN stats
 of the raw model, or ``momentum=0.`` instead of ``None``, Lightning #14866). The project treats this as an
@@ -8,7 +8,7 @@ experimental factor, recorded as ``bn_mode`` in config.json:
   (``momentum=None``) over fixed un-augmented training batches, in train mode, with the variant's weights — the raw
   weights included, so raw and averaged weights are compared under one procedure. The raw weights with their
   training-time running statistics are recorded beside them as the variant ``raw_running_bn``: on digits that
-  difference alone was more than half of the apparent averaging gain (README, results).
+  difference is as large as the averaging gains (docs/results.md).
 * ``averaged``: use the BN buffers averaged alongside the weights (``WeightAverages(average_buffers=True)``).
 * ``raw``: use the raw (live) model's BN buffers unchanged.
 

@@ -1,4 +1,4 @@
-"""Device, autocast and DDP setup for empirical.run (design.md §3.3: nanoGPT-style detection from RANK/WORLD_SIZE).
+"""Device, autocast and DDP setup for empirical.run (nanoGPT-style detection from RANK/WORLD_SIZE).
 
 ``setup(cfg)`` returns an :class:`Env`: the device, an autocast context (bf16 on CUDA only, else a no-op), the
 rank, world size and whether this process writes (rank 0). Under ``torchrun`` the process group uses gloo on CPU

@@ -2,7 +2,7 @@
 
 ``--batch-size 128`` sets ``batch_size``; tuples are comma-separated (``--ema-decays 0.99,0.999``), optional
 integers accept ``none``, booleans have ``--no-`` forms; every help text ends with "(default: X)", the preset's
-value when a PRESET is named (design.md §3.3, §3.9). :func:`parse` reads a command line, :func:`expand` turns
+value when a PRESET is named. :func:`parse` reads a command line, :func:`expand` turns
 ``--epochs`` and ``--from-report`` into fields, :func:`resolve_preset` applies ``--steps`` scaling and validates.
 Imports no torch: a bad command line fails in well under a second.
 """
@@ -240,13 +240,6 @@ def resolve_preset(cli: Cli, given: dict) -> tuple[RunConfig, list[str]]:
         fix = _working_command(cli, given, found) if any(len(p.fields) > 1 for p in found) else None
         raise ConfigError(text + (f" — this works: {fix}" if fix else ""))
     return cfg, notes
-
-
-def parse_cli(argv: list[str] | None = None) -> tuple[str | None, dict]:
-    """(PRESET or None, {field: value} of the flags given, --epochs turned into --steps and --from-report into the
-    branch schedule's H). Raises ConfigError on bad input."""
-    cli = parse(argv)
-    return cli.preset, expand(cli)[0]
 
 
 def from_cli(argv: list[str] | None = None) -> RunConfig:

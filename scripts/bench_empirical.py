@@ -46,7 +46,7 @@ from empirical import data as D  # noqa: E402
 from empirical import run, train  # noqa: E402
 from empirical.models import build_model  # noqa: E402
 
-BANK_EVERY = 10   # steps between bank evaluations in the measured configurations (the "bank every 10 steps")
+BANK_EVERY = 10   # steps between bank evaluations in the measured configurations (the cadence the ≤ 10 % overhead target is set for)
 
 
 def synthetic(n: int, side: int, classes: int = 10, seed: int = 0) -> D.DataBundle:

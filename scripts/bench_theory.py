@@ -1,4 +1,4 @@
-"""Benchmark (issue 13): `python -m theory.predict` end to end on a cosine schedule vs per-step numpy loops.
+"""Benchmark: `python -m theory.predict` end to end on a cosine schedule vs per-step numpy loops.
 
     python scripts/bench_theory.py            # about a minute on the 2-core dev machine
 

@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MEASUREMENTS = ("bank", "probe", "align", "curv")
-TARGET = 0.90        # throughput ratio ours / bare at the imagenet preset's cadences (issue 14 item 6)
+TARGET = 0.90        # throughput ratio ours / bare at the imagenet preset's cadences
 GIB = float(1 << 30)
 
 

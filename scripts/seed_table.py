@@ -1,4 +1,4 @@
-"""Markdown table of raw vs averaged test loss/accuracy over the seeds of one setup (README's result tables).
+"""Markdown table of raw vs averaged test loss/accuracy over the seeds of one setup (the tables of docs/results.md).
 
     python scripts/seed_table.py runs/reproduce/<stamp>/digits --window 600 1200
 

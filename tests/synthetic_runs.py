@@ -1,4 +1,5 @@
-"""Synthetic run directories drawn from the noisy-quadratic model itself (for tests and for the pipeline check).
+"""Synthetic run directories drawn from the noisy-quadratic model itself, for the tests of compare, figures and
+scripts/reproduce.py (imported as ``synthetic_runs``: tests/ is on sys.path under pytest).
 
 A synthetic run looks like an empirical run (docs/run-series.md) but its numbers come from a heavy-ball NQM with a
 few curvature scales (theory.md §2.1 M1/M3, §2.6). Every expected value is computed HERE from the AR(2)
@@ -255,7 +256,7 @@ def write_run(path, cfg: SynthSetup, seed: int = 0, *, branch: dict | None = Non
             "branch_from": None if branch is None else f"synthetic-parent-s{seed}@{branch['t0']}",
             "branch_step": None if branch is None else int(branch["t0"]),
             "branch_schedule": None if branch is None else branch.get("spec")}
-    rundir.write_config(run, "synthetic", conf, command=["compare.synthetic"])
+    rundir.write_config(run, "synthetic", conf, command=["tests/synthetic_runs.py"])
     rundir.write_env(run)
     final = {nm: {"loss": float(series[f"eval/test_loss_{nm}"][-1]), "acc": float(series[f"eval/test_acc_{nm}"][-1]),
                   "train_loss": float(series[f"eval/train_loss_{nm}"][-1]),

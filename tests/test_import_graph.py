@@ -1,4 +1,4 @@
-"""The package import graph (issue 14 item 4): common ← theory ← compare ← figures, and empirical on common and
+"""The package import graph: common ← theory ← compare ← figures, and empirical on common and
 theory only. Every .py of the five packages is parsed with ``ast`` (imports inside functions count too, and so do
 ``importlib.import_module("pkg...")`` calls with a literal name), so an import that only runs on some code path
 cannot hide a dependency. theory and compare must load without torch: a subprocess imports every one of their

@@ -63,7 +63,7 @@ def constant_kernel(alpha: float, T: int, momentum: float = 0.0) -> np.ndarray:
     """Heavy-ball impulse response k_j, j < T, of constant-rate iterates: the weight of ε_s in θ_{s+1+j}
     (theory.md §2.6, §3.6); k_0 = α, k_1 = α(1 + μ − α), k_j = (1 + μ − α) k_{j−1} − μ k_{j−2}; μ = 0: α a^j.
 
-    The one definition of this response (compare.synthetic draws its fixed-batch dips from it).
+    The one definition of this response (tests/synthetic_runs.py draws its fixed-batch dips from it).
     Example: ``constant_kernel(0.5, 3)`` → [0.5, 0.25, 0.125].
     """
     _check_mu(momentum)

@@ -14,7 +14,7 @@ Three ways to apply k such maps, all exact (they differ in rounding only, ~k·1e
 
 * :func:`tree` composes the k maps pairwise, (Φ₂, G₂)∘(Φ₁, G₁) = (Φ₂Φ₁, Φ₂G₁Φ₂ᵀ + G₂), in log₂k rounds of
   vectorised array operations: the Python cost grows with log k, so it suits few directions (the associative
-  reduction of the issue's "compose the affine maps of blocks of steps").
+  reduction: compose the affine maps of blocks of steps).
 * :func:`seq_plain` (μ = 0) steps through the k maps one at a time, each a handful of in-place operations on
   D-vectors, and obtains the average's own variance and mean, whose coefficients u_t² and u_t do not depend on
   the direction, as two weighted sums (matrix-vector products) over the block: suits many directions.

@@ -9,7 +9,7 @@
     python -m theory.predict --avg ema --target-lr 0.001 --lr 0.05          # which decay acts like LR 0.001?
     python -m theory.predict --avg ema --batch-scale 4 --lr 0.05 --decay 0.999   # batch ×4: which LR and decay?
 
-Glue only (design.md §3.2): parse -> specs -> pure functions of theory.stationary / equivalence / inverse -> a run
+Glue only: parse -> specs -> pure functions of theory.stationary / equivalence / inverse -> a run
 directory (common/rundir.py). ``main(argv)`` returns the run directory. Human output is a table plus a figure;
 ``--json`` prints exactly one JSON object and keeps matplotlib and sympy off the path (speed target: well under a
 second for 10,000 directions and 100,000 steps, see scripts/bench_theory.py).
@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from common import rundir
-from theory import spec
-from common.cli import DefaultsFormatter, OneLineParser, keep_freed_memory, pipe_safe_stdout
-from theory.schedtext import parse_schedule_text
+from theory import schedtext, spec
+from common.cli import DefaultsFormatter, OneLineParser, command_note, keep_freed_memory, pipe_safe_stdout
 
 AVG_CHOICES = ("none", "ema", "swa", "two-point", "points")
 N_OUTPUT_POINTS = 200  # trajectory points written and printed (the engine's cost grows with these, not with steps)
@@ -46,8 +45,9 @@ class UsageError(ValueError):
 # ------------------------------------------------------------------------------------------------ parsing
 
 def build_parser() -> argparse.ArgumentParser:
+    # DefaultsFormatter: "(default: X)" once; none for None/False (common/cli.py)
     p = OneLineParser(prog="python -m theory.predict", description=__doc__.split("\n\n")[0],
-                      formatter_class=DefaultsFormatter)   # "(default: X)" once; none for None/False (common/cli.py)
+                      epilog=command_note("theory.predict"), formatter_class=DefaultsFormatter)
     g = p.add_argument_group("model (theory.md §2)")
     g.add_argument("--curvature", type=float, default=1.0,
                    help="one curvature h > 0 (1/LR units); α = λh. Equivalent LRs scale like 1/h: the header and "
@@ -136,7 +136,7 @@ def parse_spectrum(text: str) -> np.ndarray:
 def parse_schedule(text: str, lr: float, steps: int) -> spec.Schedule:
     """NAME[:key=value,...] -> spec schedule (theory/schedtext.py); lr defaults to --lr, total to --steps."""
     try:
-        return parse_schedule_text(text, lr, steps)
+        return schedtext.parse_schedule(text, lr, steps)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -574,7 +574,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """Entry point with the error contract: bad input -> one line on stderr, exit 2, nothing written."""
+    """Entry point with the error contract: bad input -> one line on stderr, exit 2, nothing written. The command
+    avglr-predict and ``python -m theory.predict`` run this."""
     keep_freed_memory()
     try:
         with pipe_safe_stdout():   # `... | head`: the rest of the output (and the figure) is still written

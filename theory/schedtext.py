@@ -17,7 +17,7 @@ from dataclasses import fields
 
 from . import spec
 
-__all__ = ["parse_schedule", "parse_schedule_text", "format_schedule"]
+__all__ = ["parse_schedule", "format_schedule"]
 
 _LISTS = {"milestones": int, "boundaries": int, "lrs": float}
 
@@ -96,5 +96,3 @@ def format_schedule(schedule: spec.Schedule) -> str:
         parts.append(f"warmup={warmup}")
     return f"{schedule.name}:{','.join(parts)}"
 
-
-parse_schedule_text = parse_schedule   # the name theory.predict imports (its own parse_schedule wraps the errors)

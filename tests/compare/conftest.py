@@ -1,12 +1,12 @@
-"""Synthetic run directories drawn from the NQM (compare/synthetic.py), built once per test session through the
+"""Synthetic run directories drawn from the NQM (tests/synthetic_runs.py), built once per test session through the
 shared ``synth`` fixture of tests/conftest.py."""
 
 import pytest
 
-from compare import synthetic
+import synthetic_runs
 
 # Low eval noise so that excess-loss errors measure the model, not the noise (loss units).
-CFG = synthetic.SynthSetup(h=(2.0,), s=(0.5,), d=(400,), b=(0.0,), lr=0.01, momentum=0.9, steps=4000,
+CFG = synthetic_runs.SynthSetup(h=(2.0,), s=(0.5,), d=(400,), b=(0.0,), lr=0.01, momentum=0.9, steps=4000,
                            swa_start=2000, two_point_gaps=(10, 100, 1000), n_point_gap=300, eval_noise=0.001,
                            probe_every=50)
 

@@ -4,15 +4,17 @@ from dataclasses import replace
 
 import pytest
 
-from compare import report, synthetic
+from compare import report
+
+import synthetic_runs
 
 @pytest.mark.slow
 def test_slow_ema_branch_says_why_it_is_not_compared(tmp_path, synth_cfg):
     cfg = replace(synth_cfg, ema_decays=(0.99, 0.9999))
-    runs = [synthetic.write_run(tmp_path / f"s{i}", cfg, seed=i) for i in range(2)]
+    runs = [synthetic_runs.write_run(tmp_path / f"s{i}", cfg, seed=i) for i in range(2)]
     lam, beta = cfg.lr, 1 - 0.9999
     lr_eq = lam * beta / (beta + lam * cfg.h[0] / (1 - cfg.momentum))   # harmonic rule (theory.md §3.3), ≈ 5e-6
-    branch = synthetic.write_run(tmp_path / "ema", cfg, seed=0, branch={"t0": 2000, "lr_fn": lambda t: lr_eq,
+    branch = synthetic_runs.write_run(tmp_path / "ema", cfg, seed=0, branch={"t0": 2000, "lr_fn": lambda t: lr_eq,
                                                                          "name": "ema"})
     out = tmp_path / "rep"
     assert report.main([*map(str, runs), str(branch), "--out", str(out), "--no-figures"]) == 0

@@ -1,4 +1,4 @@
-"""Predicted averaged curves and branches vs the synthetic truth (generated independently, compare/synthetic.py)."""
+"""Predicted averaged curves and branches vs the synthetic truth (generated independently, tests/synthetic_runs.py)."""
 
 import numpy as np
 import pytest
@@ -22,12 +22,12 @@ def test_grouping_seeds_and_branches(an):
 
 def test_prediction_with_true_parameters_matches_generator(synth_runs, synth_cfg):
     """With the generator's own (h, s), theory-based predictions equal the independent synthetic formulas."""
-    from compare import synthetic
+    import synthetic_runs
     CFG = synth_cfg
     setup = load.group_runs([load_run(p) for p in synth_runs])[0]
     cal = calibrate(setup)
     steps = setup.base[0].trajectory["eval/step"]
-    truth = synthetic.expected_excess(CFG, steps)
+    truth = synthetic_runs.expected_excess(CFG, steps)
     for v in setup.variants():
         p = predict.variant_excess(cal, v, setup.config, steps, h=np.array(CFG.h), s=np.array(CFG.s))
         ok = np.isfinite(p)
@@ -53,9 +53,9 @@ def test_branches_match_by_declared_schedule_even_with_a_wrong_lr(synth_runs, sy
     """A branch that declares `ema:0.99:H` / `half` is compared with ema_0.99 / the largest two-point gap even when
     its LR is 5x the parent's (far from any calibrated equivalent LR: a poor calibration must not re-pair
     branches); the same branch without a declared schedule falls back to LR matching and matches nothing."""
-    from compare import synthetic
+    import synthetic_runs
     CFG, lr = synth_cfg, synth_cfg.lr
-    off = [synthetic.write_run(tmp_path / n, CFG, seed=0, branch={"t0": 2000, "lr_fn": lambda t: lr * 5, **kw})
+    off = [synthetic_runs.write_run(tmp_path / n, CFG, seed=0, branch={"t0": 2000, "lr_fn": lambda t: lr * 5, **kw})
            for n, kw in (("ema_decl", {"spec": "ema:0.99:1"}), ("half_decl", {"spec": "half"}), ("plain", {}))]
     a = analysis.analyse(load.group_runs([load_run(p) for p in [*synth_runs, *off]])[0])
     by = {b["path"].split("/")[-1]: b for b in a.branches}

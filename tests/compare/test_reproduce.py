@@ -11,14 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from compare import synthetic
+import synthetic_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
 reproduce = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduce)
 
-CFG = synthetic.SynthSetup(steps=3000, swa_start=1500, d=(200,), two_point_gaps=(10, 1000), n_point_gap=200,
+CFG = synthetic_runs.SynthSetup(steps=3000, swa_start=1500, d=(200,), two_point_gaps=(10, 1000), n_point_gap=200,
                            eval_noise=0.002)
 
 
@@ -44,7 +44,7 @@ def fake_runner(cmd, cwd=None, **kw):
                 tau = (1 - mu) / (lam * float(vals[0]))
                 fn = lambda t, tau=tau: lam * tau / (tau + t - t0)                # noqa: E731
             branch = {"t0": t0, "lr_fn": fn, "name": sched, "spec": sched}
-        synthetic.write_run(out, CFG, seed=seed, branch=branch)
+        synthetic_runs.write_run(out, CFG, seed=seed, branch=branch)
         return SimpleNamespace(returncode=0)
     if mod == "empirical.posthoc":
         _fake_posthoc(Path(cmd[3]), Path(_arg(cmd, "--out")), _arg(cmd, "--schedule"), int(_arg(cmd, "--from")))
@@ -94,7 +94,7 @@ def test_branch_commands_use_calibrated_curvature(tmp_path):
     assert any("--branch-schedule ema:0.99:0.125" in c for c in cmds)
     assert any("--branch-schedule ema:0.998:0.03" in c for c in cmds)
     assert all("step_000000600.pt" in c for c in cmds)
-    # the digits preset's constant LR ends at step 1,200 (README): branches stop there, also when resumed
+    # the digits preset's constant LR ends at step 1,200 (docs/tools.md): branches stop there, also when resumed
     assert all(c.endswith("--max-steps 1200") for c in cmds)
     b = reproduce.branch_commands(e, 2.5, {})[0]
     b["dir"].mkdir(parents=True)

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compare import synthetic
 from common.rundir import load_run
+
+import synthetic_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("seed_table", ROOT / "scripts" / "seed_table.py")
@@ -14,9 +15,9 @@ spec.loader.exec_module(seed_table)
 
 
 def test_table_rows_and_raw_final_loss(tmp_path, capsys):
-    cfg = synthetic.SynthSetup(steps=600, swa_start=300, d=(50,), two_point_gaps=(10,), n_point_gap=50)
+    cfg = synthetic_runs.SynthSetup(steps=600, swa_start=300, d=(50,), two_point_gaps=(10,), n_point_gap=50)
     for s in (0, 1):
-        synthetic.write_run(tmp_path / f"s{s}", cfg, seed=s)
+        synthetic_runs.write_run(tmp_path / f"s{s}", cfg, seed=s)
     assert seed_table.main([str(tmp_path), "--window", "300", "600"]) == 0
     out = capsys.readouterr().out
     runs = [load_run(tmp_path / f"s{s}") for s in (0, 1)]

@@ -1,4 +1,4 @@
-"""What ``python -m empirical.run`` prints (issue 15 item 1), by the structure of its output, not its numbers: a short
+"""What ``python -m empirical.run`` prints, by the structure of its output, not its numbers: a short
 human header instead of a one-line JSON config, progress rows with every variant's test loss (and, piped, an ETA
 and an early row), a final table of raw vs each average with the best marked, the next command, and the run
 directory as the last line. Plus the progress object alone: the terminal bar starts after the step-0 evaluation."""

@@ -1,4 +1,4 @@
-"""empirical.recorder.Recorder from a user's own loop (issue 14): series declared nowhere appear in metrics.csv,
+"""empirical.recorder.Recorder from a user's own loop: series declared nowhere appear in metrics.csv,
 metrics.csv carries the LR and the mean training loss since the previous row, write_start needs no env_extra, and
 summary.json's eval has no nulls for a variant that has a loss. No torch, no training: values are set by hand."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One schedule definition: every schedule empirical.run can train with is a theory.spec schedule (warmup
-included), written in the one text syntax of theory.predict --schedule (issue 13)."""
+included), written in the one text syntax of theory.predict --schedule."""
 
 import math
 

@@ -40,7 +40,7 @@ def test_bank_curves_aligned_and_averaged(a_plain, fig_cfg):
     assert lag[0] < 0 and 0 in lag and lag[-1] > 0
     assert d["n"] == 2 and d["n_curves"] == 2 * 3        # 2 seeds × the 3 bank batches that were trained on
     assert np.all(np.diff(lag) > 0) and d["mean"].shape == lag.shape == d["count"].shape
-    # the synthetic bank carries the heavy-ball dip (compare/synthetic.py): visible right after the use step
+    # the synthetic bank carries the heavy-ball dip (tests/synthetic_runs.py): visible right after the use step
     after = (lag > 0) & (lag <= 20)
     assert np.min(d["mean"][after]) < d["pre_level"] - 0.05
     th = d["theory"]
@@ -288,12 +288,12 @@ def test_build_bad_input(tmp_path, capsys, arg, fragment):
 def test_probe_source_setup(tmp_path):
     """Runs without a lag grid on the evaluation grid calibrate on the probes (one scale): no structure_function,
     every other figure still drawn (the ellipsoid on the one scale)."""
-    from compare import synthetic
+    import synthetic_runs
     from compare.analysis import analyse
     from compare.load import group_runs, load_runs
-    cfg = synthetic.SynthSetup(steps=1000, swa_start=500, d=(40,), b=(0.0,), probe_every=50, two_point_gaps=(10,),
+    cfg = synthetic_runs.SynthSetup(steps=1000, swa_start=500, d=(40,), b=(0.0,), probe_every=50, two_point_gaps=(10,),
                                n_point_gap=100, eval_noise=0.001)
-    a = analyse(group_runs(load_runs([synthetic.write_run(tmp_path / "s0", cfg, seed=0)]))[0])
+    a = analyse(group_runs(load_runs([synthetic_runs.write_run(tmp_path / "s0", cfg, seed=0)]))[0])
     assert a.cal.source == "probe" and a.cal.structure is None
     data = fd.figure_data([a])
     assert "structure_function" not in data and "one_step_probe" in data

@@ -1,4 +1,4 @@
-"""theory.moments: the fast exact moments against the plain per-step loop, hand values and limits (design.md §3.10)."""
+"""theory.moments: the fast exact moments against the plain per-step loop, hand values and limits (theory.md §8)."""
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from theory import kernels, moments as M, segments, spec
 
-RTOL = 1e-9    # the bar: block kernels vs one step at a time, both exact float64 recursions
+RTOL = 1e-9    # block kernels vs one step at a time, both exact float64 recursions
 FIELDS = ("mean_x", "var_x", "mean_avg", "var_avg", "cov_x_avg")
 
 

@@ -1,4 +1,4 @@
-"""Concepts with one home in theory/ (issue 14 item 4), each checked against values derived by hand here: the
+"""Concepts with one home in theory/, each checked against values derived by hand here: the
 heavy-ball stability bound 2(1+μ) (theory.md §2.6), the harmonic EMA rule and its inverse (§3.3), and the
 heavy-ball impulse response (§2.6, §3.6)."""
 

@@ -1,6 +1,7 @@
-"""`python -m theory.predict`: the crashes and wrong values of issue 13, and the questions it added (curvature in
-the answer, --from-report, several decays, --target-lr, --batch-scale). Expected values come from the closed forms
-of theory.md (§2.4, §2.6, §3.3-§3.5), worked out here, never from the code under test."""
+"""`python -m theory.predict` run as a command: schedules with one milestone, the LR where an average starts, refused
+--out folders, bad values, and the questions beyond one average (curvature in the answer, --from-report, several
+decays, --target-lr, --batch-scale). Expected values come from the closed forms of theory.md (§2.4, §2.6,
+§3.3-§3.5), worked out here, never from the code under test."""
 
 import json
 import os
