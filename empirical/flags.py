@@ -12,7 +12,7 @@ import argparse
 import typing
 from dataclasses import dataclass, fields, replace
 
-from common.cli import default_text, with_default
+from common.cli import command_note, default_text, with_default
 from empirical.config import (DECAY_SCHEDULES, MAX_STEPS, PRESETS, ConfigError, Problem, RunConfig, STEP_SCALED,
                               branch_schedule_from_report, epochs_to_steps, field_type, flag_of, missing_h_message,
                               problem_text, problems, scale_to_steps)
@@ -85,7 +85,7 @@ def preset_named(argv: list[str]) -> str | None:
 def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``python -m empirical.run``; ``preset`` only chooses which defaults --help shows."""
     shown = f"the {preset} preset's" if preset else "two presets' (digits; imagenet)"
-    p = _Parser(prog="python -m empirical.run", allow_abbrev=False,
+    p = _Parser(prog="python -m empirical.run", allow_abbrev=False, epilog=command_note("empirical.run"),
                 description=f"Train a ResNet and record trajectories comparable to theory.predict. Every flag "
                             f"overrides the preset's value; '(default: X)' shows {shown} values (PRESET --help shows "
                             f"that preset's). --steps N (or --epochs E) scales every step-based value of the preset "

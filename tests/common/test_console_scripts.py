@@ -20,10 +20,6 @@ from common.cli import CONSOLE_SCRIPTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-# empirical.run's parser is built by empirical/flags.py, which does not add common.cli.command_note yet
-NOTE_PENDING = {"avglr-run"}
-
-
 def test_every_entry_point_is_a_command():
     assert SCRIPTS == {script: f"{module}:cli" for module, script in CONSOLE_SCRIPTS.items()}
 
@@ -39,9 +35,7 @@ def test_target_is_the_modules_cli(script):
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_help_exits_0_and_names_the_command(script, capsys, request):
-    if script in NOTE_PENDING:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="empirical/flags.py builds this parser"))
+def test_help_exits_0_and_names_the_command(script, capsys):
     module, func = SCRIPTS[script].split(":")
     target = getattr(importlib.import_module(module), func)
     with pytest.raises(SystemExit) as info:

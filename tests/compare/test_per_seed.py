@@ -10,7 +10,7 @@ from compare import report
 import synthetic_runs
 
 CFG = synthetic_runs.SynthSetup(h=(2.0, 0.05), s=(0.5, 2.0), d=(40, 40), b=(0.0, 0.0), steps=2000, swa_start=1000,
-                           eval_every=50, probe_every=100, bank_every=10, two_point_gaps=(50, 100, 150, 200, 300),
+                           eval_every=10, probe_every=100, bank_every=10, two_point_gaps=(10, 20, 50, 100, 200, 300),
                            n_point_gap=200, eval_noise=0.001, ema_decays=(0.99, 0.999))
 
 

@@ -79,9 +79,9 @@ def test_dry_run_prints_plan_and_cost(capsys, tmp_path):
     assert reproduce.main(["--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "expected cost" in out and "digits" in out and "mnist" in out
-    assert out.count("empirical.run digits") == 5 and out.count("empirical.run mnist") == 3
-    assert "--checkpoint-keep-every 600" in out      # mnist: the branch point only
-    assert "empirical.run digits" in out and out.count("--checkpoint-keep-every 50") == 5   # digits: the post-hoc grid
+    assert out.count("empirical.run digits") == 10 and out.count("empirical.run mnist") == 3
+    assert "--checkpoint-keep-every 900" in out      # mnist: the branch point only (its SWA start, 900)
+    assert out.count("--checkpoint-keep-every 50") == 10   # digits: the post-hoc grid
     assert "empirical.posthoc" in out
     assert not any(tmp_path.iterdir())
 
@@ -93,13 +93,13 @@ def test_branch_commands_use_calibrated_curvature(tmp_path):
     assert any("--branch-schedule swa:2.5" in c for c in cmds)
     assert any("--branch-schedule ema:0.99:0.125" in c for c in cmds)
     assert any("--branch-schedule ema:0.998:0.03" in c for c in cmds)
-    assert all("step_000000600.pt" in c for c in cmds)
-    # the digits preset's constant LR ends at step 1,200 (docs/tools.md): branches stop there, also when resumed
-    assert all(c.endswith("--max-steps 1200") for c in cmds)
+    assert all("step_000001050.pt" in c for c in cmds)                 # the digits preset's SWA start
+    # the digits preset's constant LR ends at step 2,100 (its decay start): branches stop there, also when resumed
+    assert all(c.endswith("--max-steps 2100") for c in cmds)
     b = reproduce.branch_commands(e, 2.5, {})[0]
     b["dir"].mkdir(parents=True)
     (b["dir"] / "config.json").write_text("{}")
-    assert reproduce.resumable(b)[-3:] == ["--resume", "--max-steps", "1200"]
+    assert reproduce.resumable(b)[-3:] == ["--resume", "--max-steps", "2100"]
 
 
 def test_rerun_resumes_started_runs_and_starts_the_rest(tmp_path):
@@ -139,7 +139,7 @@ def test_posthoc_commands_follow_the_swa_branch(tmp_path):
     assert digits["t0"] % k == 0 and all(_arg(b["cmd"], "--checkpoint-keep-every") == str(k) for b in digits["base"])
     cmds = reproduce.posthoc_commands(digits, 2.5)
     assert [_arg(c["cmd"], "--schedule") for c in cmds] == ["swa:2.5"] * 2
-    assert all(_arg(c["cmd"], "--from") == "600" and c["cmd"][2] == "empirical.posthoc" for c in cmds)
+    assert all(_arg(c["cmd"], "--from") == "1050" and c["cmd"][2] == "empirical.posthoc" for c in cmds)
     branch = [b for b in reproduce.branch_commands(digits, 2.5, {}) if "swa:2.5" in b["cmd"]]
     assert branch and all(_arg(b["cmd"], "--branch-schedule") == "swa:2.5" for b in branch)
     assert reproduce.posthoc_commands(mnist, 2.5) == []
