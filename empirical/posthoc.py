@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -51,20 +51,17 @@ class PosthocError(ValueError):
 # --------------------------------------------------------------------------------------------- the weights
 
 @dataclass(frozen=True)
-class Plan:
-    """What to average: the checkpoint steps and weights, and what the coarse grid costs (units in comments)."""
+class GridWeights:
+    """The weights over a grid of kept checkpoints (units in comments; the fields of :class:`Plan` that do not depend
+    on how the target was written)."""
 
-    schedule: str                      # the target as typed
-    syntax: str                        # "branch" (empirical.run --branch-schedule) or "schedtext" (theory/schedtext)
-    from_step: int | None              # the branch point of the branch syntax
     h: float                           # curvature the weights are exact at, 1/LR units
-    h_source: str                      # "--h" or "schedule"
     lr: float                          # the run's constant LR over the averaged range, LR units
     momentum: float
     departure: int                     # first step whose target LR differs from the run's (= at: never departs)
     at: int                            # the step T whose scheduled iterate the average emulates
     step_weights_from: int             # first step with a non-zero per-step weight
-    checkpoint_steps: list[int]        # kept checkpoints used, ascending; the last one is T
+    checkpoint_steps: list[int]        # checkpoints used, ascending; the last one is T
     weights: list[float]               # one per checkpoint step; sum 1 (the bias coefficient included)
     negative_mass: float               # −Σ min(w, 0)
     n_negative: int
@@ -72,6 +69,17 @@ class Plan:
     alpha_eff_spacing: float           # α_eff·max_spacing at h (α_eff = λh/(1−μ)): ≪ 1 means the grid resolves h
     kernel_rel_error: float            # ‖κ_coarse − κ_target‖₂ / ‖κ_target‖₂ at h (noise after the first checkpoint)
     variance_ratio: float              # Σκ_coarse² / Σκ_target²: the noise variance of the average over the target's
+
+
+@dataclass(frozen=True)
+class Plan(GridWeights):
+    """What to average: the weights over the checkpoint grid (:class:`GridWeights`), how the target was written, and
+    the checkpoint files."""
+
+    schedule: str = ""                 # the target as typed
+    syntax: str = "branch"             # "branch" (empirical.run --branch-schedule) or "schedtext" (theory/schedtext)
+    from_step: int | None = None       # the branch point of the branch syntax
+    h_source: str = "schedule"         # "--h" or "schedule"
     paths: list[str] = field(default_factory=list)
 
     def record(self) -> dict:
@@ -178,33 +186,9 @@ def make_plan(cfg: config.RunConfig, ckpt_steps: dict[int, str], schedule: str, 
     if not (math.isfinite(h_used) and h_used > 0):
         raise PosthocError(f"--h {h_used}: the curvature must be finite and > 0")
     g = grid_weights(p, q, sorted(ckpt_steps), h_used, cfg.momentum, at, target=f"--schedule {schedule!r}")
-    return Plan(schedule=schedule, syntax=syntax, from_step=from_step, h=g.h, h_source=h_src, lr=g.lr,
-                momentum=g.momentum, departure=g.departure, at=g.at, step_weights_from=g.step_weights_from,
-                checkpoint_steps=g.checkpoint_steps, weights=g.weights, negative_mass=g.negative_mass,
-                n_negative=g.n_negative, max_spacing=g.max_spacing, alpha_eff_spacing=g.alpha_eff_spacing,
-                kernel_rel_error=g.kernel_rel_error, variance_ratio=g.variance_ratio,
-                paths=[ckpt_steps[s] for s in g.checkpoint_steps])
+    return Plan(**{f.name: getattr(g, f.name) for f in fields(GridWeights)}, schedule=schedule, syntax=syntax,
+                from_step=from_step, h_source=h_src, paths=[ckpt_steps[s] for s in g.checkpoint_steps])
 
-
-@dataclass(frozen=True)
-class GridWeights:
-    """The weights over a grid of kept checkpoints (units in comments; the fields of :class:`Plan` that do not depend
-    on how the target was written)."""
-
-    h: float                           # curvature the weights are exact at, 1/LR units
-    lr: float                          # the run's constant LR over the averaged range, LR units
-    momentum: float
-    departure: int                     # first step whose target LR differs from the run's (= at: never departs)
-    at: int                            # the step T whose scheduled iterate the average emulates
-    step_weights_from: int             # first step with a non-zero per-step weight
-    checkpoint_steps: list[int]        # checkpoints used, ascending; the last one is T
-    weights: list[float]               # one per checkpoint step; sum 1 (the bias coefficient included)
-    negative_mass: float               # −Σ min(w, 0)
-    n_negative: int
-    max_spacing: int                   # largest gap between used checkpoints, steps
-    alpha_eff_spacing: float           # α_eff·max_spacing at h (α_eff = λh/(1−μ)): ≪ 1 means the grid resolves h
-    kernel_rel_error: float            # ‖κ_coarse − κ_target‖₂ / ‖κ_target‖₂ at h (noise after the first checkpoint)
-    variance_ratio: float              # Σκ_coarse² / Σκ_target²: the noise variance of the average over the target's
 
 
 def grid_weights(p: np.ndarray, q: np.ndarray, steps: Sequence[int], h: float, momentum: float,
