@@ -19,6 +19,7 @@ from compare import checks, metrics, pairs, predict, verdicts
 from compare.calibrate import Calibration, calibrate
 from compare.load import Setup, Variant, branch_start, stack
 from compare.verdicts import cell_agrees
+from theory.branchspec import BranchSchedule
 
 PREDICTED_KINDS = ("ema", "swa", "points")   # the averages the two-point identity predicts (two-point ones calibrate)
 MATCH_LR_FACTOR = 1.5      # a constant branch "is" a variant's equivalent run if λ_b/λ_eq ∈ [1/1.5, 1.5]
@@ -254,16 +255,17 @@ def _declared_variant(a: Analysis, run, t0: int) -> tuple[str | None] | None:
     given) cannot pair a branch with the wrong average. Returns None when the schedule names no variant (constant,
     scale, hyperbolic, or no schedule recorded), (None,) when it names one the runs did not record."""
     text = run.config.get("config", {}).get("branch_schedule")
-    kind, *vals = str(text).split(":") if text else ("",)
+    try:
+        b = BranchSchedule.parse(text) if text else None
+    except ValueError:
+        return None
+    kind = b.kind if b else ""
     have = {n: v for n, v in a.variants.items() if a.metrics["variants"].get(n, {}).get("n_seeds")}
     if kind == "half":
         tps = [n for n, v in have.items() if v.kind == "two_point"]
         return (max(tps, key=lambda n: have[n].gap) if tps else None,)
-    if kind == "ema" and vals:
-        try:
-            g = float(vals[0])
-        except ValueError:
-            return None
+    if kind == "ema":
+        g = b.value
         return (next((n for n, v in have.items() if v.kind == "ema" and np.isclose(v.decay, g, rtol=1e-9)), None),)
     if kind == "swa":
         on_time = abs(t0 - int(a.setup.config.get("swa_start", -10 ** 9))) <= max(

@@ -1,15 +1,18 @@
 """The data of every figure, prepared from analyses of run directories and from theory/ closed forms (theory.md §7.2).
 
 Each function returns plain dicts of numbers and arrays (documented in the figure module that draws it,
-figures/<name>.py) or None when the runs do not allow the figure; :func:`figure_data` gathers them for a list of
-analyses (compare.analysis.analyse, one per setup). Nothing here draws: figures/ holds ``plot(data) -> Figure``
-and ``python -m figures.build`` calls both, so compare never imports figures (the package order is
+figures/<name>.py) or None when the runs do not allow the figure; :data:`FIGURES` is the one registry of figures
+(name → data function and what it is called with) and :func:`figure_data` gathers them for a list of analyses
+(compare.analysis.analyse, one per setup). Nothing here draws: figures/<name>.py holds ``plot(data) -> Figure`` and
+``python -m figures.build`` calls both, so compare never imports figures (the package order is
 common ← theory ← compare ← figures).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -17,12 +20,9 @@ from compare import pairs, predict
 from compare.load import stack, variant_of
 from theory import moments, probes, spec, stationary
 
-__all__ = ["NAMES", "theory_grid", "probe_data", "bank_data", "equivalence_data", "two_point_data", "ellipsoid_data",
-           "alignment_data", "structure_data", "figure_data"]
+__all__ = ["FIGURES", "FigureSpec", "NAMES", "theory_grid", "probe_data", "bank_data", "equivalence_data",
+           "two_point_data", "ellipsoid_data", "alignment_data", "structure_data", "figure_data"]
 
-# Every figure this module prepares data for, in drawing order; figures.build has one plot function per name.
-NAMES = ("nqm_equivalence_grid", "one_step_probe", "fixed_batch_along_trajectory", "ema_equivalence",
-         "swa_equivalence", "two_point_vs_distance", "ellipsoid", "gradient_alignment", "structure_function")
 ELLIPSE_SEED = 0            # fixed seed of the stationary-iterate samples of the ellipsoid (figure is deterministic)
 
 
@@ -267,16 +267,47 @@ def structure_data(a) -> dict | None:
             "ylabel": f"D(τ), eval {cal.split} loss units"}
 
 
+@dataclass(frozen=True)
+class FigureSpec:
+    """How one figure's data is prepared: ``data`` returns the dict figures/<name>.py's ``plot`` draws, or None when
+    the runs do not allow the figure. ``per`` says what ``data`` is called with: "theory" nothing (theory/ closed
+    forms only; drawn with or without runs, no runs in its provenance), "setup" the first analysis, "all" the list of
+    every analysis (one per setup)."""
+    data: Callable
+    per: str = "setup"
+
+    def __post_init__(self):
+        if self.per not in ("theory", "setup", "all"):
+            raise ValueError(f"FigureSpec per={self.per!r}: use theory, setup or all")
+
+
+# The one registry of figures, in drawing order: the name is also the module figures/<name>.py whose plot(data)
+# draws it and the stem of the files figures.build writes (<name>.png, <name>.json).
+FIGURES: dict[str, FigureSpec] = {
+    "nqm_equivalence_grid": FigureSpec(theory_grid, per="theory"),
+    "one_step_probe": FigureSpec(probe_data),
+    "fixed_batch_along_trajectory": FigureSpec(bank_data),
+    "ema_equivalence": FigureSpec(lambda a: equivalence_data(a, ("ema",))),
+    "swa_equivalence": FigureSpec(lambda a: equivalence_data(a, ("swa",))),
+    "two_point_vs_distance": FigureSpec(two_point_data),
+    "ellipsoid": FigureSpec(ellipsoid_data),
+    "gradient_alignment": FigureSpec(alignment_data, per="all"),
+    "structure_function": FigureSpec(structure_data),
+}
+NAMES = tuple(FIGURES)      # every figure this module prepares data for, in drawing order
+
+
 def figure_data(analyses: list) -> dict[str, dict]:
-    """{figure name: data} for every figure the analyses allow (theory grid always); names as in :data:`NAMES`."""
-    out: dict[str, dict] = {"nqm_equivalence_grid": theory_grid()}
-    if analyses:
-        a = analyses[0]
-        for name, d in (("one_step_probe", probe_data(a)), ("fixed_batch_along_trajectory", bank_data(a)),
-                        ("ema_equivalence", equivalence_data(a, ("ema",))),
-                        ("swa_equivalence", equivalence_data(a, ("swa",))),
-                        ("two_point_vs_distance", two_point_data(a)), ("ellipsoid", ellipsoid_data(a)),
-                        ("gradient_alignment", alignment_data(analyses)), ("structure_function", structure_data(a))):
-            if d is not None:
-                out[name] = d
+    """{figure name: data} for every figure of :data:`FIGURES` the analyses allow, in its order: the "theory"
+    figures always, the others only with at least one analysis (the "setup" ones from the first)."""
+    out: dict[str, dict] = {}
+    for name, fig in FIGURES.items():
+        if fig.per == "theory":
+            d = fig.data()
+        elif not analyses:
+            continue
+        else:
+            d = fig.data(analyses[0] if fig.per == "setup" else analyses)
+        if d is not None:
+            out[name] = d
     return out

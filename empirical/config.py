@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from theory.branchspec import BranchSchedule
 from theory import spec
 from theory.stationary import harmonic_equivalent_lr
 
@@ -136,6 +137,10 @@ class RunConfig:
     log_every: int = _f(1, "record train/loss and train/lr every this many steps", "measurements")
     bank_every: int = _f(5, "eval-mode loss of the fixed bank batches every this many steps; 0 = off",
                          "measurements")
+    bank_span: int = _f(0, "steps either side of each bank batch's use where the bank is measured every "
+                           "--bank-every steps; elsewhere only at steps that are also evaluated (their BN "
+                           "recomputation is shared); 0 = every --bank-every steps over the whole run",
+                        "measurements")
     bank_size: int = _f(4, "K: number of fixed training batches (and of held-out batches) in the bank",
                         "measurements")
     bank_fraction: float = _f(0.25, "fraction f of each bank batch whose loss is recorded: the first ceil(f·B) "
@@ -242,14 +247,14 @@ PRESETS: dict[str, RunConfig] = {
     "digits": replace(_PRESET_BASE, preset="digits", dataset="digits", arch="resnet8", steps=2400, batch_size=64,
                       shift_augment=1, lr=0.05, weight_decay=5e-4, schedule="cosine", decay_start=2100, ema_decays=(0.99, 0.998),
                       ema_start=200, swa_start=1050, two_point_gaps=LAG_GRID, eval_every=100, eval_dense_every=10,
-                      eval_dense_from=1000, bank_every=10,
-                      bank_size=4, probe_every=100, align_every=50, curv_every=300, bn_batches=8,
+                      eval_dense_from=1000, bank_every=10, bank_span=50,
+                      bank_size=4, probe_every=600, align_every=600, curv_every=0, bn_batches=8,
                       checkpoint_every=500),
     "mnist": replace(_PRESET_BASE, preset="mnist", dataset="mnist", arch="resnet14", steps=3000, batch_size=128,
                      shift_augment=2, lr=0.05, schedule="cosine", decay_start=2400, ema_decays=(0.99, 0.999),
                      ema_start=500, swa_start=1200, two_point_gaps=(*LAG_GRID, 400), eval_every=200, eval_dense_every=10,
-                     eval_dense_from=1150, bank_every=20, bank_size=8,
-                     probe_every=200, align_every=100, curv_every=600, bn_batches=8, checkpoint_every=1000),
+                     eval_dense_from=1150, bank_every=20, bank_span=100, bank_size=8, bank_fraction=0.125,
+                     probe_every=1200, align_every=1200, curv_every=0, bn_batches=8, checkpoint_every=1000),
     # CIFAR (theory.md §4.3): B 128, lr 0.1, wd 5e-4; 390 steps/epoch; 200 epochs = 78,000 steps, constant for
     # 120 epochs, then cosine. EMA 0.999/0.9999, SWA from epoch 60; two-point lags of 1, 3, 10 and 20 epochs (the
     # D(τ) grid, 21 weight copies of 1 MB) with the test split evaluated every epoch from epoch 40 to the cooldown.
@@ -257,8 +262,8 @@ PRESETS: dict[str, RunConfig] = {
                        batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine", decay_start=46800,
                        ema_decays=(0.999, 0.9999), ema_start=3900, swa_start=23400,
                        two_point_gaps=(390, 1170, 3900, 7800), eval_dense_every=390, eval_dense_from=15600,
-                       train_eval_size=10000, eval_every=1950, bank_every=50, bank_size=8, probe_every=1950,
-                       align_every=390, curv_every=7800, bn_batches=32, channels_last=True, bf16=True,
+                       train_eval_size=10000, eval_every=1950, bank_every=50, bank_span=250, bank_size=8,
+                       probe_every=1950, align_every=1950, curv_every=7800, bn_batches=32, channels_last=True, bf16=True,
                        workers=4, checkpoint_every=3900, checkpoint_keep_every=7800),
 }
 PRESETS["cifar100"] = replace(PRESETS["cifar10"], preset="cifar100", dataset="cifar100")
@@ -271,7 +276,8 @@ PRESETS["imagenet"] = replace(_PRESET_BASE, preset="imagenet", dataset="imagenet
                               ema_start=25025, ema_every=1, swa_start=150150, swa_every=1,
                               two_point_gaps=(5005, 15015, 30030, 50050), train_eval_size=10000, eval_every=5005,
                               log_every=10,
-                              bank_every=500, bank_size=8, probe_every=5005, probe_etas=25, align_every=1001,
+                              bank_every=500, bank_span=2500, bank_size=8, probe_every=5005, probe_etas=25,
+                              align_every=5005,
                               align_batches=4, curv_every=25025, bn_batches=100, channels_last=True, bf16=True,
                               workers=8, checkpoint_every=5005, checkpoint_keep_every=50050)
 # GPU check without a dataset (scripts/gpu_check.sh): ImageNet-shaped images generated on the device (3x224x224,
@@ -299,7 +305,8 @@ PRESETS["quadratic"] = replace(
     _PRESET_BASE, preset="quadratic", dataset="quadratic", arch="quadratic", steps=9000, batch_size=32, lr=0.05,
     momentum=0.9, weight_decay=0.0, schedule="cosine", decay_start=8000, ema_decays=(0.99, 0.998), ema_start=1000,
     swa_start=4000, two_point_gaps=(10, 20, 50, 100, 200, 500, 1000), eval_every=100, eval_dense_every=10,
-    eval_dense_from=3900, bank_every=20, probe_every=100, align_every=100, curv_every=500, bn_batches=1,
+    eval_dense_from=3900, bank_every=20, bank_span=200, probe_every=1000, align_every=1000, curv_every=0,
+    bn_batches=1,
     train_eval_size=1024, sketch_dim=128, checkpoint_every=1000)
 
 # --------------------------------------------------------------------------------------- --steps / --epochs
@@ -308,8 +315,8 @@ PRESETS["quadratic"] = replace(
 # proportion: every such value not given explicitly is multiplied by N / preset.steps (what a user of
 # `digits --steps 300` means; each refusal used to name one value at a time).
 SCALED_POSITIONS = ("warmup_steps", "decay_start", "ema_start", "swa_start", "eval_dense_from", "eval_dense_until")
-SCALED_CADENCES = ("eval_every", "eval_dense_every", "bank_every", "probe_every", "align_every", "curv_every",
-                   "checkpoint_every", "checkpoint_keep_every")    # 0 = off stays 0; never below the preset's
+SCALED_CADENCES = ("eval_every", "eval_dense_every", "bank_every", "bank_span", "probe_every", "align_every",
+                   "curv_every", "checkpoint_every", "checkpoint_keep_every")    # 0 = off stays 0; never below the preset's
 # Cadences scale up with a longer run (the same number of measurements) but never down: a measurement costs the same
 # forward passes whatever the run length, so dividing the cadences by 5 for a 5× shorter run multiplies the cost per
 # step by 5 (digits --steps 200 measured: dense evaluation and the bank every step, 16 steps in 6 min under load).
@@ -460,48 +467,43 @@ def schedule_text(cfg: RunConfig) -> str:
     return format_schedule(build_schedule(cfg))
 
 
+def parse_branch_schedule(text: str) -> BranchSchedule:
+    """``--branch-schedule`` text -> :class:`theory.branchspec.BranchSchedule` (its one parser), a malformed
+    text -> ConfigError (one line: what is wrong and the accepted forms)."""
+    try:
+        return BranchSchedule.parse(text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def branch_lr(text: str, lr0: float, momentum: float, start: int) -> spec.Schedule:
     """LR schedule from the branch step ``start`` on, given the parent's LR ``lr0`` there (theory.md §3.3-3.5).
 
     * ``half`` / ``scale:F``: constant lr0/2 (two-point ⇔ λ/2, §3.5) / F·lr0; ``constant:LR``: LR.
     * ``ema:GAMMA:H``: constant λ_eq = lr0·β / (β + λ_eff·H), β = 1 − γ, λ_eff = lr0/(1 − μ): the harmonic rule
-      1/α_eq = 1/α + 1/β of §3.3 with α = λ_eff·H (momentum via λ_eff, §2.6).
+      1/α_eq = 1/α + 1/β of §3.3 with α = λ_eff·H (momentum via λ_eff, §2.6). γ = 0 (β = 1) is allowed: the EMA is
+      the iterate and λ_eq = lr0/(1 + λ_eff·H).
     * ``swa:H``: hyperbolic with τ = (1 − μ)/(lr0·H) = 1/α (§3.4); ``hyperbolic:TAU``: τ = TAU steps.
     """
-    parts = text.split(":")
-    kind, args = parts[0], parts[1:]
-    want = {"half": 0, "scale": 1, "constant": 1, "ema": 2, "swa": 1, "hyperbolic": 1}
-    if kind in ("ema", "swa") and len(args) == want[kind] - 1:
+    b = parse_branch_schedule(str(text))
+    if b.needs_h:
         raise ConfigError(missing_h_message(text))
-    if kind not in want or len(args) != want[kind]:
-        raise ConfigError(f"--branch-schedule {text!r}: use half, scale:F, constant:LR, ema:GAMMA:H, swa:H or "
-                          f"hyperbolic:TAU")
-    try:
-        vals = [float(a) for a in args]
-    except ValueError:
-        raise ConfigError(f"--branch-schedule {text!r}: the values after ':' must be numbers") from None
-    if not all(math.isfinite(v) and v > 0 for v in vals):
-        raise ConfigError(f"--branch-schedule {text!r}: values must be finite and > 0")
     lam_eff = lr0 / (1.0 - momentum)
-    if kind == "half":
+    if b.kind == "half":
         return spec.Constant(lr0 / 2)
-    if kind == "scale":
-        return spec.Constant(lr0 * vals[0])
-    if kind == "constant":
-        return spec.Constant(vals[0])
-    if kind == "ema":
-        gamma, h = vals
-        if not gamma < 1:
-            raise ConfigError(f"--branch-schedule {text!r}: GAMMA must be in (0, 1)")
-        return spec.Constant(float(harmonic_equivalent_lr(lr0, gamma, h, momentum)))   # §3.3's one definition
-    tau = vals[0] if kind == "hyperbolic" else 1.0 / (lam_eff * vals[0])
+    if b.kind == "scale":
+        return spec.Constant(lr0 * b.value)
+    if b.kind == "constant":
+        return spec.Constant(b.value)
+    if b.kind == "ema":
+        return spec.Constant(float(harmonic_equivalent_lr(lr0, b.value, b.h, momentum)))   # §3.3's one definition
+    tau = b.value if b.kind == "hyperbolic" else 1.0 / (lam_eff * b.h)
     return spec.Hyperbolic(lr0, start=start, tau=tau)
 
 
 def missing_h_message(text: str) -> str:
     """What to do about ``ema:GAMMA`` / ``swa`` given without the curvature H."""
-    kind = text.split(":")[0]
-    rule = ("sets the EMA's equivalent LR λβ/(β + λ_eff·H)" if kind == "ema"
+    rule = ("sets the EMA's equivalent LR λβ/(β + λ_eff·H)" if parse_branch_schedule(text).kind == "ema"
             else "sets the cooldown's τ = 1/(λ_eff·H) steps")
     return (f"--branch-schedule {text!r} needs H, the curvature (1/LR units) that {rule}: add --from-report DIR "
             f"(the folder python -m compare.report wrote for the parent run; H comes from the calibration in its "
@@ -517,8 +519,8 @@ def branch_schedule_from_report(text: str, report: str, ema_every: int = 1) -> t
     rule return the spectrum's equivalent LR of the EMA (theory.stationary.ema_branch_curvature); SWA:
     H = 1/(λ_eff·τ) with τ the spectrum's cooldown constant (theory.stationary.swa_branch_curvature). The same
     functions scripts/reproduce.py's calibrated_h uses on the runs themselves."""
-    kind, *args = text.split(":")
-    if not ((kind == "ema" and len(args) == 1) or (kind == "swa" and not args)):
+    b = parse_branch_schedule(text)
+    if not b.needs_h:
         raise ConfigError(f"--from-report {report}: it completes --branch-schedule ema:GAMMA or swa (H from the "
                           f"report); {text!r} needs none, drop one of the two")
     from theory.predict import UsageError, read_report
@@ -530,23 +532,28 @@ def branch_schedule_from_report(text: str, report: str, ema_every: int = 1) -> t
     lr, mu, h = rep["lr"], rep["momentum"], rep["h"]
     s2 = np.broadcast_to(rep["sigma2"], h.shape).astype(float)
     where = f"{report} (h = {', '.join(f'{x:.4g}' for x in h)} 1/LR, lr {lr:g}, momentum {mu:g})"
-    if kind == "swa":
+    if b.kind == "swa":
         tau = stationary.spectrum_cooldown_tau(lr, h, s2, mu)
         hb = stationary.swa_cooldown_curvature(lr, tau, mu)
-        return f"swa:{hb:.6g}", f"--branch-schedule swa:{hb:.6g}: H from the cooldown τ = {tau:.4g} steps of {where}"
-    try:
-        gamma = float(args[0])
-    except ValueError:
-        raise ConfigError(f"--branch-schedule {text!r}: GAMMA must be a number in (0, 1)") from None
-    if not 0 < gamma < 1:
-        raise ConfigError(f"--branch-schedule {text!r}: GAMMA must be in (0, 1)")
+        done = _completed(b, hb)
+        return done, f"--branch-schedule {done}: H from the cooldown τ = {tau:.4g} steps of {where}"
+    gamma = b.value
     hb = stationary.ema_branch_curvature(lr, gamma, h, s2, mu, every=ema_every)
     if not hb > 0:
         raise ConfigError(f"--from-report {report}: the calibrated spectrum gives EMA {gamma:g} no equivalent LR "
                           f"below the LR {lr:g}; give H explicitly as ema:{gamma:g}:H")
     lam_eq = float(harmonic_equivalent_lr(lr, gamma, hb, mu))
-    return (f"ema:{args[0]}:{hb:.6g}", f"--branch-schedule ema:{args[0]}:{hb:.6g}: H makes the harmonic rule give "
-                                       f"the EMA's equivalent LR λ_eq = {lam_eq:.4g} of {where}")
+    done = _completed(b, hb)
+    return done, (f"--branch-schedule {done}: H makes the harmonic rule give the EMA's equivalent LR "
+                  f"λ_eq = {lam_eq:.4g} of {where}")
+
+
+def _completed(b: BranchSchedule, h: float) -> str:
+    """The text of ``b`` with the curvature ``h`` (6 significant digits, as recorded in config.json)."""
+    try:
+        return str(b.with_h(float(f"{h:.6g}")))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def lr_table(cfg: RunConfig, branch: tuple[int, str] | None = None) -> np.ndarray:
@@ -668,7 +675,7 @@ def problems(cfg: RunConfig) -> list[Problem]:
         v = getattr(cfg, name)
         ints_ok &= need(isinstance(v, int) and v >= 1, f"{flag_of(name)} {v}: must be an integer >= 1", name)
     non_negative = ("seed", "max_steps", "lr_ref_batch", "warmup_steps", "decay_start", "ema_start", "n_point_gap",
-                    "train_eval_size", "eval_dense_every", "eval_dense_from", "bank_every", "probe_every",
+                    "train_eval_size", "eval_dense_every", "eval_dense_from", "bank_every", "bank_span", "probe_every",
                     "align_every", "curv_every", "workers", "sketch_dim", "shift_augment", "checkpoint_every",
                     "checkpoint_keep_every")
     for name in non_negative:
@@ -683,7 +690,10 @@ def problems(cfg: RunConfig) -> list[Problem]:
     for d in cfg.ema_decays:
         need(_valid_decay(d), f"--ema-decays: decay {d} is outside [0, 1); give the per-step decay "
                                         f"gamma, e.g. 0.999", "ema_decays")
-    need(len(set(cfg.ema_decays)) == len(cfg.ema_decays), "--ema-decays: each decay at most once", "ema_decays")
+    try:
+        spec.check_distinct("EMA decay", cfg.ema_decays)
+    except ValueError as e:
+        need(False, f"--ema-decays: {e}", "ema_decays")
     need(len(set(cfg.two_point_gaps)) == len(cfg.two_point_gaps), "--two-point-gaps: each gap at most once",
          "two_point_gaps")
     for n in cfg.n_points:

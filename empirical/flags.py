@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, fields, replace
 
 from common.cli import command_note, default_text, with_default
+from theory.branchspec import BranchSchedule
 from empirical.config import (DECAY_SCHEDULES, MAX_STEPS, PRESETS, ConfigError, Problem, RunConfig, STEP_SCALED,
                               branch_schedule_from_report, epochs_to_steps, field_type, flag_of, missing_h_message,
                               problem_text, problems, scale_to_steps)
@@ -150,8 +151,12 @@ def parse(argv: list[str] | None = None) -> Cli:
 
 
 def _needs_h(text: str) -> bool:
-    kind, *args = text.split(":")
-    return (kind == "ema" and len(args) == 1) or (kind == "swa" and not args)
+    """Is ``text`` ema:GAMMA or swa without the curvature H? A malformed text is not: problems() reports it, with
+    the other flags' problems."""
+    try:
+        return BranchSchedule.parse(text).needs_h
+    except ValueError:
+        return False
 
 
 def expand(cli: Cli, ema_every: int | None = None) -> tuple[dict, list[str]]:

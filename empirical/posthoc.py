@@ -39,6 +39,7 @@ import numpy as np
 from common import rundir
 from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 from empirical import config
+from theory.branchspec import BranchSchedule
 
 POSTHOC = "posthoc"          # the variant name of the average, and the config.json section
 _REL = 1e-12                 # relative tolerance for "the target's LR equals the run's" and "a weight is zero"
@@ -140,7 +141,7 @@ def target_lr(cfg: config.RunConfig, schedule: str, from_step: int | None) -> tu
             raise PosthocError(f"--schedule with --from takes the branch syntax: {e}") from None
     from theory.schedtext import parse_schedule
 
-    if schedule.split(":", 1)[0] in ("half", "scale", "ema", "swa"):
+    if schedule.split(":", 1)[0] in ("half", "scale", "ema", "swa"):   # the kind word only: the text is schedtext's
         raise PosthocError(f"--schedule {schedule!r} is in the branch syntax (empirical.run --branch-schedule): give "
                            f"its branch point with --from STEP")
     try:
@@ -152,10 +153,9 @@ def target_lr(cfg: config.RunConfig, schedule: str, from_step: int | None) -> tu
 
 def _h_from(schedule: str, syntax: str) -> float | None:
     """The curvature H named by ``swa:H`` or ``ema:GAMMA:H`` (branch syntax), else None."""
-    kind, *vals = schedule.split(":")
-    if syntax == "branch" and kind in ("swa", "ema") and vals:
-        return float(vals[-1])
-    return None
+    if syntax != "branch":
+        return None
+    return BranchSchedule.parse(schedule).h   # target_lr has parsed it already: no error here
 
 
 def _constant_end(p: np.ndarray, start: int) -> int:

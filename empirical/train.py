@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from empirical import checkpoint, config, console, distributed, sampler, task
+from empirical.cadence import Cadence, bank_uses
 from empirical.bn import ConsistentRaw, evaluated_variants, prepare_variant
 from empirical.recorder import Recorder
 from empirical.run import Stopped
@@ -60,6 +61,11 @@ class TrainState:
     variants: list[str] = field(default_factory=list)
     loss_fn: Callable | None = None
     accuracy: bool = True
+    cadence: Cadence | None = None           # when evaluations and measurements are due (default: from ``cfg``)
+
+    def __post_init__(self):
+        if self.cadence is None:
+            self.cadence = Cadence.of(self.cfg)
 
 
 def to_device(x, y, env, channels_last: bool):
@@ -120,24 +126,25 @@ def measure(step: int, ts: TrainState, lr: float, x, y, model_at: Callable[[], t
     if model_at is None:
         model_at = lambda: ts.consistent(ts.raw_model, step)  # noqa: E731
 
-    due = lambda every: every > 0 and step % every == 0  # noqa: E731
-    if not any(due(e) for e in (cfg.bank_every, cfg.probe_every, cfg.align_every, cfg.curv_every)):
+    due = ts.cadence.measurements(step)
+    if not due:
         return
     model = model_at()
-    if due(cfg.bank_every):
+    if "bank" in due:
         n = cfg.bank_images                      # the first ceil(f·B) images of each bank batch (config.py)
-        losses = lambda batches: M.batch_losses(model, [(x[:n], y[:n]) for x, y in batches],  # noqa: E731
-                                                loss_fn=loss_fn)
-        rec.log("bank", step, train_loss=losses(fixed["bank"]), heldout_loss=losses(fixed["held"]))
-    if due(cfg.probe_every):
+        k = len(fixed["bank"])
+        losses = M.batch_losses(model, [(x[:n], y[:n]) for x, y in (*fixed["bank"], *fixed["held"])],
+                                loss_fn=loss_fn)        # training and held-out batches in one call
+        rec.log("bank", step, train_loss=losses[:k], heldout_loss=losses[k:])
+    if "probe" in due:
         etas = M.probe_etas(max(lr, 1e-12), cfg.momentum, n=cfg.probe_etas, lo=cfg.probe_lo, hi=cfg.probe_hi)
         (xb, yb), (xh, yh) = fixed["bank"][0], fixed["held"][0]
         rec.log("probe", step, eta=etas, **M.one_step_probe(model, xb, yb, xh, yh, etas, loss_fn=loss_fn))
-    if due(cfg.align_every):
+    if "align" in due:
         xd, yd = to_device(x, y, env, cfg.channels_last)
         rec.log("align", step, cos=M.grad_alignment(model, xd, yd, fixed["bank"].head(cfg.align_batches),
                                                     loss_fn=loss_fn))
-    if due(cfg.curv_every):
+    if "curv" in due:
         rec.log("curv", step, top_eig=M.top_curvature(model, fixed["bank"].head(cfg.curv_batches),
                                                         iters=cfg.curv_iters, seed=cfg.seed + step, loss_fn=loss_fn))
     model.train()
@@ -161,8 +168,7 @@ def fixed_batches(cfg, data, smp, env) -> dict:
     """Fixed, un-augmented batches: the bank (K training batches that update ``bank_used_at[k]`` trains on, and K
     held-out test batches), BN-recompute batches, and the train-eval / test sets for evaluation."""
     K, B = cfg.bank_size, cfg.batch_size
-    stride = max(cfg.bank_every, 1)
-    used = [min(stride * round((k + 0.5) * cfg.steps / K / stride), cfg.steps - 1) for k in range(K)]
+    used = bank_uses(cfg)
     rng = np.random.default_rng([cfg.seed, 7])
     n_test, n_tr = len(data.test), len(data.train_eval)
     held = ([c for c in np.split(rng.permutation(n_test)[:K * B], K)] if K * B <= n_test
@@ -269,7 +275,6 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                           weight_decay=cfg.weight_decay, foreach=True)
     lrs = config.lr_table(cfg, (branch_at, cfg.branch_schedule) if branch_at is not None else None).tolist()
     dense_steps = cfg.dense_eval_steps()   # the dense test-split window (computed once; the averages keep its lags)
-    dense = set(dense_steps)
     avg = WeightAverages(raw_model, ema_decays=cfg.ema_decays, ema_start=cfg.ema_start, ema_every=cfg.ema_every,
                          swa_start=cfg.swa_start, swa_every=cfg.swa_every, two_point_gaps=cfg.two_point_gaps,
                          n_points=cfg.n_points, n_point_gap=cfg.n_point_gap, eval_every=cfg.eval_every,
@@ -357,8 +362,9 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
             last_finite = {"step": step, "train_loss": lv}
             done = step + 1
             progress.step(done, lv, lrs[step])
-            regular = done % cfg.eval_every == 0 or done == cfg.stop
-            if (regular or done in dense) and env.is_main:
+            due = ts.cadence.evaluation(done)
+            regular = due == "regular"
+            if due and env.is_main:
                 evaluate_all(ts, done, dense_only=not regular)
                 rec.append_metrics()
                 if regular:   # the files and the progress row at the regular cadence only

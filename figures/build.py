@@ -7,27 +7,38 @@ Each figure is ``<name>.png`` (dpi ~110) plus ``<name>.json`` (provenance: run d
 The figure modules only draw (``plot(data) -> Figure``); the data they draw is prepared by compare.figure_data from
 run directories (via compare.analysis) and from theory/ closed forms. Bad input: one line on stderr, exit 2,
 nothing written.
+
+The figures are the entries of ``compare.figure_data.FIGURES``; figure NAME is drawn by ``plot`` of the module
+``figures.NAME``, found by name. Adding a figure is:
+
+1. a data function in compare/figure_data.py returning a dict of numbers and arrays (or None when the runs do not
+   allow the figure);
+2. one entry ``"NAME": FigureSpec(that_function, per="theory" | "setup" | "all")`` in ``FIGURES`` there (its
+   position is the drawing order);
+3. a module figures/NAME.py with one public ``plot(data) -> matplotlib.figure.Figure``.
+
+Nothing in this file changes; the files written are NAME.png and NAME.json.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
 from pathlib import Path
 
-from compare.figure_data import figure_data
-from figures import (ellipsoid, ema_equivalence, fixed_batch_along_trajectory, gradient_alignment,
-                     nqm_equivalence_grid, one_step_probe, structure_function, swa_equivalence,
-                     two_point_vs_distance)
+from compare import figure_data as fd
 from common import style
 from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 
-# One plot function per figure that compare.figure_data prepares (the same names: tests/figures checks it).
-FIGURES = {"nqm_equivalence_grid": nqm_equivalence_grid.plot, "one_step_probe": one_step_probe.plot,
-           "fixed_batch_along_trajectory": fixed_batch_along_trajectory.plot,
-           "ema_equivalence": ema_equivalence.plot, "swa_equivalence": swa_equivalence.plot,
-           "two_point_vs_distance": two_point_vs_distance.plot, "ellipsoid": ellipsoid.plot,
-           "gradient_alignment": gradient_alignment.plot, "structure_function": structure_function.plot}
+
+def plot_function(name: str):
+    """``plot`` of the module figures.<name>: the function that draws figure ``name``."""
+    return importlib.import_module(f"figures.{name}").plot
+
+
+# The plot function of every figure compare.figure_data registers (the same names, the same order).
+FIGURES = {name: plot_function(name) for name in fd.FIGURES}
 DEFAULT_OUT = Path("figures/out")
 
 
@@ -41,13 +52,13 @@ def render(analyses: list, out: Path, command: list[str]) -> list[Path]:
     prov_runs = [{"path": str(r.path), "git_sha": (r.env.get("git") or {}).get("sha"),
                   "git_dirty": (r.env.get("git") or {}).get("dirty")} for r in runs]
     written = []
-    for name, data in figure_data(analyses).items():
+    for name, data in fd.figure_data(analyses).items():
         buf = io.BytesIO()
         with style.context():   # the layout (ticks, labels) is computed when the figure is drawn
             FIGURES[name](data).savefig(buf, format="png", dpi=style.DPI)
         png = atomic_write_bytes(Path(out) / f"{name}.png", buf.getvalue())
         atomic_write_json(Path(out) / f"{name}.json",
-                          {"figure": name, "runs": prov_runs if name != "nqm_equivalence_grid" else [],
+                          {"figure": name, "runs": [] if fd.FIGURES[name].per == "theory" else prov_runs,
                            "command": command, "module": f"figures.{name}", "data": "compare.figure_data"})
         written.append(png)
     return written

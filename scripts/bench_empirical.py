@@ -188,6 +188,151 @@ def calibration_cost(repeats: int) -> None:
         print(f"    {n:<50}: {best[n]:7.1f} s  x{best[n] / base:.2f}   [{', '.join(f'{x:.1f}' for x in v)}]")
 
 
+# (e) each preset's own recording. Per-event costs are timed inside empirical.run's loop on the preset's model, batch
+# size and measurement sizes, with every cadence shortened so each kind fires several times in a short segment
+# (EVENT_FLAGS); the preset's own timeline (empirical.cadence.Cadence.counts over its full run) says how often each
+# event happens; cost = Σ count · seconds per event over stop · seconds per bare step.
+EVENT_FLAGS = ["--bank-every", "3", "--bank-span", "0", "--probe-every", "7", "--align-every", "5", "--curv-every",
+               "11", "--eval-every", "13", "--eval-dense-every", "0", "--ema-start", "1", "--swa-start", "1",
+               "--checkpoint-every", "0", "--no-checkpoint-branch-points"]
+AVERAGES_FLAGS = ["--bank-every", "0", "--probe-every", "0", "--align-every", "0", "--curv-every", "0",
+                  "--ema-start", "1", "--swa-start", "1", "--checkpoint-every", "0", "--no-checkpoint-branch-points"]
+# shapes that fit a 2-core CPU: ImageNet's ResNet-34 at 64x64 with batch 32 (costs are ratios of forwards and
+# backwards of the same network, so they carry over to 224x224 / B 256 up to kernel-efficiency differences)
+CPU_SHAPES = {"cifar10": (32, None), "cifar100": (32, None), "imagenet": (64, 32)}
+KIND_OF = {"batch_losses": "bank", "one_step_probe": "probe", "grad_alignment": "align", "top_curvature": "curv"}
+
+
+def event_costs(preset: str, segment: int) -> dict[str, float]:
+    """Seconds per event of ``preset`` (module comment above): "step" (a training step without anything else),
+    "averages" (one update of every average), "recompute" (one BN recomputation of the raw weights), each
+    measurement kind, "regular" / "dense" evaluations (per evaluation of every defined variant)."""
+    import contextlib
+    import io
+
+    import empirical.data as data_mod
+    from empirical import bn, sampler
+    from empirical import measure as M
+    from empirical.averaging import WeightAverages
+
+    cfg = config.PRESETS[preset]
+    argv = [preset, "--max-steps", str(segment), *EVENT_FLAGS]
+    side, batch = CPU_SHAPES.get(preset, (None, None))
+    if batch and not torch.cuda.is_available():
+        argv += ["--batch-size", str(batch)]
+    if side:
+        if torch.cuda.is_available():
+            side = 224 if preset == "imagenet" else 32
+        classes = 1000 if preset == "imagenet" else (100 if preset == "cifar100" else 10)
+        bundle = synthetic(64 * (batch or cfg.batch_size), side, classes)
+    spent: dict[str, list[float]] = {}
+    inside: list[float] = []            # seconds of instrumented work inside the current step
+    stamps: dict[int, float] = {}
+    where = {"in": None}
+
+    def timed(kind, fn):
+        def wrapper(*a, **k):
+            outer = where["in"]
+            where["in"] = kind
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                dt = time.perf_counter() - t
+                where["in"] = outer
+                if outer in (None, "measure"):   # nested calls count once, in the outermost kind
+                    spent.setdefault(kind, []).append(dt)
+                    inside.append(dt)
+        return wrapper
+
+    orig = {"raw": bn.ConsistentRaw.__call__, "update": WeightAverages.update, "eval": train.evaluate_all,
+            "measure": train.measure, "batches": sampler.train_batches, "load": data_mod.load_data,
+            **{name: getattr(M, name) for name in KIND_OF}}
+
+    def consistent(self, raw_model, step):
+        if self.bn_mode != "recompute" or self._step == step or where["in"] not in (None, "measure"):
+            return orig["raw"](self, raw_model, step)
+        return timed("recompute", orig["raw"])(self, raw_model, step)
+
+    def evaluate_all(ts, step, dense_only=False):
+        return timed("dense" if dense_only else "regular", orig["eval"])(ts, step, dense_only)
+
+    def measure(*a, **k):
+        where["in"] = "measure"     # the measurements below book their own time, the recomputation its own
+        try:
+            return orig["measure"](*a, **k)
+        finally:
+            where["in"] = None
+
+    def batches(*a, **k):
+        for step, x, y in orig["batches"](*a, **k):
+            stamps[step] = time.perf_counter()
+            inside.clear()
+            yield step, x, y
+            spent.setdefault("step", []).append(time.perf_counter() - stamps[step] - sum(inside))
+
+    def in_measure(kind, fn):   # measurement functions are called inside train.measure
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                dt = time.perf_counter() - t
+                spent.setdefault(kind, []).append(dt)
+                inside.append(dt)
+        return wrapper
+
+    bn.ConsistentRaw.__call__ = consistent
+    WeightAverages.update = timed("averages", orig["update"])
+    train.evaluate_all, train.measure, sampler.train_batches = evaluate_all, measure, batches
+    for name, kind in KIND_OF.items():
+        setattr(M, name, in_measure(kind, orig[name]))
+    if side:
+        data_mod.load_data = lambda *a, **k: bundle
+    try:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            run.main([*argv, "--out", str(Path(tmp) / "r")])
+            # the averages again, on the preset's own evaluation grid (which decides how many two-point snapshots
+            # are kept), measurements off, every average live from step 1
+            events = {k: v for k, v in spent.items() if k != "averages"}
+            spent.clear()
+            run.main([*argv[:3], *AVERAGES_FLAGS, *argv[len(EVENT_FLAGS) + 3:], "--out", str(Path(tmp) / "a")])
+            spent.update({k: v for k, v in events.items() if k != "step"},
+                         averages=spent.get("averages", []), step=spent["step"] + events["step"])
+    finally:
+        bn.ConsistentRaw.__call__, WeightAverages.update = orig["raw"], orig["update"]
+        train.evaluate_all, train.measure, sampler.train_batches = orig["eval"], orig["measure"], orig["batches"]
+        data_mod.load_data = orig["load"]
+        for name in KIND_OF:
+            setattr(M, name, orig[name])
+    return {k: statistics.median(v[1:] if len(v) > 2 else v) for k, v in spent.items()}
+
+
+def preset_recording(presets: list[str], segment: int) -> None:
+    """(e): each preset's recording cost over its own full timeline, from per-event costs (``event_costs``)."""
+    from empirical.cadence import MEASUREMENTS, Cadence
+
+    print(f"(e) each preset's own recording, per-event costs timed in its loop ({segment}-step segment, cadences "
+          f"shortened), counted over its full timeline (% of the training steps' time):")
+    for preset in presets:
+        cfg = config.PRESETS[preset]
+        cost = event_costs(preset, segment)
+        n = Cadence.of(cfg).counts()
+        total = cfg.stop * cost["step"]
+        part = {"averages": cfg.stop * cost.get("averages", 0.0),
+                **{k: n[k] * cost.get(k, 0.0) for k in (*MEASUREMENTS, "recompute")}}
+        rec = sum(part.values())
+        ev = n["regular"] * cost.get("regular", 0.0) + n["dense"] * cost.get("dense", 0.0)
+        per = ", ".join(f"{k} {100 * v / total:.2f}" for k, v in part.items())
+        counts = ", ".join(f"{k} {n[k]}" for k in (*MEASUREMENTS, "recompute"))
+        shape = CPU_SHAPES.get(preset)
+        note = "" if not shape or torch.cuda.is_available() else f" [CPU stand-in: {shape[0]}x{shape[0]} images" + (
+            f", batch {shape[1]}]" if shape[1] else "]")
+        print(f"  {preset:<10} recording {100 * rec / total:5.2f} %  ({per}; counts: {counts}); evaluation "
+              f"{100 * ev / total:5.1f} % ({n['regular']} regular, {n['dense']} dense); step "
+              f"{1e3 * cost['step']:.1f} ms{note}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
@@ -195,7 +340,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=4)
     p.add_argument("--digits-repeats", type=int, default=2, help="repeats of (d); 0 = skip it")
     p.add_argument("--only-digits", action="store_true", help="run (d) alone")
+    p.add_argument("--presets", default="digits,mnist,quadratic,cifar10,imagenet",
+                   help="(e): presets whose own recording cost to measure; '' = skip")
+    p.add_argument("--segment", type=int, default=40, help="(e): steps run per preset to time each event")
+    p.add_argument("--only-presets", action="store_true", help="run (e) alone")
     a = p.parse_args()
+    if a.presets:
+        preset_recording([x for x in a.presets.split(",") if x], a.segment)
+    if a.only_presets:
+        return
     if a.digits_repeats > 0:
         calibration_cost(a.digits_repeats)
     if a.only_digits:

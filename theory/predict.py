@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-lr", type=float, default=None,
                    help="the inverse question: which EMA decay (--avg ema) or SWA window (--avg swa) acts like "
                         "this LR (LR units)")
+    g.add_argument("--match-window", default=None, metavar="A:B",
+                   help="which constant-LR switch gives the raw weights the average's window-mean loss over steps "
+                        "A..B (theory.md §3.10); with --avg ema, swa, two-point or points")
+    g.add_argument("--switch-at", type=int, default=None, metavar="S",
+                   help="step of that switch, 0 <= S <= A (default: A, the window start)")
     g.add_argument("--window", type=int, default=None, help="SWA window n in iterates (default: start..T)")
     g.add_argument("--every", type=int, default=1, help="EMA/SWA update period c in steps")
     g.add_argument("--gap", type=int, default=200, help="two-point / N-point gap k in steps")
@@ -161,6 +166,41 @@ def parse_decays(text) -> list[float]:
 
 def _given(argv: list[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def parse_match_window(args: argparse.Namespace) -> tuple[int, int] | None:
+    """--match-window A:B (integers, 0 <= A < B <= --steps) and --switch-at S (0 <= S <= A), or None."""
+    text = args.match_window
+    if text is None:
+        if args.switch_at is not None:
+            raise UsageError("--switch-at needs --match-window A:B (the window the switch is matched over)")
+        return None
+    if args.inverse or args.avg == "none":
+        raise UsageError("--match-window matches an average: use it with --avg ema, swa, two-point or points "
+                         "(not --avg none or --inverse)")
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise UsageError(f"--match-window {text!r}: give the first and last step as two integers A:B, e.g. 900:1200")
+    a, b = int(parts[0]), int(parts[1])
+    if a >= b:
+        raise UsageError(f"--match-window {text}: A must be before B (A < B), e.g. {min(a, b)}:{max(a, b) + (a == b)}")
+    if b > args.steps:
+        raise UsageError(f"--match-window {text}: the window ends after the run (--steps {args.steps}); end it at "
+                         f"or before {args.steps} or give more --steps")
+    if args.switch_at is not None and not 0 <= args.switch_at <= a:
+        raise UsageError(f"--switch-at {args.switch_at}: the switch must be in [0, A = {a}], at or before the window "
+                         "start")
+    return a, b
+
+
+def match(model: spec.NQM, opt: spec.SGD, avg, window: tuple[int, int], switch_at, total: int) -> dict:
+    """The constant-LR switch matching the average over the window (theory.matching.match_switch, §3.10)."""
+    from theory import matching
+
+    try:
+        return matching.match_switch(model, opt, avg, window, switch_at, total=total).to_dict()
+    except ValueError as e:
+        raise UsageError(f"--match-window {window[0]}:{window[1]}: {e}") from None
 
 
 def read_report(path: str) -> dict:
@@ -478,6 +518,21 @@ def print_human(result: dict, series: dict, cfg: dict) -> None:
         else:
             print(f"  target lr {t['lr']:g}: SWA window n = {t['window']} iterates (small-rate rule "
                   f"{t['window_rule']:.1f})")
+    if "match" in result:
+        m = result["match"]
+        print(f"  match over steps {m['window'][0]}..{m['window'][1]}: window-mean excess loss of the average "
+              f"{m['target_loss']:.4e}, raw {m['raw_loss']:.4e}")
+        if m["exists"]:
+            print(f"    switch at step {m['switch_step']}: λ_b = {m['lr_branch']:.6g} gives the raw weights the "
+                  "average's loss")
+        else:
+            reach = "n/a" if m["reached_fraction"] is None else f"{100 * m['reached_fraction']:.1f} %"
+            print(f"    switch at step {m['switch_step']}: none exists; the best λ_b ({m['best_lr']:.6g}) reaches "
+                  f"{reach} of the average's gain")
+        share = "n/a" if m["unreachable_share"] is None else f"{100 * m['unreachable_share']:.1f} %"
+        print(f"    share of the gain a scalar schedule cannot reach (per direction): {share}")
+        lr_eq = m["lr_eq_stationary"]
+        print(f"    stationary λ_eq (scalar), for comparison: {'n/a' if lr_eq is None else f'{lr_eq:.6g}'}")
     if "batch_scale" in result:
         b = result["batch_scale"]
         print(f"  batch ×{b['kappa']:g}: lr rule {b['lr_rule']:.6g}, exact (same stationary variance) "
@@ -522,6 +577,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not _given(argv_list, "--momentum"):
             args.momentum = rep_["momentum"]
     model, opt, avg = specs_from_args(args)
+    window = parse_match_window(args)
     decays = parse_decays(args.decay)
     if len(decays) > 1 and args.avg != "ema":
         raise UsageError(f"--decay {args.decay}: several decays need --avg ema")
@@ -536,6 +592,8 @@ def main(argv: list[str] | None = None) -> Path:
             result["decays"] = decay_rows(model, opt, avg, decays, args.steps)
         if args.target_lr is not None:
             result["target"] = target(model, opt, avg, args.steps, args.target_lr)
+        if window is not None and result.get("status") == "ok":
+            result["match"] = match(model, opt, avg, window, args.switch_at, args.steps)
         if args.batch_scale is not None:
             from theory import batchscale
             bs = batchscale.scaling(model, opt, avg, args.batch_scale, args.steps)

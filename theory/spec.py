@@ -359,6 +359,15 @@ def check_ema_decay(decay) -> float:
     return float(decay)
 
 
+def check_distinct(name: str, values) -> list:
+    """The one check that a list holds each value at most once (the EMA decays of one run: two EMAs of one decay
+    would be one variant recorded twice under one name). Returns the values as a list; ValueError
+    "each NAME at most once, got [...]" otherwise."""
+    items = list(values)
+    _check(len(set(items)) == len(items), f"each {name} at most once, got {items}")
+    return items
+
+
 @dataclass(frozen=True)
 class EMA:
     """y_{t} = γ y_{t−1} + (1 − γ) θ_t for t > start, y_start = θ_start (theory.md §3.3); y = θ before start."""

@@ -31,8 +31,8 @@ def test_the_digits_preset_is_the_one_the_readme_describes():
     d = C.PRESETS["digits"]
     assert (d.steps, d.decay_start, d.ema_start, d.swa_start, d.batch_size) == (2400, 2100, 200, 1050, 64)
     assert d.two_point_gaps == (10, 20, 50, 100, 200, 300)
-    assert (d.eval_every, d.eval_dense_every, d.eval_dense_from, d.bank_every, d.probe_every, d.align_every,
-            d.curv_every, d.checkpoint_every) == (100, 10, 1000, 10, 100, 50, 300, 500)
+    assert (d.eval_every, d.eval_dense_every, d.eval_dense_from, d.bank_every, d.bank_span, d.probe_every,
+            d.align_every, d.curv_every, d.checkpoint_every) == (100, 10, 1000, 10, 50, 600, 600, 0, 500)
     # the window compare/ calibrates on, the last half of the constant phase (1050-2100), is 3x the longest lag
     assert d.decay_start - d.decay_start // 2 >= 3 * max(d.two_point_gaps)
 
@@ -48,7 +48,7 @@ def test_digits_steps_480_scales_the_timeline_by_one_fifth():
     # 100→20, 200→40, 300→60 → 10, 20, 40, 60
     assert cfg.two_point_gaps == (10, 20, 40, 60)
     assert (cfg.eval_every, cfg.eval_dense_every, cfg.eval_dense_from) == (100, 10, 200)
-    assert (cfg.bank_every, cfg.probe_every, cfg.align_every, cfg.curv_every) == (10, 100, 50, 300)
+    assert (cfg.bank_every, cfg.bank_span, cfg.probe_every, cfg.align_every, cfg.curv_every) == (10, 50, 600, 600, 0)
     assert cfg.checkpoint_every == 500
     # what is not a step on the timeline is not touched: rates, sizes, sampling periods of the averages
     assert (cfg.lr, cfg.batch_size, cfg.ema_decays, cfg.ema_every, cfg.swa_every, cfg.log_every) == \

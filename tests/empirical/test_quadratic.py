@@ -110,7 +110,10 @@ def test_start_point_is_three_stationary_sds_off():
 
 # ------------------------------------------------------------------------------------------ runs through the loop
 
-ARGS = ["quadratic", "--steps", "600"]
+# the measurements every 100 steps and the curvature twice (the preset measures them rarely to keep its recording
+# cheap): these tests check what each measurement records on an exactly known loss
+ARGS = ["quadratic", "--steps", "600", "--probe-every", "100", "--align-every", "100", "--curv-every", "300",
+        "--bank-every", "20", "--bank-span", "0"]
 DRIFT = 0.02     # θ* moves 0.0025 per step in each flat direction: 12 parameter units by step 600
 DRIFT_ARGS = [*ARGS, "--drift", str(DRIFT), "--checkpoint-every", "100", "--checkpoint-keep-every", "100"]
 
