@@ -6,7 +6,7 @@
 (a) recorder overhead: our loop with the measurements of a real run (a fixed bank of K = 4 training batches and
     4 held-out batches every 10 steps, of which the default --bank-fraction 0.25 records the first B/4 images, or
     whole batches; two EMAs; two two-point averages) over the same loop with every measurement and average off;
-    target <= 10 %. Also timed: one eval-mode forward of a batch, whose ratio r to a training step gives the bank's
+    target <= 10 % (this configuration recomputes BN at every bank step: --bank-span 0). Also timed: one eval-mode forward of a batch, whose ratio r to a training step gives the bank's
     unavoidable cost 2·K·(N/B)·r/10 (each recorded image is one eval-mode forward).
 (b) throughput: our loop (all measurements off) over a plain torchvision-reference-style loop (DataLoader over the
     same tensors, model(x), cross-entropy, zero_grad, backward, step, loss.item()); target >= 1.0x. Three pairs:
@@ -19,6 +19,12 @@
     time of real digits runs (summary.json wall_s), interleaved, best of --digits-repeats; skip with
     --digits-repeats 0.
 (c) on CUDA only: ResNet-50 on synthetic 224x224 (bf16 autocast, channels_last) vs a bare loop doing the same.
+(e) each preset's own recording (--presets; --only-presets runs it alone): the seconds of every event kind (a
+    training step, one update of all averages, one BN recomputation of the raw weights, each measurement, each
+    evaluation) timed inside empirical.run's loop on the preset's model, batch size and measurement sizes (digits,
+    mnist, quadratic on their own data; CIFAR and ImageNet on synthetic images, ImageNet at 64x64 and batch 32 on a
+    CPU), then counted over the preset's full timeline by empirical.cadence (which steps measure, which of them
+    need their own BN recomputation): measurements target <= 5 % of the training steps' time.
 
 Our loop is timed inside ``empirical.run.main`` itself (data replaced by synthetic tensors, the batch iterator
 wrapped to timestamp each step), from step 25 (after the longest two-point gap, so every average is live) on; the
@@ -308,28 +314,72 @@ def event_costs(preset: str, segment: int) -> dict[str, float]:
     return {k: statistics.median(v[1:] if len(v) > 2 else v) for k, v in spent.items()}
 
 
+def averages_vs_bare(preset: str = "digits", steps: int = 300, repeats: int = 3) -> None:
+    """One update of the preset's averages (WeightAverages, every average live) after each training step, against
+    the simplest competent baseline on the same loop: one bare ``torch._foreach_lerp_`` pass per EMA and for SWA
+    (the kernel timm's ModelEmaV3 runs); medians over ``steps`` steps, the two loops alternated ``repeats`` times."""
+    from empirical import task
+    from empirical.averaging import WeightAverages
+
+    cfg = config.PRESETS[preset]
+    data, tk = task.load_data(cfg), task.for_config(cfg)
+    torch.manual_seed(0)
+    model = task.build_model(cfg, data)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=True)
+    x, y = next(iter(DataLoader(data.train, batch_size=cfg.batch_size)))
+    params = list(model.parameters())
+    n_passes = len(cfg.ema_decays) + (cfg.swa_start is not None)
+    ours, bare = [], []
+    for _ in range(repeats):
+        avg = WeightAverages(model, ema_decays=cfg.ema_decays, ema_start=1, swa_start=1,
+                             two_point_gaps=cfg.two_point_gaps, eval_every=cfg.eval_every, total_steps=cfg.stop,
+                             extra_eval_steps=cfg.dense_eval_steps())
+        bufs = [[p.detach().clone() for p in params] for _ in range(n_passes)]
+        for side in ("ours", "bare"):
+            for s in range(1, steps + 1):
+                loss = tk.train_loss(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss.item()
+                t = time.perf_counter()
+                if side == "ours":
+                    avg.update(model, s)
+                    ours.append(time.perf_counter() - t)
+                else:
+                    with torch.no_grad():
+                        for b in bufs:
+                            torch._foreach_lerp_(b, params, 0.01)
+                    bare.append(time.perf_counter() - t)
+    o, b = statistics.median(ours), statistics.median(bare)
+    print(f"  {preset} averages after each training step: WeightAverages.update {1e6 * o:.0f} µs, {n_passes} bare "
+          f"_foreach_lerp_ passes {1e6 * b:.0f} µs (x{o / b:.2f})")
+
+
 def preset_recording(presets: list[str], segment: int) -> None:
     """(e): each preset's recording cost over its own full timeline, from per-event costs (``event_costs``)."""
     from empirical.cadence import MEASUREMENTS, Cadence
 
     print(f"(e) each preset's own recording, per-event costs timed in its loop ({segment}-step segment, cadences "
-          f"shortened), counted over its full timeline (% of the training steps' time):")
+          f"shortened), counted over its full timeline (% of the training steps' time; 'averages' and "
+          f"'evaluation' are what any averaging run with validation pays, reported beside the measurements):")
     for preset in presets:
         cfg = config.PRESETS[preset]
         cost = event_costs(preset, segment)
         n = Cadence.of(cfg).counts()
         total = cfg.stop * cost["step"]
-        part = {"averages": cfg.stop * cost.get("averages", 0.0),
-                **{k: n[k] * cost.get(k, 0.0) for k in (*MEASUREMENTS, "recompute")}}
+        part = {k: n[k] * cost.get(k, 0.0) for k in (*MEASUREMENTS, "recompute")}
         rec = sum(part.values())
+        averages = cfg.stop * cost.get("averages", 0.0)
         ev = n["regular"] * cost.get("regular", 0.0) + n["dense"] * cost.get("dense", 0.0)
         per = ", ".join(f"{k} {100 * v / total:.2f}" for k, v in part.items())
         counts = ", ".join(f"{k} {n[k]}" for k in (*MEASUREMENTS, "recompute"))
         shape = CPU_SHAPES.get(preset)
         note = "" if not shape or torch.cuda.is_available() else f" [CPU stand-in: {shape[0]}x{shape[0]} images" + (
             f", batch {shape[1]}]" if shape[1] else "]")
-        print(f"  {preset:<10} recording {100 * rec / total:5.2f} %  ({per}; counts: {counts}); evaluation "
-              f"{100 * ev / total:5.1f} % ({n['regular']} regular, {n['dense']} dense); step "
+        print(f"  {preset:<10} measurements {100 * rec / total:5.2f} % (target <= 5 %; {per}; counts: {counts}); "
+              f"averages {100 * averages / total:5.2f} % ({1e6 * cost.get('averages', 0.0):.0f} µs per update); "
+              f"evaluation {100 * ev / total:5.1f} % ({n['regular']} regular, {n['dense']} dense); step "
               f"{1e3 * cost['step']:.1f} ms{note}")
 
 
@@ -347,6 +397,8 @@ def main() -> None:
     a = p.parse_args()
     if a.presets:
         preset_recording([x for x in a.presets.split(",") if x], a.segment)
+        for preset in ("digits", "quadratic"):
+            averages_vs_bare(preset)
     if a.only_presets:
         return
     if a.digits_repeats > 0:
