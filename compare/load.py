@@ -66,6 +66,28 @@ def parse_variant(name: str) -> Variant:
     return Variant(name, "points", n=a.n, gap=a.gap)
 
 
+def variant_spec(v: Variant, cfg: dict) -> spec.Averaging:
+    """The theory.spec average a run recorded for variant ``v``, with its timing: read from config.json's
+    ``averaging.specs`` (each average's ``to_dict()``, written by empirical/averaging.py); runs written before that
+    record existed are read from the flat keys (ema_start/every, swa_start/every/length). Every compare module asks
+    this function, so an average's start, weights and length have one source."""
+    rec = (cfg.get("averaging") or {}).get("specs", {}).get(v.name) if isinstance(cfg, dict) else None
+    if isinstance(rec, dict) and "kind" in rec:
+        return spec.averaging_from_dict(rec)
+    get = lambda key, default: int(cfg.get(key, default) or default)  # noqa: E731
+    if v.kind == "raw":
+        return spec.NoAverage()
+    if v.kind == "ema":
+        return spec.EMA(decay=v.decay, start=get("ema_start", 0), every=get("ema_every", 1))
+    if v.kind == "swa":
+        length = cfg.get("swa_length")
+        return spec.SWA(start=get("swa_start", 0), every=get("swa_every", 1),
+                        length=None if length is None else int(length))
+    if v.kind == "two_point":
+        return spec.TwoPoint(gap=v.gap)
+    return spec.NPoint(n=v.n, gap=v.gap)
+
+
 def variant_of(avg: spec.Averaging) -> Variant:
     """The Variant of a theory.spec average (its name by spec.variant_name): ``variant_of(spec.EMA(0.999))``."""
     return parse_variant(spec.variant_name(avg))

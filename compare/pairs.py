@@ -27,7 +27,7 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 from scipy.signal import correlate
 
-from compare.load import Variant
+from compare.load import Variant, variant_spec
 from theory import stationary
 
 BLOCKS = 6                 # contiguous blocks of the window for block standard errors
@@ -453,35 +453,10 @@ class StructureFunction:
 # --------------------------------------------------------------------------------------------- averages as weights
 
 def variant_weights(v: Variant, cfg: dict, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """(steps j, weights w_j) with Σ w_j = 1 of the run's variant ``v`` at evaluation step t, as empirical/averaging.py
-    builds it (docs/run-series.md): EMA initialised to θ_s at s = ema_start, then y ← γ^c y + (1 − γ^c) θ every c
-    steps; SWA the uniform mean of θ_r, θ_{r+c}, …; N-point 1/N at t − i·gap; two-point ½ at t and t − k.
-    Raises ValueError where the variant is not defined at t."""
-    if v.kind == "ema":
-        s, c = int(cfg.get("ema_start", 0) or 0), int(cfg.get("ema_every", 1) or 1)
-        if t < s:
-            raise ValueError(f"{v.name} is not defined before step {s}")
-        j = np.arange(s, t + 1 - (t - s) % c, c)
-        q = v.decay ** c                                   # decay per update
-        w = (1.0 - q) * q ** ((j[-1] - j) // c).astype(float)
-        w[0] = q ** ((j[-1] - j[0]) // c)                 # the initial copy keeps the mass of all decays since
-        return j, w
-    if v.kind == "swa":
-        r, c = int(cfg.get("swa_start", 0) or 0), int(cfg.get("swa_every", 1) or 1)
-        length = cfg.get("swa_length")
-        if t < r:
-            raise ValueError(f"swa is not defined before step {r}")
-        j = np.arange(r, t + 1, c)
-        if length:
-            j = j[:int(length)]
-        return j, np.full(j.size, 1.0 / j.size)
-    if v.kind in ("two_point", "points"):
-        n = 2 if v.kind == "two_point" else v.n
-        j = t - v.gap * np.arange(n)[::-1]
-        if j[0] < 0:
-            raise ValueError(f"{v.name} is not defined before step {v.gap * (n - 1)}")
-        return j, np.full(n, 1.0 / n)
-    raise ValueError(f"no averaging weights for variant {v.name!r}")
+    """(steps j, weights w_j) with Σ w_j = 1 of the run's variant ``v`` at evaluation step t: the weights of the
+    average the run recorded (compare.load.variant_spec → theory.spec ``weights``, as empirical/averaging.py builds
+    it; docs/run-series.md). Raises ValueError where the variant is not defined at t."""
+    return variant_spec(v, cfg).weights(t)
 
 
 def _autocorrelation(w: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,12 +9,13 @@ Predictions are NaN outside the quasi-stationary window and where the run's vari
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from compare.calibrate import Calibration
-from compare.load import Variant
+from compare.load import Variant, variant_spec
 from theory import moments as nqm_moments
 from theory import spec, stationary
 
@@ -26,29 +27,15 @@ def _burn_in(cal: Calibration) -> int:
 
 
 def avg_spec(v: Variant, cfg: dict, shift: int):
-    """The theory.spec averaging for a run variant; run steps shifted by ``shift`` burn-in steps."""
-    if v.kind == "raw":
-        return spec.NoAverage()
-    if v.kind == "ema":
-        return spec.EMA(decay=v.decay, start=shift + int(cfg.get("ema_start", 0) or 0), every=int(cfg.get("ema_every", 1) or 1))
-    if v.kind == "swa":
-        return spec.SWA(start=shift + int(cfg.get("swa_start", 0) or 0), every=int(cfg.get("swa_every", 1) or 1))
-    if v.kind == "two_point":
-        return spec.TwoPoint(gap=v.gap)
-    return spec.NPoint(n=v.n, gap=v.gap)
+    """The theory.spec average of a run variant (compare.load.variant_spec), run steps shifted by ``shift`` burn-in
+    steps (EMA and SWA start that much later; two- and N-point averages are defined by their gaps alone)."""
+    a = variant_spec(v, cfg)
+    return dataclasses.replace(a, start=a.start + shift) if isinstance(a, (spec.EMA, spec.SWA)) else a
 
 
 def defined_from(v: Variant, cfg: dict) -> int:
-    """First run step at which the run's variant differs from the raw iterate (docs/run-series.md)."""
-    if v.kind == "ema":
-        return int(cfg.get("ema_start", 0) or 0)
-    if v.kind == "swa":
-        return int(cfg.get("swa_start", 0) or 0)
-    if v.kind == "two_point":
-        return v.gap
-    if v.kind == "points":
-        return (v.n - 1) * v.gap
-    return 0
+    """First run step at which the run's variant differs from the raw iterate (theory.spec ``defined_from``)."""
+    return variant_spec(v, cfg).defined_from
 
 
 def _model(cal: Calibration, h=None, s=None) -> spec.NQM:

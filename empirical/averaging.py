@@ -464,8 +464,7 @@ class WeightAverages:
             "n_tensors": len(self._shapes), "shapes": [list(s) for s in self._shapes],
             "recording_plan": self.plan.config() if self.plan is not None else None,
             # each variant as the theory.spec average it computes (theory.md §3.3-3.5; start/every in steps)
-            "specs": {n: {"kind": type(a).__name__, **{k: v for k, v in vars(a).items()}}
-                      for n, a in self.specs().items()},
+            "specs": {n: a.to_dict() for n, a in self.specs().items()},
         }
 
     def state_dict(self) -> dict:

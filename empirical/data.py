@@ -32,13 +32,14 @@ import gzip
 import importlib.util
 import os
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
+
+from empirical.bundle import DataBundle  # noqa: F401  (the loaders return it; data.DataBundle stays importable)
 
 NAMES = ("digits", "mnist", "smoke", "synthetic-imagenet", "cifar10", "cifar100", "imagenet", "quadratic")
 
@@ -54,24 +55,6 @@ class DataError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # the CLI prints it on one line
-
-
-@dataclass(frozen=True)
-class DataBundle:
-    train: Dataset  # (x, y) with training augmentation, if the dataset has any
-    train_eval: Dataset  # the same images as `train`, without augmentation
-    test: Dataset  # held-out split, no augmentation
-    num_classes: int
-    in_channels: int
-    image_size: int  # side of the square input, pixels
-    name: str
-    details: dict = field(default_factory=dict, compare=False, hash=False)  # source, split, normalisation, ...
-
-    def describe(self) -> dict:
-        """Sizes and provenance, JSON-serialisable, for the run's config/env record."""
-        return {"name": self.name, "num_train": len(self.train), "num_test": len(self.test),
-                "num_classes": self.num_classes, "in_channels": self.in_channels,
-                "image_size": self.image_size, **self.details}
 
 
 def load_data(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0,

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from empirical.config import DECAY_SCHEDULES, RunConfig, parse_spectrum
-from empirical.data import DataBundle
+from empirical.bundle import DataBundle
 
 START_SDS = 3.0     # |θ_0 − θ*_0| per direction, in stationary standard deviations
 N_TEST = 256        # test examples when --max-test is not given (all equal to θ*_0: any number gives one loss)

@@ -27,16 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from empirical import config, flags
+from empirical.stopped import Stopped
 from common import rundir
 from common.cli import pipe_safe_stdout
-
-
-class Stopped(Exception):
-    """The run ended early with ``status`` (diverged / interrupted); files are written. ``code`` is the exit code."""
-
-    def __init__(self, run_dir: Path, status: str, code: int, message: str):
-        super().__init__(message)
-        self.run_dir, self.status, self.code = run_dir, status, code
 
 
 # ------------------------------------------------------------------------------------ config, dirs, restore
@@ -207,7 +200,4 @@ def _cli(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    # run the importable module's cli: empirical/train.py raises empirical.run.Stopped, which as __main__ would be a
-    # different class and miss its except clause (exit 1 instead of 130 / 3)
-    from empirical import run as _run
-    sys.exit(_run.cli())
+    sys.exit(cli())

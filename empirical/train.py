@@ -34,7 +34,7 @@ from empirical import checkpoint, config, console, distributed, sampler, task
 from empirical.cadence import Cadence, bank_uses
 from empirical.bn import ConsistentRaw, evaluated_variants, prepare_variant
 from empirical.recorder import Recorder
-from empirical.run import Stopped
+from empirical.stopped import Stopped
 from empirical.sketch import CountSketch
 from common import rundir
 
@@ -240,7 +240,7 @@ def tensorboard_available() -> None:
 def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int | None,
           argv: list[str] | None = None) -> Path:
     """Run ``cfg`` (as resolved by ``empirical.run.resolve``: kind new / resume / branch, ``state`` the checkpoint
-    to start from); returns the run directory, raises ``empirical.run.Stopped`` on divergence or interruption."""
+    to start from); returns the run directory, raises ``empirical.stopped.Stopped`` on divergence or interruption."""
     from empirical.averaging import WeightAverages
 
     if kind == "resume":  # nothing to do if the run already reached its end

@@ -28,7 +28,6 @@ from typing import Sequence
 import numpy as np
 
 from . import stationary as st
-from .equivalence import _switch
 from .moments import excess_loss, moments_from_alpha
 from .spec import EMA, NQM, SWA, Averaging, Constant, Hyperbolic, NoAverage, NPoint, Piecewise, Schedule, TwoPoint
 
@@ -256,7 +255,7 @@ def equivalent_schedule(average: Averaging, lr: float, momentum: float, h, noise
     lr_eq = st.spectrum_equivalent_lr(excess, lr_, hh, s2, mu)
     if not (math.isfinite(lr_eq) and lr_eq > 0):
         raise ValueError(f"no equivalent LR: the average's stationary excess is {excess:g} (zero noise?)")
-    t0 = _switch(average)
+    t0 = average.defined_from
     sched = Piecewise(lr_, boundaries=(t0,), lrs=(lr_eq,)) if t0 > 0 else Constant(lr_eq)
     return EquivalentSchedule(average, lr_, t0, lr_eq, None, sched, None,
                               f"LR switch at update {t0} from {lr_:g} to λ_eq = {lr_eq:.6g}")

@@ -86,16 +86,6 @@ def _stationary_avg(avg: Averaging, total: int) -> Averaging:
     return avg
 
 
-def _switch(avg: Averaging) -> int:
-    if isinstance(avg, (EMA, SWA)):
-        return int(avg.start)
-    if isinstance(avg, TwoPoint):
-        return int(avg.gap)
-    if isinstance(avg, NPoint):
-        return int(avg.n - 1) * int(avg.gap)
-    return 0
-
-
 def _hyperbolic_phases(alpha, mu, t0, total, c, length):
     """Per-direction α_t = α/(1 + (n+1)/τ) for t ≥ t0, n = t − t0, and 0 once the window is complete, as one
     varying stretch whose rates are computed block by block (segments.Varying). The +1 counts x_{t0} itself among
@@ -156,7 +146,7 @@ def equivalence(model: NQM, opt: SGD, avg: Averaging, steps) -> Equivalence:
     """
     steps = _steps(steps)
     total, mu = int(steps.max()), opt.momentum
-    t0 = min(_switch(avg), total)
+    t0 = min(avg.defined_from, total)
     lr_ref = float(opt.schedule.lr_at(np.array([min(t0, max(total - 1, 0))]))[0])
     alpha = lr_ref * model.h
     bad = bool(np.any(diverges(model, opt, max(total, 1))))

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .equivalence import _stationary_avg, _switch, scalar_equivalent_lr
+from .equivalence import _stationary_avg, scalar_equivalent_lr
 from .moments import _chunked, alpha_phases, diverges, sorted_unique
 from .spec import EMA, NQM, SGD, SWA, NoAverage, NPoint, TwoPoint, _int
 from . import stationary as st
@@ -158,7 +158,7 @@ class _Problem:
             if b > total:
                 raise ValueError(f"window ({a}, {b}) ends after the run's last step {int(total)}: end the window at "
                                  f"or before step {int(total)}, or run longer")
-        first = _switch(avg)
+        first = avg.defined_from
         if a < first:
             what = {EMA: "the EMA starts", SWA: "SWA starts", TwoPoint: "the two-point average first exists",
                     NPoint: "the N-point average first exists"}[type(avg)]
@@ -385,7 +385,7 @@ def switch_candidates(avg, window: tuple[int, int], n: int = SCAN_POINTS) -> lis
     """``n`` switch steps evenly spaced from where the average starts acting (EMA/SWA start, (N − 1)·gap for
     two-point / N-point averages; at most A) to the window start A, duplicates dropped."""
     a = int(window[0])
-    first = min(max(_switch(avg), 0), a)
+    first = min(max(avg.defined_from, 0), a)
     return sorted({int(round(v)) for v in np.linspace(first, a, max(int(n), 1))})
 
 

@@ -332,7 +332,7 @@ def forward(model: spec.NQM, opt: spec.SGD, avg, total: int) -> tuple[dict, dict
 
     single = model.dim == 1
     mu = opt.momentum
-    start = equivalence._switch(avg)          # where the average starts acting: EMA/SWA start, (N−1)·gap for points
+    start = avg.defined_from          # where the average starts acting: EMA/SWA start, (N−1)·gap for points
     lr_avg = float(opt.schedule.lr_at(np.array([min(start, max(total - 1, 0))]))[0])
     alpha = lr_avg * model.h
     diverges = bool(np.any(peak_lr(opt.schedule, total) * model.h >= stationary.max_stable_alpha(mu)))

@@ -350,6 +350,15 @@ class SGD:
 class NoAverage:
     """The raw iterate θ_t."""
 
+    defined_from = 0              # steps: differs from the iterate from here on (never, for the iterate itself)
+
+    def weights(self, t: int):
+        """(steps j, weights w) of the iterates making the value at step t (theory.md §3.3-3.5): θ_t itself."""
+        return np.array([int(t)]), np.ones(1)
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
 
 def check_ema_decay(decay) -> float:
     """The one validation of an EMA decay γ (per optimiser step): a finite number with 0 ≤ γ < 1 (theory.md §3.3;
@@ -381,6 +390,26 @@ class EMA:
         _check(_int(self.start) and self.start >= 0, f"EMA start must be an integer step >= 0, got {self.start}")
         _check(_int(self.every) and self.every >= 1, f"EMA every must be an integer >= 1, got {self.every}")
 
+    @property
+    def defined_from(self) -> int:
+        """First step at which the average differs from the iterate: its start (the one definition of "where an
+        average starts", used by the run's averages, compare's predictions and theory's equivalences)."""
+        return int(self.start)
+
+    def weights(self, t: int):
+        """(steps j, weights w), Σw = 1, of the iterates making y_t: y_start = θ_start, then y ← γ^c y + (1 − γ^c) θ
+        every c = ``every`` steps (the last update at or before t). ValueError before the start."""
+        s, c = int(self.start), int(self.every)
+        _check(t >= s, f"{variant_name(self)} is not defined before step {s}")
+        j = np.arange(s, t + 1 - (t - s) % c, c)
+        q = float(self.decay) ** c                        # decay per update
+        w = (1.0 - q) * q ** ((j[-1] - j) // c).astype(float)
+        w[0] = q ** ((j[-1] - j[0]) // c)                 # the initial copy keeps the mass of all decays since
+        return j, w
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
 
 @dataclass(frozen=True)
 class SWA:
@@ -398,6 +427,24 @@ class SWA:
                f"SWA length (window, in iterates) must be an integer >= 1, got {self.length}")
         _check(_int(self.every) and self.every >= 1, f"SWA every must be an integer >= 1, got {self.every}")
 
+    @property
+    def defined_from(self) -> int:
+        """First step at which the average differs from the iterate: its start."""
+        return int(self.start)
+
+    def weights(self, t: int):
+        """(steps j, weights w): the uniform mean of θ_start, θ_{start+every}, … up to t, at most ``length`` of
+        them. ValueError before the start."""
+        r, c = int(self.start), int(self.every)
+        _check(t >= r, f"swa is not defined before step {r}")
+        j = np.arange(r, t + 1, c)
+        if self.length is not None:
+            j = j[:int(self.length)]
+        return j, np.full(j.size, 1.0 / j.size)
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
 
 @dataclass(frozen=True)
 class TwoPoint:
@@ -407,6 +454,18 @@ class TwoPoint:
 
     def __post_init__(self) -> None:
         _check(_int(self.gap) and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
+
+    @property
+    def defined_from(self) -> int:
+        """First step at which both points exist: the gap."""
+        return int(self.gap)
+
+    def weights(self, t: int):
+        """(steps j, weights w): ½ at t − gap and at t. ValueError before the gap."""
+        return NPoint(2, self.gap).weights(t)
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
 
 
 @dataclass(frozen=True)
@@ -420,8 +479,38 @@ class NPoint:
         _check(_int(self.n) and self.n >= 1, f"points N must be an integer >= 1, got {self.n}")
         _check(_int(self.gap) and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
 
+    @property
+    def defined_from(self) -> int:
+        """First step at which all N points exist: (N − 1)·gap."""
+        return (int(self.n) - 1) * int(self.gap)
+
+    def weights(self, t: int):
+        """(steps j, weights w): 1/N at t − i·gap, i < N. ValueError before (N − 1)·gap."""
+        _check(t >= self.defined_from, f"{variant_name(self)} is not defined before step {self.defined_from}")
+        n = int(self.n)
+        return int(t) - int(self.gap) * np.arange(n)[::-1], np.full(n, 1.0 / n)
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
 
 Averaging = Union[NoAverage, EMA, SWA, TwoPoint, NPoint]
+AVERAGING_KINDS = {c.__name__: c for c in (NoAverage, EMA, SWA, TwoPoint, NPoint)}
+
+
+def _to_dict(avg) -> dict:
+    """{"kind": class name, field: value, ...}: the record of an average in config.json (``averaging_from_dict``
+    reads it back to an equal spec)."""
+    return {"kind": type(avg).__name__, **{f.name: getattr(avg, f.name) for f in fields(avg)}}
+
+
+def averaging_from_dict(d: dict) -> Averaging:
+    """The spec an average's ``to_dict()`` recorded; ValueError naming the kinds for anything else."""
+    _check(isinstance(d, dict) and d.get("kind") in AVERAGING_KINDS,
+           f"not an averaging record: {d!r}; expected a dict with kind in {sorted(AVERAGING_KINDS)}")
+    cls = AVERAGING_KINDS[d["kind"]]
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # ================================================================================================== variant names

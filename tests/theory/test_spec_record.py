@@ -1,0 +1,64 @@
+"""An average's spec is its record: it serialises itself, says where it starts and which iterates make it; the run's
+config.json keeps the spec list and compare reads it back instead of rebuilding averages from flat keys."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compare import pairs, predict
+from compare.load import parse_variant, variant_spec
+from theory import spec as S
+
+SPECS = [S.NoAverage(), S.EMA(0.9, start=3, every=2), S.SWA(start=2, length=3, every=2), S.TwoPoint(4),
+         S.NPoint(3, 2)]
+
+
+@pytest.mark.parametrize("avg", SPECS, ids=lambda a: type(a).__name__)
+def test_record_round_trips_and_weights_sum_to_one(avg):
+    d = avg.to_dict()
+    assert d["kind"] == type(avg).__name__
+    assert S.averaging_from_dict(d) == avg
+    j, w = avg.weights(20)
+    assert w.sum() == pytest.approx(1.0, abs=1e-12) and np.all(np.diff(j) > 0) and j[-1] <= 20
+
+
+def test_where_each_average_starts():
+    # by definition: EMA/SWA at their start, two points once both exist (the gap), N points at (N − 1)·gap
+    assert [a.defined_from for a in SPECS] == [0, 3, 2, 4, 4]
+
+
+def test_weights_by_hand():
+    # EMA γ = 0.5 from step 2, every step, read at 5: y = θ2 then three lerps of ½ -> ⅛, ⅛, ¼, ½
+    j, w = S.EMA(0.5, start=2).weights(5)
+    assert j.tolist() == [2, 3, 4, 5] and w.tolist() == [0.125, 0.125, 0.25, 0.5]
+    # SWA from 2 every 2 with at most 3 iterates, read at 20: θ2, θ4, θ6
+    j, w = S.SWA(start=2, length=3, every=2).weights(20)
+    assert j.tolist() == [2, 4, 6] and np.allclose(w, 1 / 3)
+    with pytest.raises(ValueError, match="not defined before step 4"):
+        S.NPoint(3, 2).weights(3)
+
+
+def test_bad_record_is_refused_with_the_kinds():
+    with pytest.raises(ValueError, match="kind in"):
+        S.averaging_from_dict({"kind": "Polyak"})
+
+
+def test_compare_reads_the_recorded_spec_and_honours_the_swa_length():
+    cfg = {"swa_start": 10, "averaging": {"specs": {"swa": S.SWA(start=10, length=5).to_dict()}}}
+    v = parse_variant("swa")
+    assert variant_spec(v, cfg) == S.SWA(start=10, length=5)
+    assert predict.avg_spec(v, cfg, 100) == S.SWA(start=110, length=5)     # burn-in shift moves the start only
+    j, w = pairs.variant_weights(v, cfg, 40)
+    assert j.tolist() == [10, 11, 12, 13, 14]                              # five iterates, not 31
+    # a run written before the spec record: the flat keys, length included
+    flat = {"swa_start": 10, "swa_length": 5}
+    assert predict.avg_spec(v, flat, 0) == S.SWA(start=10, length=5)
+
+
+def test_the_run_records_each_average_by_its_spec():
+    torch = pytest.importorskip("torch")
+    from empirical.averaging import WeightAverages
+
+    avg = WeightAverages(torch.nn.Linear(2, 1), ema_decays=[0.9], ema_start=3, swa_start=5, two_point_gaps=[4])
+    specs = avg.config()["specs"]
+    assert {n: S.averaging_from_dict(d) for n, d in specs.items()} == avg.specs()
