@@ -181,6 +181,32 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, to_json_text(obj).encode())
 
 
+def read_calibration(path: str | os.PathLike) -> dict:
+    """The NQM calibration a compare.report directory holds: DIR/metrics.json (or that file) ->
+    {lr, momentum, h [J], sigma2 [J or 1]} from ``setups[0].calibration`` (``lr``, ``momentum``, ``h`` in 1/LR units,
+    ``noise_mass`` σ² per curvature in param²; other keys ignored). RunDirError, one line starting with the path,
+    when it cannot be read or is not a usable calibration. The one reader of a calibration (theory.predict
+    --from-report, empirical.run --from-report)."""
+    p = Path(path)
+    f = p / "metrics.json" if p.is_dir() else p
+    try:
+        cal = json.loads(f.read_text())["setups"][0]["calibration"]
+        out = {"lr": float(cal["lr"]), "momentum": float(cal["momentum"]),
+               "h": np.asarray(cal["h"], dtype=float).ravel(),
+               "sigma2": np.asarray(cal["noise_mass"], dtype=float).ravel()}
+    except OSError as e:
+        raise RunDirError(f"{path}: cannot read {f} ({e.strerror or e})") from None
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise RunDirError(f"{path}: {f.name} has no usable setups[0].calibration with lr, momentum, h and "
+                          f"noise_mass ({type(e).__name__}: {e})") from None
+    h, s2 = out["h"], out["sigma2"]
+    if h.size == 0 or s2.size not in (1, h.size) or not (np.all(np.isfinite(h)) and np.all(h > 0)) \
+            or not (np.all(np.isfinite(s2)) and np.all(s2 >= 0)):
+        raise RunDirError(f"{path}: calibration h must be finite > 0 and noise_mass finite >= 0 with one value per "
+                          f"h; got {h.size} h and {s2.size} noise values")
+    return out
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from common import rundir
 from theory.branchspec import BranchSchedule
 from theory import spec
 from theory.stationary import harmonic_equivalent_lr
@@ -515,7 +516,7 @@ def branch_schedule_from_report(text: str, report: str, ema_every: int = 1) -> t
     (``ema:GAMMA:H`` / ``swa:H``, a one-line note of where H came from).
 
     The calibration (``setups[0].calibration`` of REPORT/metrics.json: lr, momentum, h, noise_mass; read by
-    theory.predict.read_report) is the NQM spectrum fitted to the parent's raw trajectory. EMA: H makes the harmonic
+    common.rundir.read_calibration) is the NQM spectrum fitted to the parent's raw trajectory. EMA: H makes the harmonic
     rule return the spectrum's equivalent LR of the EMA (theory.stationary.ema_branch_curvature); SWA:
     H = 1/(λ_eff·τ) with τ the spectrum's cooldown constant (theory.stationary.swa_branch_curvature). The same
     functions scripts/reproduce.py's calibrated_h uses on the runs themselves."""
@@ -523,11 +524,10 @@ def branch_schedule_from_report(text: str, report: str, ema_every: int = 1) -> t
     if not b.needs_h:
         raise ConfigError(f"--from-report {report}: it completes --branch-schedule ema:GAMMA or swa (H from the "
                           f"report); {text!r} needs none, drop one of the two")
-    from theory.predict import UsageError, read_report
     try:
-        rep = read_report(report)
-    except UsageError as e:
-        raise ConfigError(str(e)) from None
+        rep = rundir.read_calibration(report)
+    except rundir.RunDirError as e:
+        raise ConfigError(f"--from-report {e}") from None
     from theory import stationary
     lr, mu, h = rep["lr"], rep["momentum"], rep["h"]
     s2 = np.broadcast_to(rep["sigma2"], h.shape).astype(float)

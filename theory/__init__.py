@@ -10,7 +10,9 @@ Public API (``from theory import ...``): the specifications of theory/spec.py โ€
 ``check_ema_decay``; and, loaded on first use, the stationary variances and equivalent rates of theory/stationary.py
 and ``scalar_equivalent_lr``; the answers of theory/advice.py: ``rank_ema_decays``, ``rank_swa_starts`` (which
 decay or SWA start gains most, with its range over the spectra the data allow) and ``equivalent_schedule`` (the LR
-schedule an average acts like, as a callable ``lr(step)``; docs/library.md). The submodules (``theory.moments``,
+schedule an average acts like, as a callable ``lr(step)``; docs/library.md); ``match_switch`` / ``scan_switch`` of
+theory/matching.py (the constant-LR switch whose raw loss matches an average's over a window of steps, ยง3.10). The
+submodules (``theory.moments``,
 ``theory.equivalence``, ...) hold the rest.
 
 Notation (per eigendirection k of the Hessian H):
@@ -48,7 +50,8 @@ _LAZY = {"scalar_equivalent_lr": "theory.equivalence",
          "max_stable_alpha": "theory.stationary",
          "rank_ema_decays": "theory.advice", "rank_swa_starts": "theory.advice",
          "equivalent_schedule": "theory.advice", "RankedAverage": "theory.advice",
-         "EquivalentSchedule": "theory.advice"}
+         "EquivalentSchedule": "theory.advice", "match_switch": "theory.matching",
+         "scan_switch": "theory.matching", "SwitchMatch": "theory.matching"}
 
 __all__ = ["EMA", "NQM", "SGD", "SWA", "WSD", "Averaging", "Constant", "Cosine", "Hyperbolic", "Linear", "NoAverage",
            "NPoint", "Piecewise", "Schedule", "Step", "TwoPoint", "Warmup", "check_ema_decay", "make_schedule",
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from theory.advice import (EquivalentSchedule, RankedAverage, equivalent_schedule, rank_ema_decays,
                                rank_swa_starts)
     from theory.equivalence import scalar_equivalent_lr
+    from theory.matching import SwitchMatch, match_switch, scan_switch
     from theory.stationary import (averaged_variance, equivalent_alpha, equivalent_alpha_approx, iterate_variance,
                                    max_stable_alpha)
 

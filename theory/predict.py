@@ -204,28 +204,11 @@ def match(model: spec.NQM, opt: spec.SGD, avg, window: tuple[int, int], switch_a
 
 
 def read_report(path: str) -> dict:
-    """Calibration of a compare.report: DIR/metrics.json (or the file itself) -> {lr, momentum, h, sigma2}.
-
-    Reads ``setups[0].calibration``: ``lr``, ``momentum``, ``h`` (1/LR units) and ``noise_mass`` (σ² per
-    curvature, param²); other keys are ignored."""
-    p = Path(path)
-    f = p / "metrics.json" if p.is_dir() else p
+    """The calibration of a compare.report (common.rundir.read_calibration), bad input as a UsageError."""
     try:
-        data = json.loads(f.read_text())
-        cal = data["setups"][0]["calibration"]
-        out = {"lr": float(cal["lr"]), "momentum": float(cal["momentum"]),
-               "h": np.asarray(cal["h"], dtype=float).ravel(), "sigma2": np.asarray(cal["noise_mass"], dtype=float).ravel()}
-    except OSError as e:
-        raise UsageError(f"--from-report {path}: cannot read {f} ({e.strerror or e})") from None
-    except (ValueError, KeyError, IndexError, TypeError) as e:
-        raise UsageError(f"--from-report {path}: {f.name} has no usable setups[0].calibration with lr, momentum, h "
-                         f"and noise_mass ({type(e).__name__}: {e})") from None
-    h, s2 = out["h"], out["sigma2"]
-    if h.size == 0 or s2.size not in (1, h.size) or not (np.all(np.isfinite(h)) and np.all(h > 0)) \
-            or not (np.all(np.isfinite(s2)) and np.all(s2 >= 0)):
-        raise UsageError(f"--from-report {path}: calibration h must be finite > 0 and noise_mass finite >= 0 with "
-                         f"one value per h; got {h.size} h and {s2.size} noise values")
-    return out
+        return rundir.read_calibration(path)
+    except rundir.RunDirError as e:
+        raise UsageError(f"--from-report {e}") from None
 
 
 def specs_from_args(args: argparse.Namespace):
