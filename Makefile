@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 # Output lands in runs/demo/<stamp>/ (gitignored); each stage prints the path it wrote last.
 DEMO := runs/demo/$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
-	$(PY) -m theory.predict --avg ema --lr 0.05 --momentum 0.9 --decay 0.99 --steps 1500 --start 200 --out $(DEMO)/predict
+	$(PY) -m theory.predict --avg ema --lr 0.05 --momentum 0.9 --decay 0.99 --steps 2400 --start 200 --out $(DEMO)/predict
 	$(PY) -m empirical.run digits --out $(DEMO)/digits
 	$(PY) -m compare.report $(DEMO)/digits --out $(DEMO)/report
 	$(PY) -m figures.build $(DEMO)/digits --out $(DEMO)/report
