@@ -19,6 +19,7 @@ import numpy as np
 from compare import verdicts
 from compare.analysis import Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
+from compare.forecast import forecast
 from compare.load import group_runs, load_runs
 from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 from common.rundir import RunDirError, atomic_write_bytes, atomic_write_json
@@ -50,6 +51,25 @@ def calibration_json(a: Analysis) -> dict:
             "top_eig": list(c.top_eig), "fit": c.residuals, "floor": a.metrics["floor"]}
 
 
+def forecast_text(fc: dict) -> str:
+    """One paragraph on a forecast (compare/forecast.py): gains over C–D and final losses, model beside its nulls."""
+    (a, b), (c, d) = fc["calibrated_on"], fc["predicted_on"]
+    if fc.get("not_testable"):
+        return f"Forecast (calibrate {a}–{b}, predict {c}–{d}): not testable ({fc['not_testable']})."
+    fin = fc["final"]
+    text = (f"Forecast (calibrated on steps {a}–{b} only; h = {', '.join(_f(x) for x in fc['calibration']['h'])}, "
+            f"{'identified' if fc['calibration']['identified'] else 'NOT identified'}): ")
+    if fc.get("n_cells"):
+        text += (f"gains over {c}–{d}: {fc['share']:.0%} of {fc['n_cells']} cells agree; nulls "
+                 + "; ".join(f"{k}: {v:.0%}" for k, v in fc["null"].items()) + f" → **{fc['verdict']}**. ")
+    else:
+        text += f"no average evaluated over {c}–{d}. "
+    if fin["cells"]:
+        text += ("Final losses: " + (f"{fin['share']:.0%} of {len(fin['cells'])} agree; null ({fin['null']}) "
+                                     f"{fin['null_share']:.0%}." if fin["testable"] else f"not testable ({fin['why']})."))
+    return text
+
+
 def metrics_json(analyses: list[Analysis], tables: list[list[dict]]) -> dict:
     out = {"schema_version": 1, "setups": []}
     for a, tab in zip(analyses, tables):
@@ -66,6 +86,7 @@ def metrics_json(analyses: list[Analysis], tables: list[list[dict]]) -> dict:
             "identification": a.metrics.get("identification", {}),
             "three_way": a.metrics.get("three_way", {}),
             "cross_fit": a.metrics.get("cross_fit", {}),
+            "forecast": a.metrics.get("forecast"),
             "truth": truth_json(a),
             "claims": tab, "thresholds": THRESHOLDS})
     return out
@@ -154,6 +175,9 @@ def _per_seed_text(a: Analysis) -> list[str]:
               + f". Model: {sc['share']:.0%} → **{sc['verdict']}**. Median 2·s.e./|obs| = {_f(sc['median_2se_rel'], 2)}"
               + ("" if sc["can_test_15pct"] else f" (> {verdicts.TEST_POWER_MAX}: the noise, not the 15 % claim, sets "
                                                  "the tolerance; this run cannot test a 15 % claim)") + "."]
+    fc = a.metrics.get("forecast") or {}
+    if fc:
+        L += ["", forecast_text(fc)]
     cf = a.metrics.get("cross_fit") or {}
     if cf.get("n_cells"):
         L += ["", f"Cross-fit (D(τ) from one half of the window, gains predicted on the other, both ways): "
@@ -393,6 +417,9 @@ def console_summary(analyses: list[Analysis], tables: list[list[dict]]) -> str:
                 L.append(f"  cells agreeing: model {sc['share']:.0%}; nulls " + ", ".join(
                     f"{n} {v:.0%}" for n, v in sc["null"].items()) + f"; median 2·s.e./|obs| "
                     f"{_f(sc['median_2se_rel'], 2)}")
+        fc = a.metrics.get("forecast")
+        if fc:
+            L.append("  " + forecast_text(fc).replace("**", ""))
         for b in a.branches:
             what = (f"vs {b['matches']}: captures {_f(b.get('gain_capture'), 2)} of its gain L_raw − L_avg"
                     if b.get("matches") else "matches no average")
@@ -418,17 +445,40 @@ def build_parser() -> OneLineParser:
                         "used)")
     p.add_argument("--floor", choices=("model", "min-avg"), default="model", help="loss-floor estimate (see report)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="which eval loss is compared")
+    p.add_argument("--calibrate", default=None, metavar="A:B",
+                   help="forecast: calibrate on steps A..B only (with --window C:D) and predict the averages' gains "
+                        "over C..D and every variant's loss at the end of the run (compare/forecast.py)")
+    p.add_argument("--window", default=None, metavar="C:D", help="the steps the forecast predicts (with --calibrate)")
     p.add_argument("--no-figures", action="store_true",
                    help="accepted for old command lines; the report draws no figures (python -m figures.build does)")
     return p
+
+
+def forecast_ranges(calibrate: str | None, window: str | None):
+    """(A, B), (C, D) from --calibrate A:B --window C:D, None without them; ValueError (one line) otherwise."""
+    if calibrate is None and window is None:
+        return None
+    if calibrate is None or window is None:
+        raise ValueError("--calibrate A:B and --window C:D go together (calibrate on A..B, predict C..D)")
+    out = []
+    for flag, text in (("--calibrate", calibrate), ("--window", window)):
+        parts = text.split(":")
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts) or int(parts[0]) >= int(parts[1]):
+            raise ValueError(f"{flag} {text!r}: give two steps FIRST:LAST with FIRST < LAST, e.g. 1050:1400")
+        out.append((int(parts[0]), int(parts[1])))
+    return tuple(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv_used = argv if argv is not None else sys.argv[1:]
     try:
+        ranges = forecast_ranges(args.calibrate, args.window)
         setups = group_runs(load_runs(args.runs))
         analyses = [analyse(s, scales=args.scales, split=args.split, floor=args.floor) for s in setups]
+        if ranges:
+            for a in analyses:
+                a.metrics["forecast"] = forecast(a.setup, *ranges, split=args.split, scales=args.scales)
         tables = [claim_table(a) for a in analyses]
     except (RunDirError, ValueError, KeyError) as e:
         print(f"compare.report: {e}", file=sys.stderr)

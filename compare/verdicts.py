@@ -6,7 +6,8 @@ with block s.e. ``obs_se``. It agrees when
     |pred − obs| ≤ max(CELL_REL_TOL·|obs|, CELL_SE·√(pred_se² + obs_se²)).
 
 The same rule scores predictors that know nothing of the model: zero gain; the mean gain of the other seeds (no
-model at all); and, for the pair identity, the identity without its drift term. A claim is reproduced only when at
+model at all); for the pair identity, the identity without its drift term; and for a forecast (compare/forecast.py),
+the gain the cell had where the model was calibrated. A claim is reproduced only when at
 least CELL_SHARE of the cells agree AND the model's share beats the best null's by NULL_MARGIN; a model that agrees
 no more often than a null "is not distinguishable from" it. Where the median of CELL_SE·s.e./|obs| exceeds
 TEST_POWER_MAX the tolerance is set by the noise, not by the 15 % claim, and the report says the run cannot test it.
@@ -25,6 +26,7 @@ TEST_POWER_MAX = 0.5       # median CELL_SE·s.e./|obs| above this: the run cann
 NULL_ZERO = "zero gain"
 NULL_OTHER_SEEDS = "mean of the other seeds"
 NULL_NO_DRIFT = "identity without its drift term"
+NULL_PERSISTENCE = "the gain where calibrated"    # a forecast's null: the gain observed over the calibration range
 
 RULE = (f"|pred − obs| ≤ max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·√(se_pred² + se_obs²)) on ≥ {CELL_SHARE:.0%} of "
         f"cells, and a share at least {NULL_MARGIN:.0%} above the best null predictor's")
@@ -59,6 +61,8 @@ def null_predictions(cells: list[dict], key: str = "variant") -> dict[str, list[
         else:
             se = others.std(ddof=1) / np.sqrt(others.size) if others.size > 1 else float("nan")
             out[NULL_OTHER_SEEDS].append((float(others.mean()), float(se)))
+    if cells and all("gain_calibration" in c for c in cells):
+        out[NULL_PERSISTENCE] = [(_f(c["gain_calibration"]), _f(c.get("gain_calibration_se"))) for c in cells]
     if cells and all("drift" in c for c in cells):
         out[NULL_NO_DRIFT] = [(_f(c["gain_pred"]) - _f(c["drift"]), _f(c.get("gain_pred_se"))) for c in cells]
     return out

@@ -13,7 +13,8 @@ Stages, per dataset (everything is a subprocess, so this script never imports to
      runs to the end of the parent's constant-LR phase (`--max-steps`), where compare.report's comparisons end;
   3b. (digits) the post-hoc average of each seed's kept constant-LR checkpoints that emulates the `swa:h` branch
      (`python -m empirical.posthoc`, theory.md §3.6a): the base runs keep a checkpoint every POSTHOC_EVERY steps;
-  4. `python -m compare.report` on base + branch + post-hoc runs, and `python -m figures.build`.
+  4. `python -m compare.report` on base + branch + post-hoc runs (with the forecast: calibrated on the first third of
+     the window only, the rest predicted), and `python -m figures.build`.
 Output: OUT/<preset>/{s<seed>, s<seed>-<branch>, s<seed>-posthoc-swa, report/, figures/}; default OUT =
 runs/reproduce/<stamp>.
 Interrupted? Run the same command with the same --out: started runs resume from their last checkpoint, finished ones
@@ -95,6 +96,14 @@ def plan(quick: bool, seeds: list[int] | None, out: Path,
                         "branches": branches,
                         "posthoc": branches and preset in (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY)})
     return entries
+
+
+def forecast_flags(entry: dict) -> list[str]:
+    """compare.report's forecast: calibrated on the first third of the window (T0 to the decay start) only, the rest
+    of the window and the end of the run predicted (compare/forecast.py)."""
+    t0, end = entry["t0"], entry["end"]
+    b = t0 + (end - t0) // 3
+    return ["--calibrate", f"{t0}:{b}", "--window", f"{b}:{end}"] if t0 < b < end else []   # [] : no window
 
 
 def branch_commands(entry: dict, h_swa: float, h_ema: dict[float, float]) -> list[dict]:
@@ -240,7 +249,7 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
                 _run(ph["cmd"], runner, ph["dir"].parent / "logs" / f"{ph['dir'].name}.log")
         dirs = [str(b["dir"]) for b in e["base"]] + [str(b["dir"]) for b in branches]
         _run([sys.executable, "-m", "compare.report", *dirs, *[str(ph["dir"]) for ph in averages], "--out",
-              str(e["root"] / "report")], runner)
+              str(e["root"] / "report"), *forecast_flags(e)], runner)
         _run([sys.executable, "-m", "figures.build", *dirs, "--out", str(e["root"] / "figures")], runner)
         print(f"report: {e['root'] / 'report' / 'report.md'}", flush=True)
     return 0
