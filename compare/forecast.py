@@ -133,7 +133,7 @@ def forecast(setup: Setup, fit_window: tuple[int, int], pred_window: tuple[int, 
         f["loss_obs_se"] = float(same.std(ddof=1)) if same.size > 1 else float("nan")
         f["agrees"] = testable and verdicts.cell_agrees(f["loss_pred"], f["loss_pred_se"], f["loss_obs"],
                                                         f["loss_obs_se"])
-        f["null_agrees"] = verdicts.cell_agrees(f["loss_end_of_calibration"], 0.0, f["loss_obs"], 0.0)
+        f["null_agrees"] = verdicts.cell_agrees(f["loss_end_of_calibration"], 0.0, f["loss_obs"], f["loss_obs_se"])
     return {"calibrated_on": [a, b], "predicted_on": [c, d],
             "calibration": {"h": cal.h.tolist(), "noise_mass": cal.s.tolist(), "floor": cal.floor,
                             "identified": bool(np.all(cal.fit.identified())) if cal.fit is not None else False},
