@@ -41,7 +41,7 @@ def physical_checks(cal) -> list[dict]:
     return rows
 
 
-def _spread_se(f, cal) -> float:
+def spread_se(f, cal) -> float:
     """s.e. of f(h, s) over the parameter sets the data allow (SpectrumFit.alternatives, a Δχ² ≤ 4 ≈ ±2 s.e. set):
     a quarter of its range. The fit's covariance is no guide where the fit has no degrees of freedom left."""
     alts = cal.fit.alternatives if cal.fit is not None and cal.fit.alternatives else []
@@ -117,7 +117,7 @@ def three_way(cal, runs, fraction: float) -> dict:
     else:
         lag, obs, obs_se = od
         f = lambda h, s: dip_prediction(cal, fraction, lag, h, s)  # noqa: E731
-        legs.append(_leg("fixed-batch dip after use (bank)", f(cal.h, cal.s), _spread_se(f, cal), obs, obs_se,
+        legs.append(_leg("fixed-batch dip after use (bank)", f(cal.h, cal.s), spread_se(f, cal), obs, obs_se,
                          f"at {lag} steps after use; each batch's pre-use level minus its loss there, relative to the "
                          f"held-out bank"))
     pm = cal.probes
@@ -125,7 +125,7 @@ def three_way(cal, runs, fraction: float) -> dict:
         missing.append("no one-step probes")
     else:
         g = lambda h, s: float(np.sum(np.asarray(h) ** 2 * np.asarray(s)))  # noqa: E731
-        legs.append(_leg("one-step probe: training − held-out slope G = Σh²s", g(cal.h, cal.s), _spread_se(g, cal),
+        legs.append(_leg("one-step probe: training − held-out slope G = Σh²s", g(cal.h, cal.s), spread_se(g, cal),
                          pm.G[0], pm.G[1], "loss per LR unit"))
     if missing:
         verdict = "not testable: " + "; ".join(missing)

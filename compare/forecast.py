@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compare import predict, verdicts
+from compare import checks, predict, verdicts
 from compare.calibrate import Calibration, calibrate
 from compare.load import Setup, Variant, stack
 from compare.pairs import block_mean_se
@@ -57,14 +57,6 @@ def excess_along_run(cal: Calibration, v: Variant, cfg: dict, run, steps: np.nda
     return out
 
 
-def _spread(f, cal: Calibration) -> float:
-    """s.e. of f(h, s) over the spectra the calibration allows (a quarter of their range; compare.checks' rule)."""
-    alts = cal.fit.alternatives if cal.fit is not None and cal.fit.alternatives else []
-    vals = np.array([f(h, s) for h, s, _ in alts] + [f(cal.h, cal.s)], float)
-    vals = vals[np.isfinite(vals)]
-    return float((vals.max() - vals.min()) / 4.0) if vals.size else float("nan")
-
-
 def _observed_gain(run, name: str, split: str, lo: int, hi: int) -> tuple[float, float, np.ndarray]:
     st = np.asarray(run.trajectory["eval/step"])
     _, raw = stack([run], f"eval/{split}_loss_raw", st)
@@ -89,6 +81,14 @@ def forecast(setup: Setup, fit_window: tuple[int, int], pred_window: tuple[int, 
     cfg = setup.config
     names = [v for v in setup.variants(split) if v.kind in FORECAST_KINDS]
     cells, finals = [], []
+    raw_memo: dict = {}
+
+    def raw_excess(run, steps, h, s):   # the iterate's excess: shared by every average of the run
+        key = (id(run), steps.tobytes(), np.asarray(h).tobytes(), np.asarray(s).tobytes())
+        if key not in raw_memo:
+            raw_memo[key] = excess_along_run(cal, Variant("raw", "raw"), cfg, run, steps, h, s)
+        return raw_memo[key]
+
     for run in setup.base:
         if "train/lr" not in run.trajectory:
             continue
@@ -102,11 +102,10 @@ def forecast(setup: Setup, fit_window: tuple[int, int], pred_window: tuple[int, 
                 continue
 
             def gain(h, s, steps=steps, v=v):
-                return float(np.nanmean(excess_along_run(cal, raw_v, cfg, run, steps, h, s)
-                                        - excess_along_run(cal, v, cfg, run, steps, h, s)))
+                return float(np.nanmean(raw_excess(run, steps, h, s) - excess_along_run(cal, v, cfg, run, steps, h, s)))
 
             cells.append({"run": str(run.path), "variant": v.name, "gain_pred": gain(cal.h, cal.s),
-                          "gain_pred_se": _spread(gain, cal), "gain_obs": obs, "gain_obs_se": obs_se,
+                          "gain_pred_se": checks.spread_se(gain, cal), "gain_obs": obs, "gain_obs_se": obs_se,
                           "gain_calibration": before, "gain_calibration_se": before_se})
         for v in [raw_v, *names]:
             key = f"eval/{split}_loss_{v.name}"
@@ -120,7 +119,7 @@ def forecast(setup: Setup, fit_window: tuple[int, int], pred_window: tuple[int, 
                 return float(excess_along_run(cal, v, cfg, run, np.array([last]), h, s)[0])
 
             finals.append({"run": str(run.path), "variant": v.name, "step": last,
-                           "loss_pred": cal.floor + final(cal.h, cal.s), "loss_pred_se": _spread(final, cal),
+                           "loss_pred": cal.floor + final(cal.h, cal.s), "loss_pred_se": checks.spread_se(final, cal),
                            "loss_obs": float(ls[i]), "loss_end_of_calibration": float(at_b[-1]) if at_b.size
                            else float("nan")})
     sc = verdicts.score(cells)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from empirical.config import DECAY_SCHEDULES
-
 MEASUREMENTS = ("bank", "probe", "align", "curv")
 
 
@@ -30,9 +28,7 @@ def bank_uses(cfg) -> list[int]:
     K, stride = cfg.bank_size, max(cfg.bank_every, 1)
     lo, hi = 0, cfg.steps
     if cfg.eval_dense_every > 0:
-        until = cfg.eval_dense_until if cfg.eval_dense_until is not None else (
-            cfg.decay_start if cfg.schedule in DECAY_SCHEDULES and cfg.decay_start > 0 else cfg.steps)
-        lo, hi = max(cfg.eval_dense_from, 0), min(until, cfg.steps)
+        lo, hi = max(cfg.eval_dense_from, 0), min(cfg.dense_window_end(), cfg.steps)
         if hi - lo > 2 * cfg.bank_span + K * stride:
             lo, hi = lo + cfg.bank_span, hi - cfg.bank_span
     # multiples of the bank's cadence, so the bank is measured on θ_u itself (the last point before the use)

@@ -215,12 +215,18 @@ class RunConfig:
                  self.decay_start if self.schedule in DECAY_SCHEDULES else 0}
         return tuple(sorted(t for t in steps if 0 < t < self.stop))
 
+    def dense_window_end(self) -> int:
+        """Last step of the dense evaluation window on the full timeline (--steps): --eval-dense-until, else the
+        decay start of a decaying schedule, else the end of the run."""
+        if self.eval_dense_until is not None:
+            return self.eval_dense_until
+        return self.decay_start if self.schedule in DECAY_SCHEDULES and self.decay_start > 0 else self.steps
+
     def dense_eval_steps(self) -> list[int]:
         """Steps of the dense evaluation window (test split only), in [1, stop]; [] when --eval-dense-every is 0."""
         if self.eval_dense_every <= 0:
             return []
-        until = self.eval_dense_until if self.eval_dense_until is not None else (
-            self.decay_start if self.schedule in DECAY_SCHEDULES and self.decay_start > 0 else self.steps)
+        until = self.dense_window_end()
         first = -(-max(self.eval_dense_from, 1) // self.eval_dense_every) * self.eval_dense_every
         return list(range(first, min(until, self.stop) + 1, self.eval_dense_every))
 
