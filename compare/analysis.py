@@ -17,6 +17,7 @@ import numpy as np
 
 from compare import checks, metrics, pairs, predict, verdicts
 from compare.calibrate import Calibration, calibrate
+from compare import branch_prediction
 from compare.load import Setup, Variant, branch_start, stack
 from compare.verdicts import cell_agrees
 from theory.branchspec import BranchSchedule
@@ -369,6 +370,7 @@ def analyse(setup: Setup, scales: int | None = None, split: str = "test", floor:
     a.metrics["null"] = a.metrics["model_score"].get("null", {})
     a.metrics["cross_fit"] = cross_fit(a)
     a.branches = [_branch(a, r) for r in setup.branches]
+    a.metrics["branches_predicted"] = branch_prediction.judge(setup, split)
     a.posthoc = [posthoc_vs_branch(a, r) for r in setup.posthoc]
     return a
 

@@ -190,7 +190,7 @@ def ellipsoid_data(a) -> dict:
     idx = [int(np.argmax(cal.h)), int(np.argmin(cal.h))]
     h, s = cal.h[idx], cal.s[idx]
     model = spec.NQM(h=h, sigma2=s, m0=0.0, v0=0.0)
-    B = predict._burn_in(cal)      # compare.predict's burn-in: the model is stationary at λ when the window opens
+    B = predict.burn_in_steps(cal)      # compare.predict's burn-in: the model is stationary at λ when the window opens
     t = int(cal.window[1])
     v_raw = stationary.iterate_variance(cal.lr * h, s, cal.momentum)
     averages = {}

@@ -48,8 +48,8 @@ def excess_along_run(cal: Calibration, v: Variant, cfg: dict, run, steps: np.nda
     ok = steps >= predict.defined_from(v, cfg)
     if not ok.any():
         return out
-    B = predict._burn_in(cal)
-    model = predict._model(cal, h, s)
+    B = predict.burn_in_steps(cal)
+    model = predict.nqm_of(cal, h, s)
     end = int(steps[ok].max()) + 1
     mom = nqm_moments.moments_from_alpha(model, cal.momentum, predict.avg_spec(v, cfg, B),
                                          lr_phases(cal, run, B, end, model.h), B + steps[ok])

@@ -18,7 +18,8 @@ from theory import spec
 
 # Keys that differ between seeds / branches of one setup, or only record where output went or how one call ran
 # (every run-control flag of empirical.run, empirical.config.RUN_CONTROL; tested).
-PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_step", "branch_schedule", "device",
+PER_RUN_KEYS = {"seed", "out", "run_dir", "data_seed", "branch_from", "branch_step", "branch_schedule", "prediction",
+                "prediction_sha256", "device",
                 "max_steps", "checkpoint", "checkpoint_every", "checkpoint_keep_every", "checkpoint_branch_points",
                 "resume", "workers", "tensorboard",
                 "data"}   # "data": the loader's description, which names the seed of the split (dataset is its own key)

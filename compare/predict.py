@@ -22,7 +22,9 @@ from theory import spec, stationary
 BURN_IN_RELAX = 20.0      # relaxation times 1/α_eff of the slowest scale: the state is stationary to e^-40
 
 
-def _burn_in(cal: Calibration) -> int:
+def burn_in_steps(cal: Calibration) -> int:
+    """Steps of the burn-in at λ that makes the model stationary when run step 0 begins (BURN_IN_RELAX times the
+    slowest relaxation time)."""
     return int(min(math.ceil(BURN_IN_RELAX / float(np.min(cal.alpha_eff))), 10_000_000))
 
 
@@ -38,7 +40,8 @@ def defined_from(v: Variant, cfg: dict) -> int:
     return variant_spec(v, cfg).defined_from
 
 
-def _model(cal: Calibration, h=None, s=None) -> spec.NQM:
+def nqm_of(cal: Calibration, h=None, s=None) -> spec.NQM:
+    """The calibrated NQM (or the one with curvatures h and noise masses s), started at the optimum."""
     return spec.NQM(h=cal.h if h is None else h, sigma2=cal.s if s is None else s, m0=0.0, v0=0.0)
 
 
@@ -50,8 +53,8 @@ def variant_excess(cal: Calibration, v: Variant, cfg: dict, steps: np.ndarray, h
     out = np.full(steps.size, np.nan)
     if not ok.any():
         return out
-    B = _burn_in(cal)
-    model = _model(cal, h, s)
+    B = burn_in_steps(cal)
+    model = nqm_of(cal, h, s)
     lr0 = float(cal.lr)
     mom = nqm_moments.moments_from_alpha(model, cal.momentum, avg_spec(v, cfg, B),
                                          [(0, B + int(steps[ok].max()) + 1, lr0 * model.h)], B + steps[ok])
@@ -67,8 +70,8 @@ def branch_excess(cal: Calibration, t0: int, lr_steps: np.ndarray, lr_values: np
     out = np.full(steps.size, np.nan)
     if not ok.any():
         return out
-    B = _burn_in(cal)
-    model = _model(cal, h, s)
+    B = burn_in_steps(cal)
+    model = nqm_of(cal, h, s)
     end = B + int(steps[ok].max()) + 1
     phases, t = [(0, B + t0, cal.lr * model.h)], B + t0        # B >= 1, so the first phase is never empty
     ls, lv = np.asarray(lr_steps, np.int64), np.asarray(lr_values, float)

@@ -19,6 +19,7 @@ import numpy as np
 from compare import verdicts
 from compare.analysis import Analysis, analyse
 from compare.claims import THRESHOLDS, claim_table
+from compare import branch_prediction
 from compare.forecast import forecast
 from compare.load import group_runs, load_runs
 from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
@@ -87,6 +88,10 @@ def metrics_json(analyses: list[Analysis], tables: list[list[dict]]) -> dict:
             "three_way": a.metrics.get("three_way", {}),
             "cross_fit": a.metrics.get("cross_fit", {}),
             "forecast": a.metrics.get("forecast"),
+            "per_branch": (a.metrics.get("branches_predicted") or {}).get("per_branch", []),
+            "branch_verdicts": {k: {x: y for x, y in v.items() if x != "agree"} for k, v in
+                                ((a.metrics.get("branches_predicted") or {}).get("by_label") or {}).items()},
+            "branches_not_compared": (a.metrics.get("branches_predicted") or {}).get("not_compared", []),
             "truth": truth_json(a),
             "claims": tab, "thresholds": THRESHOLDS})
     return out
@@ -372,6 +377,9 @@ def report_md(analyses: list[Analysis], tables: list[list[dict]], figures: list[
                         f"(step {b['settle_step_model']:.0f})" if b.get("settled") is False else "")
                      + (f"; the parent's {b['matches']} still remembers its start (it forgets it at step "
                         f"{b['avg_settle_step_model']:.0f})" if b.get("avg_settled") is False else ""))
+        bp = branch_prediction.per_branch_text(a.metrics.get("branches_predicted") or {})
+        if bp:
+            L += [""] + bp
         L += ["", "### Post-hoc averages of constant-LR checkpoints (theory.md §3.6a)", "", *_posthoc_text(a)]
         L += ["", "### Claims (theory.md §5)", "", "| claim | measurement | value | threshold | verdict | note |",
               "|---|---|---|---|---|---|"]
@@ -420,10 +428,16 @@ def console_summary(analyses: list[Analysis], tables: list[list[dict]]) -> str:
         fc = a.metrics.get("forecast")
         if fc:
             L.append("  " + forecast_text(fc).replace("**", ""))
+        judged = {c["run"]: c for c in (a.metrics.get("branches_predicted") or {}).get("per_branch", [])}
         for b in a.branches:
-            what = (f"vs {b['matches']}: captures {_f(b.get('gain_capture'), 2)} of its gain L_raw − L_avg"
-                    if b.get("matches") else "matches no average")
+            c = judged.get(str(b["path"]))
+            what = (f"gain L_raw − L_branch predicted before it ran {_f(c['gain_pred'])} ± {_f(c['gain_pred_se'], 2)}, "
+                    f"observed {_f(c['gain_obs'])} ± {_f(c['gain_obs_se'], 2)} ({'agrees' if c.get('agrees') else 'disagrees'})"
+                    if c else "no prediction recorded before it ran")
             L.append(f"  branch {Path(b['path']).name} from step {b.get('t0')}: {what}")
+        for label, sc in ((a.metrics.get("branches_predicted") or {}).get("by_label") or {}).items():
+            L.append(f"  branches {label}: {sc['share']:.0%} of {sc['n_cells']} agree; nulls " + ", ".join(
+                f"{n} {v:.0%}" for n, v in sc["null"].items()) + f" → {sc['verdict']}")
         for r in a.posthoc or []:
             L.append(f"  post-hoc {Path(r['path']).name} vs branch {Path(str(r.get('branch'))).name}: loss "
                      f"{_f(r.get('loss_posthoc'), 4)} vs {_f(r.get('loss_branch'), 4)} (agrees: "

@@ -188,6 +188,10 @@ class RunConfig:
                                                      "ema:GAMMA:H | swa:H | hyperbolic:TAU (H: curvature, "
                                                      "1/LR units; TAU: steps). ema:GAMMA and swa without H take H "
                                                      "from --from-report", "system")
+    prediction: typing.Optional[str] = _f(None, "with --branch-from: the file python -m compare.branch_prediction "
+                                                "wrote for this branch before it ran; its SHA-256 goes into "
+                                                "config.json and compare.report judges the branch against it",
+                                          "system")
 
     # --------------------------------------------------------------------------------------------- derived
     @property
@@ -484,28 +488,12 @@ def parse_branch_schedule(text: str) -> BranchSchedule:
 
 
 def branch_lr(text: str, lr0: float, momentum: float, start: int) -> spec.Schedule:
-    """LR schedule from the branch step ``start`` on, given the parent's LR ``lr0`` there (theory.md §3.3-3.5).
-
-    * ``half`` / ``scale:F``: constant lr0/2 (two-point ⇔ λ/2, §3.5) / F·lr0; ``constant:LR``: LR.
-    * ``ema:GAMMA:H``: constant λ_eq = lr0·β / (β + λ_eff·H), β = 1 − γ, λ_eff = lr0/(1 − μ): the harmonic rule
-      1/α_eq = 1/α + 1/β of §3.3 with α = λ_eff·H (momentum via λ_eff, §2.6). γ = 0 (β = 1) is allowed: the EMA is
-      the iterate and λ_eq = lr0/(1 + λ_eff·H).
-    * ``swa:H``: hyperbolic with τ = (1 − μ)/(lr0·H) = 1/α (§3.4); ``hyperbolic:TAU``: τ = TAU steps.
-    """
+    """LR schedule from the branch step ``start`` on (:meth:`theory.branchspec.BranchSchedule.lr_schedule`, the one
+    definition), given the parent's LR ``lr0`` there; ConfigError (what to add) where H is missing."""
     b = parse_branch_schedule(str(text))
     if b.needs_h:
         raise ConfigError(missing_h_message(text))
-    lam_eff = lr0 / (1.0 - momentum)
-    if b.kind == "half":
-        return spec.Constant(lr0 / 2)
-    if b.kind == "scale":
-        return spec.Constant(lr0 * b.value)
-    if b.kind == "constant":
-        return spec.Constant(b.value)
-    if b.kind == "ema":
-        return spec.Constant(float(harmonic_equivalent_lr(lr0, b.value, b.h, momentum)))   # §3.3's one definition
-    tau = b.value if b.kind == "hyperbolic" else 1.0 / (lam_eff * b.h)
-    return spec.Hyperbolic(lr0, start=start, tau=tau)
+    return b.lr_schedule(lr0, momentum, start)
 
 
 def missing_h_message(text: str) -> str:
@@ -733,6 +721,9 @@ def problems(cfg: RunConfig) -> list[Problem]:
             need(n < 2 or (cfg.n_point_gap >= 1 and (n - 1) * cfg.n_point_gap < T),
                  f"--n-points {n} with --n-point-gap {cfg.n_point_gap}: need gap >= 1 and (N-1)*gap < --steps {T}",
                  "n_points", "n_point_gap", "steps")
+    need(cfg.prediction is None or cfg.branch_from is not None,
+         f"--prediction {cfg.prediction}: a prediction is about a branch; use it with --branch-from and "
+         f"--branch-schedule", "prediction", "branch_from")
     if cfg.branch_from is not None or cfg.branch_schedule is not None:
         if need(cfg.branch_from is not None and cfg.branch_schedule is not None,
                 "--branch-from and --branch-schedule go together: give both", "branch_from", "branch_schedule"):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from empirical import config, flags
 from empirical.stopped import Stopped
-from common import rundir
+from common import prediction, rundir
 from common.cli import pipe_safe_stdout
 
 
@@ -69,7 +69,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
         except checkpoint.CheckpointError as e:
             raise config.ConfigError(f"--branch-from: {e}") from None
         saved, allowed = config.from_dict(json.loads(state["config"])), (*config.RUN_CONTROL, "branch_from",
-                                                                          "branch_schedule")
+                                                                          "branch_schedule", "prediction")
         if cli.from_report is not None and cli.preset is None:   # H for the parent's EMA update period
             given, notes = flags.expand(cli, ema_every=saved.ema_every)
         kind, branch_at = "branch", int(state["step"])
@@ -94,6 +94,13 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
         if state["step"] >= cfg.steps:
             raise config.ConfigError(f"--branch-from: the checkpoint is at step {state['step']}, the run ends at "
                                      f"{cfg.steps}; branch from an earlier checkpoint")
+        if cfg.prediction is not None:   # about this branch, and kept by its absolute path
+            try:
+                prediction.check_matches(prediction.read_prediction(cfg.prediction), cfg.prediction,
+                                         cfg.branch_schedule, branch_at)
+            except rundir.RunDirError as e:
+                raise config.ConfigError(f"--prediction: {e}") from None
+            cfg = replace(cfg, prediction=str(Path(cfg.prediction).resolve()))
     cfg, notes = sized_workers(cfg, given, notes)
     return cfg, state, kind, branch_at, notes
 

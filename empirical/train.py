@@ -36,7 +36,7 @@ from empirical.bn import ConsistentRaw, evaluated_variants, prepare_variant
 from empirical.recorder import Recorder
 from empirical.stopped import Stopped
 from empirical.sketch import CountSketch
-from common import rundir
+from common import prediction, rundir
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -303,7 +303,8 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
     rec.set_static("bank_used_at", [u if u < cfg.stop else -1 for u in fixed["bank_used_at"]])
     resolved = {**cfg.to_dict(), "averaging": avg.config(), "variants": variants, "steps_per_epoch":
                 smp.steps_per_epoch, "schedule_params": config.build_schedule(cfg).params(), "data": data.describe(),
-                "branch_step": branch_at, "bank_used_at": fixed["bank_used_at"]}
+                "branch_step": branch_at, "bank_used_at": fixed["bank_used_at"],
+                "prediction_sha256": prediction.sha256_of(cfg.prediction) if cfg.prediction else None}
     if cfg.dataset == "quadratic":   # what compare/ must recover (empirical/quadratic.py)
         from empirical import quadratic
         resolved["truth"] = quadratic.truth(cfg)

@@ -5,16 +5,20 @@
     python scripts/reproduce.py --dry-run       # print the plan and the expected cost, run nothing
 
 Stages, per dataset (everything is a subprocess, so this script never imports torch):
-  1. base runs `python -m empirical.run PRESET --seed S` (constant-LR phase, EMA decays, SWA, two-point gaps),
-     keeping the checkpoint at the branch step T0 (= the SWA start, inside the constant phase);
-  2. calibrate the NQM on the raw weights of the base runs (compare.calibrate) to get the curvature h;
-  3. equivalent-LR branches from each seed's T0 checkpoint (same data order): `half` (two-point ⇔ λ/2),
-     `ema:GAMMA:h` per EMA decay (harmonic rule, theory.md §3.3), `swa:h` (1/t cooldown, theory.md §3.4); each
-     runs to the end of the parent's constant-LR phase (`--max-steps`), where compare.report's comparisons end;
-  3b. (digits) the post-hoc average of each seed's kept constant-LR checkpoints that emulates the `swa:h` branch
+  1. base runs `python -m empirical.run PRESET --seed S` (constant-LR phase, EMA decays, SWA from the branch step
+     T0, two-point gaps), keeping the checkpoint at T0, a third of the way into the quasi-stationary window;
+  2. predictions before any branch runs: `python -m compare.branch_prediction` calibrates the NQM on the base runs'
+     raw trajectory from the window's start to T0 only and writes, per seed and branch, the predicted branch
+     trajectory and gain over T0 to the end of the constant phase, and OUT/<preset>/predictions/plan.json;
+  3. the branches of the plan from each seed's T0 checkpoint (same data order), each recording its prediction's
+     SHA-256 (`--prediction`): `half` (λ/2: two points far apart, theory.md §3.5 — for a constant-LR parent also
+     the plain LR halving), `match:<average>` per EMA and for the SWA (the constant LR λ_b the model says matches
+     that average over the window, theory.md §3.10), `swa` (the 1/t cooldown, §3.4); each runs to the end of the
+     parent's constant-LR phase (`--max-steps`), where the predictions end;
+  3b. (digits) the post-hoc average of each seed's kept constant-LR checkpoints that emulates the cooldown branch
      (`python -m empirical.posthoc`, theory.md §3.6a): the base runs keep a checkpoint every POSTHOC_EVERY steps;
-  4. `python -m compare.report` on base + branch + post-hoc runs (with the forecast: calibrated on the first third of
-     the window only, the rest predicted), and `python -m figures.build`.
+  4. `python -m compare.report` on base + branch + post-hoc runs (each branch judged against its prediction; the
+     forecast calibrated on the same first third of the window, the rest predicted), and `python -m figures.build`.
 Output: OUT/<preset>/{s<seed>, s<seed>-<branch>, s<seed>-posthoc-swa, report/, figures/}; default OUT =
 runs/reproduce/<stamp>.
 Interrupted? Run the same command with the same --out: started runs resume from their last checkpoint, finished ones
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import subprocess
 import sys
@@ -46,17 +51,18 @@ MINUTES_PER_RUN = {"digits": (6.0, 2.5), "mnist": (46.0, 20.0)}
 # dominate the cost of these runs on a CPU (each variant recomputes BN and passes the test split), so the test split
 # is evaluated every 50 steps from 850 (lags 50-300), BN recomputed on 4 batches and the training split evaluated on
 # 1,000 images.
-FULL = {"digits": [],
-        "mnist": ["--steps", "2100", "--decay-start", "1800", "--ema-start", "200", "--swa-start", "900",
+FULL = {"digits": ["--swa-start", "1400"],
+        "mnist": ["--steps", "2100", "--decay-start", "1800", "--ema-start", "200", "--swa-start", "1200",
                   "--eval-every", "100", "--eval-dense-every", "50", "--eval-dense-from", "850", "--bn-batches", "4",
                   "--train-eval-size", "1000", "--two-point-gaps", "50,100,150,200,300", "--probe-every", "50",
                   "--bank-every", "10",
                   "--align-every", "50", "--curv-every", "300"]}
-# Quick mode (CI): digits, 600 steps, constant LR to 480, branches from 240; ~2 min on 2 cores.
-QUICK = {"digits": ["--steps", "600", "--decay-start", "480", "--ema-start", "80", "--ema-decays", "0.95,0.99",
-                    "--swa-start", "240", "--two-point-gaps", "10,20,40,80,120", "--eval-every", "40",
-                    "--eval-dense-every", "10", "--eval-dense-from", "120", "--probe-every", "40",
-                    "--bank-every", "10", "--align-every", "40", "--curv-every", "120"]}
+# Quick mode (CI): digits, 900 steps, constant LR to 720 (window 360-720), branches from 480 (the calibration sees
+# 360-480: lags 10-40); a few minutes on 2 cores.
+QUICK = {"digits": ["--steps", "900", "--decay-start", "720", "--ema-start", "120", "--ema-decays", "0.95,0.99",
+                    "--swa-start", "480", "--two-point-gaps", "10,20,30,40,80,120", "--eval-every", "60",
+                    "--eval-dense-every", "10", "--eval-dense-from", "300", "--probe-every", "60",
+                    "--bank-every", "10", "--align-every", "60", "--curv-every", "180"]}
 SEEDS = {"digits": 10, "mnist": 3}           # default seeds per dataset in full mode
 # Post-hoc averaging (digits only): the base runs keep a checkpoint every K steps and the average of those that
 # emulates the swa:h branch is compared with it. Why swa:h: its inverse-map weights are non-negative and flat (a
@@ -67,8 +73,14 @@ SEEDS = {"digits": 10, "mnist": 3}           # default seeds per dataset in full
 POSTHOC_EVERY = {"digits": 50}
 QUICK_POSTHOC_EVERY = {"digits": 20}
 POSTHOC_TARGET = "swa"                       # the branch schedule the post-hoc average emulates
-FULL_T0 = {"digits": 1050, "mnist": 900}     # = the runs' swa_start: the window's start, inside the constant phase
-QUICK_T0 = {"digits": 240}
+# The quasi-stationary window compare/ calibrates on (the last half of the constant phase, compare.calibrate.window)
+# starts at WINDOW_START; the branches start a third of the way in, at T0 (= the runs' swa_start, so the SWA cooldown
+# branch and the SWA average start together): the model is calibrated on WINDOW_START–T0 only and predicts every
+# branch before it runs, over T0 to the end of the constant phase.
+WINDOW_START = {"digits": 1050, "mnist": 900}
+FULL_T0 = {"digits": 1400, "mnist": 1200}
+QUICK_WINDOW_START = {"digits": 360}
+QUICK_T0 = {"digits": 480}
 
 
 def plan(quick: bool, seeds: list[int] | None, out: Path,
@@ -80,6 +92,7 @@ def plan(quick: bool, seeds: list[int] | None, out: Path,
     for preset in (["digits"] if quick else presets):
         seeds_here = seeds if seeds is not None else ([0] if quick else list(range(SEEDS[preset])))
         t0 = (QUICK_T0 if quick else FULL_T0)[preset]
+        start = (QUICK_WINDOW_START if quick else WINDOW_START)[preset]
         extra = QUICK[preset] if quick else FULL[preset]
         keep = (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY).get(preset, t0) if branches else t0   # divides t0
         base = []
@@ -92,71 +105,55 @@ def plan(quick: bool, seeds: list[int] | None, out: Path,
         # parent's average only up to there (compare/analysis.py), so the cooldown after it would cost a third
         # of every branch for nothing
         end = flags.from_cli([preset, *extra]).decay_start
-        entries.append({"preset": preset, "t0": t0, "end": end, "extra": extra, "base": base, "root": out / preset,
+        entries.append({"preset": preset, "t0": t0, "window_start": start, "end": end, "extra": extra, "base": base, "root": out / preset,
                         "branches": branches,
                         "posthoc": branches and preset in (QUICK_POSTHOC_EVERY if quick else POSTHOC_EVERY)})
     return entries
 
 
 def forecast_flags(entry: dict) -> list[str]:
-    """compare.report's forecast: calibrated on the first third of the window (T0 to the decay start) only, the rest
-    of the window and the end of the run predicted (compare/forecast.py)."""
-    t0, end = entry["t0"], entry["end"]
-    b = t0 + (end - t0) // 3
-    return ["--calibrate", f"{t0}:{b}", "--window", f"{b}:{end}"] if t0 < b < end else []   # [] : no window
+    """compare.report's forecast: calibrated on the first third of the window (its start to the branch step T0)
+    only, the rest of the window and the end of the run predicted (compare/forecast.py)."""
+    a, t0, end = entry["window_start"], entry["t0"], entry["end"]
+    return ["--calibrate", f"{a}:{t0}", "--window", f"{t0}:{end}"] if a < t0 < end else []   # [] : no window
 
 
-def branch_commands(entry: dict, h_swa: float, h_ema: dict[float, float]) -> list[dict]:
-    """Branches from each seed's T0 checkpoint: half, swa:H, ema:GAMMA:H with the curvatures the calibration gives
-    (one per EMA decay: the H for which the harmonic rule returns the spectrum's equivalent LR, ``calibrated_h``)."""
-    specs = ["half", f"swa:{h_swa:.6g}"] + [f"ema:{g:g}:{h:.6g}" for g, h in h_ema.items()]
+def prediction_command(entry: dict) -> list[str]:
+    """Predict every branch before it runs (compare/branch_prediction.py): calibrate on the base runs' raw trajectory
+    from the window's start to the branch step T0 only; one file per (seed, branch) and OUT/<preset>/predictions/
+    plan.json with the resolved schedules (λ/2, the matched constant-LR switch per average, the SWA cooldown)."""
+    return [sys.executable, "-m", "compare.branch_prediction", *[str(b["dir"]) for b in entry["base"]],
+            "--calibrate", f"{entry['window_start']}:{entry['t0']}", "--branch-at", str(entry["t0"]),
+            "--until", str(entry["end"]), "--out", str(entry["root"] / "predictions")]
+
+
+def branch_commands(entry: dict, plan: dict) -> list[dict]:
+    """One branch run per row of the prediction plan, from its seed's T0 checkpoint, recording the prediction's hash
+    (--prediction); each stops at the end of the parent's constant phase, where the predictions end."""
     out = []
-    for b in entry["base"]:
+    for row in plan["branches"]:
+        b = next(x for x in entry["base"] if str(x["dir"]) == row["parent"])
         ckpt = b["dir"] / "checkpoints" / f"step_{entry['t0']:09d}.pt"
-        for sp in specs:
-            d = entry["root"] / f"s{b['seed']}-{sp.split(':')[0]}{'-' + sp.split(':')[1] if sp.startswith('ema') else ''}"
-            stop = ["--max-steps", str(entry["end"])] if entry.get("end") and entry["end"] > entry["t0"] else []
-            out.append({"dir": d, "stop": stop,
-                        "cmd": [sys.executable, "-m", "empirical.run", entry["preset"], "--out", str(d),
-                                "--seed", str(b["seed"]), "--branch-from", str(ckpt), "--branch-schedule", sp,
-                                *entry["extra"], *stop]})
+        d = entry["root"] / f"s{b['seed']}-{row['label'].replace(':', '-')}"
+        stop = ["--max-steps", str(entry["end"])]
+        out.append({"dir": d, "stop": stop,
+                    "cmd": [sys.executable, "-m", "empirical.run", entry["preset"], "--out", str(d),
+                            "--seed", str(b["seed"]), "--branch-from", str(ckpt), "--branch-schedule", row["schedule"],
+                            "--prediction", row["file"], *entry["extra"], *stop]})
     return out
 
 
-def posthoc_commands(entry: dict, h_swa: float) -> list[dict]:
-    """Per seed: the post-hoc average of the base run's kept checkpoints whose noise kernel at curvature h_swa is the
-    `swa:h_swa` branch's (same target text and branch point, so compare.report pairs them); [] where the preset keeps
-    no checkpoint grid."""
-    if not entry.get("posthoc"):
+def posthoc_commands(entry: dict, plan: dict) -> list[dict]:
+    """Per seed: the post-hoc average of the base run's kept checkpoints whose noise kernel is the SWA cooldown
+    branch's (same schedule text and branch point, so compare.report pairs them); [] where the preset keeps no
+    checkpoint grid or the plan has no cooldown."""
+    spec = next((r["schedule"] for r in plan["branches"] if r["label"] == POSTHOC_TARGET), None)
+    if not entry.get("posthoc") or spec is None:
         return []
-    spec = f"{POSTHOC_TARGET}:{h_swa:.6g}"
     return [{"dir": entry["root"] / f"s{b['seed']}-posthoc-{POSTHOC_TARGET}",
              "cmd": [sys.executable, "-m", "empirical.posthoc", str(b["dir"]), "--schedule", spec,
                      "--from", str(entry["t0"]), "--out", str(entry["root"] / f"s{b['seed']}-posthoc-{POSTHOC_TARGET}")]}
             for b in entry["base"]]
-
-
-def calibrated_h(dirs: list[Path]) -> tuple[float, dict[float, float], str]:
-    """Curvatures for the branch schedules from the NQM spectrum fitted to the base runs' raw trajectory (D(τ) of
-    two-point averages of raw iterates, compare/calibrate.py; never the EMA or SWA the branches are compared with):
-
-    * EMA γ: the H for which the branch's harmonic rule returns the spectrum's equivalent LR of the EMA
-      (theory.stationary.ema_branch_curvature, theory.md §3.3);
-    * SWA: H = 1/(λ_eff·τ) with τ the spectrum's cooldown constant (theory.stationary.swa_branch_curvature, §3.4).
-    The same functions ``empirical.run --branch-schedule ema:GAMMA --from-report DIR`` uses.
-    Returns (H_swa, {γ: H_ema}, a one-line description)."""
-    from compare.calibrate import calibrate
-    from compare.load import group_runs, load_runs
-    from theory import stationary
-    setup = group_runs(load_runs(dirs))[0]
-    cal = calibrate(setup)
-    every = int(setup.config.get("ema_every", 1) or 1)
-    h_ema = {g: stationary.ema_branch_curvature(cal.lr, g, cal.h, cal.s, cal.momentum, every=every)
-             for g in (float(x) for x in setup.config.get("ema_decays", []))}
-    h_swa = stationary.swa_branch_curvature(cal.lr, cal.h, cal.s, cal.momentum)
-    text = (f"calibration ({cal.source}): h = {', '.join(f'{x:.4g}' for x in cal.h)}; SWA cooldown H = {h_swa:.4g}; "
-            + "; ".join(f"EMA {g:g}: H = {h:.4g}" for g, h in h_ema.items()))
-    return h_swa, {g: h for g, h in h_ema.items() if h > 0 and h == h}, text
 
 
 def expected_cost(entries: list[dict], quick: bool) -> str:
@@ -164,8 +161,8 @@ def expected_cost(entries: list[dict], quick: bool) -> str:
     lines, total = [], 0.0
     for e in entries:
         base, branch = (m * (0.4 if quick else 1.0) for m in MINUTES_PER_RUN[e["preset"]])
-        n = len(e["base"])                           # branches: half + swa + 2 EMA decays per seed
-        nb = 4 * n if e.get("branches", True) else 0
+        n = len(e["base"])                           # branches: half, match:<2 EMAs>, match:swa, swa per seed
+        nb = 5 * n if e.get("branches", True) else 0
         wall = (n * base + nb * branch) / 2
         total += wall
         lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + {nb} branches × ~{branch:.1f} min, "
@@ -230,7 +227,9 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
         for e in entries:
             for b in e["base"]:
                 print("+ " + " ".join(b["cmd"][1:]))
-            print(f"  then branches from step {e['t0']}: half, swa:<h>, ema:<γ>:<h> (h from the calibration)")
+            print(f"  then: {' '.join(prediction_command(e)[1:])}")
+            print(f"  then one branch per row of {e['root'] / 'predictions' / 'plan.json'} from step {e['t0']} "
+                  f"(half, match:<each EMA>, match:swa, swa), each with --prediction FILE")
             if e.get("posthoc"):
                 print(f"  then per seed: python -m empirical.posthoc s<seed> --schedule {POSTHOC_TARGET}:<h> --from "
                       f"{e['t0']} (the kept checkpoints' average that emulates the {POSTHOC_TARGET} branch)")
@@ -239,11 +238,15 @@ def main(argv: list[str] | None = None, runner=subprocess.run) -> int:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     for e in entries:
         _run_all(e["base"], runner, args.jobs)
-        h_swa, h_ema, text = calibrated_h([b["dir"] for b in e["base"]])
-        print(f"{e['preset']}: {text}", flush=True)
-        branches = branch_commands(e, h_swa, h_ema) if not args.no_branches else []
-        _run_all(branches, runner, args.jobs)
-        averages = posthoc_commands(e, h_swa)
+        branches, averages = [], []
+        if not args.no_branches:
+            plan_file = e["root"] / "predictions" / "plan.json"
+            if not plan_file.is_file():      # written once: a resumed reproduction keeps the first predictions
+                _run(prediction_command(e), runner)
+            predicted = json.loads(plan_file.read_text())
+            branches = branch_commands(e, predicted)
+            _run_all(branches, runner, args.jobs)
+            averages = posthoc_commands(e, predicted)
         for ph in averages:          # seconds each; skipped when an earlier reproduction already wrote it
             if not (ph["dir"] / "summary.json").is_file():
                 _run(ph["cmd"], runner, ph["dir"].parent / "logs" / f"{ph['dir'].name}.log")

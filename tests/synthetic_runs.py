@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common import rundir
+from common import prediction, rundir
 from theory.inverse import constant_kernel
 from theory.spec import EMA, NPoint, TwoPoint, variant_name
 
@@ -255,7 +255,11 @@ def write_run(path, cfg: SynthSetup, seed: int = 0, *, branch: dict | None = Non
             "eval_every": cfg.eval_every, "probe_every": cfg.probe_every, "bank_every": cfg.bank_every,
             "branch_from": None if branch is None else f"synthetic-parent-s{seed}@{branch['t0']}",
             "branch_step": None if branch is None else int(branch["t0"]),
-            "branch_schedule": None if branch is None else branch.get("spec")}
+            "branch_schedule": None if branch is None else branch.get("spec"),
+            # a branch predicted before it ran records the prediction file and its hash (empirical.run --prediction)
+            "prediction": None if branch is None or not branch.get("prediction") else str(branch["prediction"]),
+            "prediction_sha256": None if branch is None or not branch.get("prediction")
+            else prediction.sha256_of(branch["prediction"])}
     rundir.write_config(run, "synthetic", conf, command=["tests/synthetic_runs.py"])
     rundir.write_env(run)
     final = {nm: {"loss": float(series[f"eval/test_loss_{nm}"][-1]), "acc": float(series[f"eval/test_acc_{nm}"][-1]),

@@ -6,7 +6,7 @@
 :meth:`BranchSchedule.parse` is the one parser of that text: it splits it, converts the values and checks each,
 with one message per malformed form (what is wrong, then the accepted forms); ``str()`` gives back the canonical
 text, which parses to an equal BranchSchedule. What the forms mean (the LR they give) is
-empirical.config.branch_lr's. ``ema:GAMMA`` and ``swa`` without the curvature H parse (``needs_h``): --from-report
+:meth:`BranchSchedule.lr_schedule`'s. ``ema:GAMMA`` and ``swa`` without the curvature H parse (``needs_h``): --from-report
 fills H in (:meth:`BranchSchedule.with_h`); a run needs it. GAMMA is an EMA decay per optimiser step, checked by
 theory.spec.check_ema_decay (0 ≤ γ < 1); F, LR, H (1/LR units) and TAU (steps) are finite and > 0.
 
@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from theory import spec
+from theory.stationary import harmonic_equivalent_lr
 
 FORMS = "half, scale:F, constant:LR, ema:GAMMA[:H], swa[:H], hyperbolic:TAU"
 # kind -> the names of its values, in order; ema's and swa's H may be left out (needs_h)
@@ -88,6 +89,29 @@ class BranchSchedule:
         if self.kind not in _H_OPTIONAL:
             raise BranchScheduleError(f"--branch-schedule {str(self)!r}: only ema and swa take a curvature H")
         return BranchSchedule.parse(str(BranchSchedule(self.kind, self.value)) + ":" + _num(h))
+
+    def lr_schedule(self, lr0: float, momentum: float, start: int) -> spec.Schedule:
+        """The LR from the branch step ``start`` on, given the parent's LR ``lr0`` there (theory.md §3.3-3.5):
+
+        * ``half`` / ``scale:F``: constant lr0/2 (two-point ⇔ λ/2, §3.5) / F·lr0; ``constant:LR``: LR.
+        * ``ema:GAMMA:H``: constant λ_eq = lr0·β / (β + λ_eff·H), β = 1 − γ, λ_eff = lr0/(1 − μ): the harmonic rule
+          1/α_eq = 1/α + 1/β of §3.3 with α = λ_eff·H (momentum via λ_eff, §2.6). γ = 0 (β = 1) is allowed: the
+          EMA is the iterate and λ_eq = lr0/(1 + λ_eff·H).
+        * ``swa:H``: hyperbolic with τ = (1 − μ)/(lr0·H) = 1/α (§3.4); ``hyperbolic:TAU``: τ = TAU steps.
+        BranchScheduleError where H is needed and missing."""
+        if self.needs_h:
+            raise BranchScheduleError(f"--branch-schedule {str(self)!r} needs the curvature H to give an LR")
+        lam_eff = lr0 / (1.0 - momentum)
+        if self.kind == "half":
+            return spec.Constant(lr0 / 2)
+        if self.kind == "scale":
+            return spec.Constant(lr0 * self.value)
+        if self.kind == "constant":
+            return spec.Constant(self.value)
+        if self.kind == "ema":
+            return spec.Constant(float(harmonic_equivalent_lr(lr0, self.value, self.h, momentum)))
+        tau = self.value if self.kind == "hyperbolic" else 1.0 / (lam_eff * self.h)
+        return spec.Hyperbolic(lr0, start=start, tau=tau)
 
     def __str__(self) -> str:
         return ":".join([self.kind, *(_num(v) for v in (self.value, self.h) if v is not None)])

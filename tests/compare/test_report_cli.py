@@ -14,7 +14,11 @@ def test_report_end_to_end(synth_runs, synth_branches, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["setups"][0]["n_seeds"] == 3
     ids = {c["id"]: c["verdict"] for c in m["setups"][0]["claims"]}
-    assert ids["quadratic"] == "reproduced" and ids["ema_branch"] == "reproduced"
+    notes = {c["id"]: c["note"] for c in m["setups"][0]["claims"]}
+    assert ids["quadratic"] == "reproduced"
+    # these branches recorded no prediction made before they ran: the equivalence claims are not judged, and say how
+    assert ids["ema_branch"] == "not testable here" and "compare.branch_prediction" in notes["ema_branch"]
+    assert m["setups"][0]["per_branch"] == []
     assert ids["converge"] == "not testable here"
     md = (out / "report.md").read_text()
     # compare draws nothing (it never imports figures): the report names the command that draws the figures

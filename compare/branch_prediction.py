@@ -1,0 +1,351 @@
+"""Predict what a branch run will do before it runs, and judge the branch runs against those predictions.
+
+A branch leaves its parent run at step T0 under another LR schedule (``empirical.run --branch-from
+RUN/checkpoints/step_T0.pt --branch-schedule TEXT``). Before it runs:
+
+    python -m compare.branch_prediction RUN... --calibrate A:B --branch-at T0 --out DIR [--until D] [--branch LABEL]...
+
+calibrates the NQM on the parents' raw trajectory over steps A–B ≤ T0 only (compare.calibrate, pooled seeds), and
+writes per (parent, branch) one file DIR/<parent>--<label>.json (common/prediction.py) with the model's expected
+excess loss of the parent's raw iterate and of the branch's at every step T0..D (exact moments, theory.moments, from
+the stationary state at the parent's LR; theory.md §2, §3.3-3.5, §3.10), the predicted branch gain
+
+    gain = mean over steps of (L_parent-raw − L_branch)        (loss units; > 0: the branch is better)
+
+and its s.e. (the spread over the parameter sets the D(τ) data allow, compare.checks.spread_se), plus DIR/plan.json
+listing every branch's resolved schedule, file and SHA-256. The branch runs record that hash (``--prediction FILE``);
+``compare.report`` then compares the predicted gain, at the evaluation steps both runs share in T0..D, with the
+observed one (block s.e.) per seed by compare.verdicts' rule beside its nulls: metrics.json ``per_branch``.
+
+Branch labels (``--branch``, repeatable; default: half, match:<each EMA>, match:swa and swa when the parent records
+them):
+
+* any complete ``--branch-schedule`` text (theory/branchspec.py): ``half``, ``scale:F``, ``constant:LR``, ...;
+* ``swa`` / ``ema:GAMMA`` without H: H from this calibration (the SWA cooldown, theory.md §3.4; the harmonic rule,
+  §3.3 — the stationary equivalences);
+* ``match:VARIANT``: the constant LR λ_b that, switched on at T0, gives the raw weights the predicted window-mean
+  loss of the parent's average VARIANT (e.g. ``ema_0.99``) over T0..D (theory.matching.match_switch, §3.10): the
+  equivalence the model claims at that horizon. Where no λ_b reaches the average's loss the best one is used and the
+  plan says which share of the gain it reaches.
+
+The drift term of the D(τ) fit (c = h_d·r², compare/pairs.py) does not enter these predictions: how a lower LR
+changes the lag behind a moving optimum depends on the curvature h_d along the motion, which D(τ) does not identify;
+the file records c and whether it is identified.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common import prediction as prediction_file
+from common.cli import OneLineParser, pipe_safe_stdout
+from common.rundir import RunDirError, atomic_write_json
+from compare import predict, verdicts
+from compare.calibrate import Calibration, calibrate
+from compare.load import Setup, constant_phase, group_runs, load_runs, parse_variant, stack, variant_spec
+from compare.pairs import block_mean_se
+from theory import spec, stationary
+from theory.branchspec import BranchSchedule
+from theory.matching import match_switch
+
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBranch:
+    """One branch to predict: its label, the --branch-schedule text it runs with, the parent average it is the
+    equivalent run of (None: none) and, for ``match:VARIANT``, the theory.matching result (SwitchMatch.to_dict)."""
+    label: str
+    schedule: str
+    equivalent_of: str | None
+    match: dict | None = None
+
+
+def default_labels(setup: Setup) -> list[str]:
+    """half, match:<each EMA>, match:swa and swa (cooldown) — those whose average the parents record."""
+    names = [v.name for v in setup.variants()]
+    out = ["half"] + [f"match:{n}" for n in names if n.startswith("ema_")]
+    if "swa" in names:
+        out += ["match:swa", "swa"]
+    return out
+
+
+def _largest_gap(setup: Setup) -> str | None:
+    pts = [v for v in setup.variants() if v.kind == "two_point" and v.gap]
+    return max(pts, key=lambda v: v.gap).name if pts else None
+
+
+def plan_branch(label: str, cal: Calibration, setup: Setup, t0: int, until: int) -> PlannedBranch:
+    """The schedule text and equivalence of one branch label (module docstring); ValueError (one line) when the
+    label is not a schedule, or names an average the parents did not record."""
+    cfg = setup.config
+    names = {v.name for v in setup.variants()}
+    if label.startswith("match:"):
+        name = label.split(":", 1)[1]
+        if name not in names:
+            raise ValueError(f"--branch {label}: the parent runs record no average {name!r}; choose one of "
+                             f"{', '.join(sorted(n for n in names if n != 'raw'))}")
+        B = predict.burn_in_steps(cal)
+        avg = predict.avg_spec(parse_variant(name), cfg, B)
+        m = match_switch(predict.nqm_of(cal), spec.SGD(spec.Constant(cal.lr), momentum=cal.momentum), avg,
+                         (B + t0, B + until), switch_at=B + t0, per_direction=True)
+        d = m.to_dict()
+        d["window"], d["switch_step"] = [t0, until], t0          # back to run steps
+        return PlannedBranch(label, str(BranchSchedule("constant", float(m.lr_branch))), name, d)
+    b = BranchSchedule.parse(label)
+    if b.needs_h:
+        if b.kind == "swa":
+            h = stationary.swa_branch_curvature(cal.lr, cal.h, cal.s, cal.momentum)
+        else:
+            every = int(cfg.get("ema_every", 1) or 1)
+            h = stationary.ema_branch_curvature(cal.lr, b.value, cal.h, cal.s, cal.momentum, every=every)
+        if not (np.isfinite(h) and h > 0):
+            raise ValueError(f"--branch {label}: the calibration gives no curvature H for it (H = {h}); give H")
+        b = b.with_h(float(h))
+    if b.kind == "half":
+        equiv = _largest_gap(setup)
+    elif b.kind == "ema":
+        equiv = next((n for n in names if n.startswith("ema_") and parse_variant(n).decay == b.value), None)
+    elif b.kind == "swa":
+        sw = variant_spec(parse_variant("swa"), cfg) if "swa" in names else None
+        equiv = "swa" if sw is not None and sw.start == t0 else None    # the cooldown equals the SWA from T0
+    else:
+        equiv = None
+    return PlannedBranch(label, str(b), equiv)
+
+
+def _curves(cal: Calibration, br: PlannedBranch, t0: int, steps: np.ndarray, h=None, s=None):
+    """(parent raw excess, branch raw excess) at ``steps`` ≥ t0, loss units."""
+    lr_steps = np.arange(t0, int(steps.max()) + 1)
+    lrs = BranchSchedule.parse(br.schedule).lr_schedule(cal.lr, cal.momentum, t0).lr_at(lr_steps)
+    parent = predict.branch_excess(cal, t0, np.array([t0]), np.array([cal.lr]), steps, h, s)
+    branch = predict.branch_excess(cal, t0, lr_steps, lrs, steps, h, s)
+    return parent, branch
+
+
+def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int) -> dict:
+    """The prediction of one branch over steps t0..until: per-step curves, the gain and their s.e. (a quarter of
+    the range over the parameter sets the D(τ) data allow, as compare.checks.spread_se)."""
+    steps = np.arange(t0, until + 1)
+    sets = [(cal.h, cal.s)] + [(h, s) for h, s, _ in (cal.fit.alternatives if cal.fit is not None else [])]
+    curves = [_curves(cal, br, t0, steps, h, s) for h, s in sets]
+    parent, branch = curves[0]
+    gains = np.array([np.mean(p - b) for p, b in curves])
+    gains = gains[np.isfinite(gains)]
+    band = np.array([b for _, b in curves])
+    fit = cal.fit
+    return {"kind": prediction_file.KIND, "schema_version": SCHEMA_VERSION, "label": br.label,
+            "schedule": br.schedule, "equivalent_of": br.equivalent_of, "match": br.match,
+            "branch_step": int(t0), "compared_on": [int(t0), int(until)], "split": cal.split,
+            "calibration": {"calibrated_on": [int(cal.window[0]), int(cal.window[1])], "lr": cal.lr,
+                            "momentum": cal.momentum, "h": cal.h.tolist(), "noise_mass": cal.s.tolist(),
+                            "floor": cal.floor, "floor_se": cal.floor_se, "source": cal.source,
+                            "identified": bool(np.all(fit.identified())) if fit is not None else False,
+                            "parameter_sets": len(sets),
+                            "drift": fit.drift if fit is not None else 0.0,
+                            "drift_se": fit.drift_se if fit is not None else float("nan"),
+                            "drift_identified": bool(fit.drift_identified()) if fit is not None else False},
+            "drift_note": "not in the prediction: the drift's effect on a branch depends on the curvature along the "
+                          "motion, which D(τ) does not identify",
+            "steps": steps.tolist(), "parent_raw_excess": parent.tolist(), "branch_excess": branch.tolist(),
+            "branch_excess_se": ((band.max(0) - band.min(0)) / 4.0).tolist(),
+            "gain_pred": float(np.mean(parent - branch)),
+            "gain_pred_se": float((gains.max() - gains.min()) / 4.0) if gains.size else float("nan")}
+
+
+def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out: Path,
+                      labels: list[str] | None = None, until: int | None = None, split: str = "test",
+                      scales: int | None = None) -> dict:
+    """Calibrate on ``fit_window`` (≤ t0) of the parent runs ``dirs`` (one setup), write one prediction file per
+    (parent, branch) and out/plan.json; returns the plan. ValueError (one line) on a bad range or label."""
+    a, b = fit_window
+    if not 0 <= a < b <= t0:
+        raise ValueError(f"--calibrate {a}:{b} --branch-at {t0}: need A < B ≤ T0 (nothing after the branch step may "
+                         f"enter the calibration)")
+    setups = group_runs(load_runs(dirs))
+    if len(setups) != 1 or not setups[0].base or setups[0].branches:
+        raise ValueError("give the base runs of one setup (the parents), no branch runs")
+    setup = setups[0]
+    end = until if until is not None else constant_phase(setup.base[0])[1]
+    if not t0 < end:
+        raise ValueError(f"--branch-at {t0} --until {end}: the comparison needs T0 < D (D defaults to the end of "
+                         f"the parents' constant-LR phase)")
+    cal = calibrate(setup, scales=scales, split=split, window_steps=(a, b))
+    branches = [plan_branch(x, cal, setup, t0, end) for x in (labels or default_labels(setup))]
+    predicted = [predict_branch(cal, br, t0, end) for br in branches]
+    rows = []
+    for run in setup.base:
+        seed = run.config.get("config", {}).get("seed")
+        for br, doc in zip(branches, predicted):
+            path = out / f"{run.path.name}--{br.label.replace(':', '-')}.json"
+            atomic_write_json(path, {**doc, "parent": str(run.path), "parent_seed": seed})
+            rows.append({"parent": str(run.path), "seed": seed, "label": br.label, "schedule": br.schedule,
+                         "equivalent_of": br.equivalent_of, "file": str(path),
+                         "sha256": prediction_file.sha256_of(path), "gain_pred": doc["gain_pred"],
+                         "gain_pred_se": doc["gain_pred_se"],
+                         "match": {k: br.match[k] for k in ("exists", "lr_branch", "reached_fraction",
+                                                            "unreachable_share", "lr_eq_stationary", "gain")}
+                         if br.match else None})
+    plan = {"calibrated_on": [a, b], "branch_step": t0, "compared_on": [t0, end], "split": split, "branches": rows}
+    atomic_write_json(out / "plan.json", plan)
+    return plan
+
+
+# ------------------------------------------------------------------------------------------ judging the runs
+
+def _resolve(path: str, run) -> Path:
+    p = Path(path)
+    return p if p.is_file() or p.is_absolute() else run.path / p
+
+
+def branch_cell(setup: Setup, run, split: str = "test") -> dict | None:
+    """One branch run against the prediction it recorded (None: it recorded none). The observed gain is the window
+    mean of L_parent-raw − L_branch at the evaluation steps both runs share in the predicted range, with its block
+    s.e.; the predicted gain is the mean of the predicted curves at those same steps."""
+    cfg = run.config.get("config", {})
+    if not cfg.get("prediction"):
+        return None
+    cell = {"run": str(run.path), "schedule": cfg.get("branch_schedule"), "prediction": cfg["prediction"]}
+    path = _resolve(cfg["prediction"], run)
+    try:
+        if prediction_file.sha256_of(path) != cfg.get("prediction_sha256"):
+            return {**cell, "not_compared": f"{path} changed after the branch ran (SHA-256 differs from the run's "
+                                            f"prediction_sha256)"}
+        doc = prediction_file.read_prediction(path)
+    except (OSError, RunDirError) as e:
+        return {**cell, "not_compared": f"prediction file unreadable: {e}"}
+    seed = cfg.get("seed")
+    parents = [r for r in setup.base if r.config.get("config", {}).get("seed") == seed]
+    cell.update({"label": doc["label"], "equivalent_of": doc.get("equivalent_of"), "match": doc.get("match")})
+    if not parents:
+        return {**cell, "not_compared": f"no parent run with seed {seed} was given"}
+    c, d = doc["compared_on"]
+    st_p, st_b = np.asarray(parents[0].trajectory["eval/step"]), np.asarray(run.trajectory["eval/step"])
+    common = np.intersect1d(st_p[(st_p >= c) & (st_p <= d)], st_b)
+    _, lp = stack([parents[0]], f"eval/{split}_loss_raw", common)
+    _, lb = stack([run], f"eval/{split}_loss_raw", common)
+    ok = np.isfinite(lp[0]) & np.isfinite(lb[0])
+    if ok.sum() < 2:
+        return {**cell, "not_compared": f"fewer than 2 shared evaluation steps in {c}..{d}"}
+    steps = common[ok]
+    obs, obs_se = block_mean_se((lp[0] - lb[0])[ok])
+    i = steps - int(doc["steps"][0])
+    pred = float(np.mean(np.asarray(doc["parent_raw_excess"])[i] - np.asarray(doc["branch_excess"])[i]))
+    cell.update({"gain_pred": pred, "gain_pred_se": float(doc["gain_pred_se"]), "gain_obs": obs,
+                 "gain_obs_se": obs_se, "n_steps": int(steps.size), "compared_on": [int(steps[0]), int(steps[-1])]})
+    eq = doc.get("equivalent_of")
+    key = f"eval/{split}_loss_{eq}" if eq else None
+    if key and key in parents[0].trajectory:   # what the branch stands in for: the parent average's gain there
+        _, la = stack([parents[0]], key, steps)
+        cell["average_gain_obs"], cell["average_gain_obs_se"] = block_mean_se(lp[0][ok] - la[0])
+    return cell
+
+
+def judge(setup: Setup, split: str = "test") -> dict:
+    """Every branch run that recorded a prediction, per seed, scored by compare.verdicts (per label and over all):
+    {"per_branch": [cells], "by_label": {label: score}, "all": score, "not_compared": [cells]}."""
+    cells = [c for c in (branch_cell(setup, r, split) for r in setup.branches) if c is not None]
+    judged = [c for c in cells if "not_compared" not in c]
+    scores = {}
+    for label in sorted({c["label"] for c in judged}):
+        mine = [c for c in judged if c["label"] == label]
+        sc = verdicts.score(mine, key="label")
+        for c, ok in zip(mine, sc.pop("agree", [])):
+            c["agrees"] = bool(ok)
+        scores[label] = sc
+    overall = verdicts.score(judged, key="label")
+    overall.pop("agree", None)
+    return {"per_branch": judged, "by_label": scores, "all": overall,
+            "not_compared": [c for c in cells if "not_compared" in c]}
+
+
+def per_branch_text(res: dict) -> list[str]:
+    """report.md lines: one per label (score beside the nulls), then one per branch run."""
+    if not res or not (res.get("per_branch") or res.get("not_compared")):
+        return []
+    L = ["Branches predicted before they ran (compare/branch_prediction.py; rule: " + verdicts.RULE + "):", ""]
+    for label, sc in res["by_label"].items():
+        nulls = ", ".join(f"{k} {v:.0%}" for k, v in sc["null"].items())
+        L.append(f"* `{label}`: {sc['share']:.0%} of {sc['n_cells']} cells agree (nulls: {nulls}); median "
+                 f"2·s.e./|obs| {sc['median_2se_rel']:.2f} → **{sc['verdict']}**")
+    L.append("")
+    for c in res["per_branch"]:
+        extra = (f"; the parent's {c['equivalent_of']} gains {c['average_gain_obs']:.4g} ± "
+                 f"{c['average_gain_obs_se']:.2g}" if "average_gain_obs" in c else "")
+        L.append(f"  * `{Path(c['run']).name}` ({c['schedule']}): gain L_raw − L_branch predicted "
+                 f"{c['gain_pred']:.4g} ± {c['gain_pred_se']:.2g}, observed {c['gain_obs']:.4g} ± "
+                 f"{c['gain_obs_se']:.2g} over steps {c['compared_on'][0]}–{c['compared_on'][1]}"
+                 f" ({'agrees' if c.get('agrees') else 'disagrees'}){extra}")
+    for c in res.get("not_compared", []):
+        L.append(f"  * `{Path(c['run']).name}`: not compared: {c['not_compared']}")
+    return L
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+def _range(text: str, flag: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: write two steps A:B, e.g. {flag} 1050:1400") from None
+    return a, b
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m compare.branch_prediction", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="the parent (base) run directories: the seeds of one setup")
+    p.add_argument("--calibrate", required=True, metavar="A:B", help="calibrate on steps A..B (B ≤ the branch step)")
+    p.add_argument("--branch-at", type=int, default=None, metavar="T0",
+                   help="the branch step (default B): the branches start from RUN/checkpoints/step_T0.pt")
+    p.add_argument("--until", type=int, default=None, metavar="D",
+                   help="predict up to step D (default: the end of the parents' constant-LR phase)")
+    p.add_argument("--branch", action="append", default=None, metavar="LABEL",
+                   help="a branch to predict (repeatable): a --branch-schedule text, swa or ema:GAMMA without H, or "
+                        "match:VARIANT (default: half, match:<each EMA>, match:swa, swa)")
+    p.add_argument("--out", required=True, help="folder for the prediction files and plan.json (new or empty)")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="which evaluation split to predict")
+    p.add_argument("--scales", type=int, default=None, help="curvature scales of the D(τ) fit (default: chosen)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"compare.branch_prediction: --out {out} exists and is not empty; choose a new folder", file=sys.stderr)
+        return 2
+    try:
+        a, b = _range(args.calibrate, "--calibrate")
+        t0 = b if args.branch_at is None else args.branch_at
+        plan = write_predictions(args.runs, (a, b), t0, out, args.branch, args.until, args.split, args.scales)
+    except (RunDirError, ValueError, KeyError) as e:
+        print(f"compare.branch_prediction: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"compare.branch_prediction: cannot write {e.filename or out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    seen = set()
+    for r in plan["branches"]:
+        if r["label"] in seen:
+            continue
+        seen.add(r["label"])
+        m = r["match"]
+        how = ("" if not m else f" (λ_b matches {r['equivalent_of']}" + ("" if m["exists"] else
+               f"; no exact match: the best λ_b reaches {m['reached_fraction']:.2f} of its gain") + ")")
+        print(f"{r['label']}: --branch-schedule {r['schedule']}{how}; predicted gain L_raw − L_branch over "
+              f"{plan['compared_on'][0]}–{plan['compared_on'][1]}: {r['gain_pred']:.4g} ± {r['gain_pred_se']:.2g}")
+    print(out / "plan.json")
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    with pipe_safe_stdout():
+        return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
