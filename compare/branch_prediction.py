@@ -197,9 +197,11 @@ def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out
 
 # ------------------------------------------------------------------------------------------ judging the runs
 
-def _resolve(path: str, run) -> Path:
+def resolve_path(path: str, run_dir) -> Path:
+    """A branch's recorded prediction path: as recorded (absolute, empirical.run resolves it), else relative to the
+    branch's run directory."""
     p = Path(path)
-    return p if p.is_file() or p.is_absolute() else run.path / p
+    return p if p.is_file() or p.is_absolute() else Path(run_dir) / p
 
 
 def branch_cell(setup: Setup, run, split: str = "test") -> dict | None:
@@ -210,7 +212,7 @@ def branch_cell(setup: Setup, run, split: str = "test") -> dict | None:
     if not cfg.get("prediction"):
         return None
     cell = {"run": str(run.path), "schedule": cfg.get("branch_schedule"), "prediction": cfg["prediction"]}
-    path = _resolve(cfg["prediction"], run)
+    path = resolve_path(cfg["prediction"], run.path)
     try:
         if prediction_file.sha256_of(path) != cfg.get("prediction_sha256"):
             return {**cell, "not_compared": f"{path} changed after the branch ran (SHA-256 differs from the run's "

@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from compare import pairs, predict
+from common import prediction
+from compare import branch_prediction, pairs, predict
 from compare.load import stack, variant_of
 from theory import moments, probes, spec, stationary
 
@@ -135,21 +136,34 @@ def bank_data(a) -> dict | None:
 
 
 def equivalence_data(a, kinds: tuple[str, ...]) -> dict | None:
-    """Raw and the variants of ``kinds`` (observed, NQM), and the branch runs matched to them from their branch
-    step."""
+    """Raw and the variants of ``kinds`` (observed, NQM), and the branch runs that stand in for them from their
+    branch step: observed, and — where the branch recorded a prediction made before it ran
+    (compare/branch_prediction.py) — that prediction (its calibration's floor + the predicted excess) with its s.e.
+    band; branches without one are drawn with the NQM line of this report's calibration, and say so."""
     names = [n for n, v in a.variants.items() if v.kind in kinds]
     if not names:
         return None
     curves = [{"name": n, "steps": a.curves[n].steps, "obs": a.curves[n].obs, "pred": a.curves[n].pred}
               for n in ["raw", *names]]
+    judged = {c["run"]: c for c in (a.metrics.get("branches_predicted") or {}).get("per_branch", [])}
     br = []
     for b in a.branches:
-        if b.get("matches") not in names:
+        cell = judged.get(str(b["path"]))
+        matches = cell.get("equivalent_of") if cell else b.get("matches")
+        if matches not in names:
             continue
         c, t0 = b["curve"], int(b["t0"])
         m = c.steps >= t0      # before its branch step a branch run's series are its parent's
-        br.append({"label": f"branch λ={b['lr']:.3g} ({b['kind']})", "matches": b["matches"], "t0": t0,
-                   "steps": c.steps[m], "obs": np.atleast_2d(c.obs)[:, m], "pred": np.asarray(c.pred)[m]})
+        entry = {"label": f"branch λ={b['lr']:.3g} ({b['kind']})", "matches": matches, "t0": t0,
+                 "steps": c.steps[m], "obs": np.atleast_2d(c.obs)[:, m], "pred": np.asarray(c.pred)[m],
+                 "predicted_before": False}
+        if cell:
+            doc = prediction.read_prediction(branch_prediction.resolve_path(cell["prediction"], b["path"]))
+            st = np.asarray(doc["steps"])
+            entry.update({"label": f"{doc['label']} ({doc['schedule'].split(':')[0]})", "pred_steps": st,
+                          "pred": doc["calibration"]["floor"] + np.asarray(doc["branch_excess"]),
+                          "pred_se": np.asarray(doc["branch_excess_se"]), "predicted_before": True})
+        br.append(entry)
     return {"n": len(a.setup.base), "window": a.cal.window, "curves": curves, "branches": br,
             "ylabel": f"eval {a.cal.split} loss"}
 

@@ -91,6 +91,7 @@ def metrics_json(analyses: list[Analysis], tables: list[list[dict]]) -> dict:
             "per_branch": (a.metrics.get("branches_predicted") or {}).get("per_branch", []),
             "branch_verdicts": {k: {x: y for x, y in v.items() if x != "agree"} for k, v in
                                 ((a.metrics.get("branches_predicted") or {}).get("by_label") or {}).items()},
+            "two_point_per_seed": a.metrics.get("two_point_per_seed", []),
             "branches_not_compared": (a.metrics.get("branches_predicted") or {}).get("not_compared", []),
             "truth": truth_json(a),
             "claims": tab, "thresholds": THRESHOLDS})

@@ -185,6 +185,9 @@ class WeightAverages:
         self._uses: dict[int, int] = {}      # _last_use cache
         self._expiry: list[tuple[int, int]] = []   # heap of (last use, step) of the kept snapshots
         self.step = 0
+        # where each variant starts: its spec's defined_from (theory.spec, the one definition of "where an average
+        # starts"), in the order of specs()
+        self._defined_from = {n: a.defined_from for n, a in self.specs().items()}
         # last step of the run: evaluation steps after it never come, so their snapshots are not kept
         self.total_steps = None if total_steps is None else _int("total_steps", total_steps)
         if self.total_steps is not None:
@@ -334,11 +337,10 @@ class WeightAverages:
         return out
 
     def names(self) -> list[str]:
-        """Variants defined at the current step (before that each equals the raw iterate; spec.py)."""
+        """Variants defined at the current step: those whose theory.spec ``defined_from`` has passed (before that each
+        equals the raw iterate)."""
         t = self.step
-        return ([n for n in self._ema_names if t >= self.ema_start]
-                + (["swa"] if self.swa_start is not None and t >= self.swa_start else [])
-                + [n for n, lags in self._multi.items() if t >= max(lags)])
+        return [n for n, start in self._defined_from.items() if t >= start]
 
     def available(self) -> list[str]:
         """Variants that can be read now: ``names()`` less the multi-point ones whose iterates were not kept (a step

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from empirical import measure as M
-from empirical.probes import Batch, Measurement, _int, _pairs
+from empirical.probes import Batch, Measurement, batch_pairs, checked_int
 
 
 class FixedBatchBank(Measurement):
@@ -47,40 +47,41 @@ class FixedBatchBank(Measurement):
                  train_at: Sequence[int] | None = None, fraction: float = 1.0, every: int = 1,
                  loss_fn: Callable | None = None, device=None, recorder=None):
         super().__init__(every, recorder)
-        self.train = _pairs("train_batches", train_batches, device)
-        self.heldout = _pairs("heldout_batches", heldout_batches, device)
+        self.train = batch_pairs("train_batches", train_batches, device)
+        self.heldout = batch_pairs("heldout_batches", heldout_batches, device)
         if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1] (share of each batch measured), got {fraction!r}")
         self.fraction, self.loss_fn = float(fraction), loss_fn
         self.used_at = [-1] * len(self.train)     # step of the update that trained on each batch; -1 = not yet
         self._plan: dict[int, int] = {}
         if train_at is not None:
-            steps = [_int("train_at step", u, 0) for u in train_at]
+            steps = [checked_int("train_at step", u, 0) for u in train_at]
             if len(steps) != len(self.train) or len(set(steps)) != len(steps):
                 raise ValueError(f"train_at needs one distinct step per training batch ({len(self.train)}), "
                                  f"got {list(train_at)}")
             self._plan = {u: k for k, u in enumerate(steps)}
-        self._publish()
+        self.publish()
 
     @property
     def images(self) -> int:
         """Images measured per batch: ⌈fraction · B⌉ with B the first training batch's size."""
         return max(1, math.ceil(self.fraction * len(self.train[0][1])))
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
+        """Write ``used_at`` to the recorder (if any) as the static series ``bank_used_at``."""
         if self.recorder is not None:
             self.recorder.set_static("bank_used_at", list(self.used_at))
 
     def trained_on(self, k: int, step: int) -> None:
         """Training bank batch ``k`` is the batch of optimiser update ``step`` (updates done before it)."""
-        k, step = _int("bank batch index", k, 0), _int("step", step, 0)
+        k, step = checked_int("bank batch index", k, 0), checked_int("step", step, 0)
         if k >= len(self.train):
             raise ValueError(f"bank batch {k}: the bank has {len(self.train)} training batches "
                              f"(0..{len(self.train) - 1})")
         if self.used_at[k] >= 0 and self.used_at[k] != step:
             raise ValueError(f"bank batch {k} was already trained on at step {self.used_at[k]}; each is used once")
         self.used_at[k] = step
-        self._publish()
+        self.publish()
 
     def batch_for(self, step: int, batch):
         """The batch to train on at update ``step``: the bank batch planned for it (``train_at``; then marked as

@@ -114,7 +114,7 @@ def header(cfg, data: Mapping[str, Any], n_params: int, device: Mapping[str, Any
 
 def _schedule(cfg) -> str:
     try:
-        from empirical.config import schedule_text
+        from empirical.schedules import schedule_text
         return schedule_text(cfg)
     except Exception:   # a schedule the one-line syntax cannot write: say its name, the config has the rest
         return cfg.schedule

@@ -498,7 +498,7 @@ def _quadratic(name, data_dir, seed, max_train, max_test) -> DataBundle:
     from dataclasses import replace
 
     from empirical import quadratic
-    from empirical.config import PRESETS
+    from empirical.presets import PRESETS
     if max_train is not None:
         raise DataError("quadratic: the training set is steps × batch size examples, each used once; max_train "
                         "does not apply (empirical.task.load_data builds the set of a config)")

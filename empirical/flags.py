@@ -14,9 +14,11 @@ from dataclasses import dataclass, fields, replace
 
 from common.cli import command_note, default_text, with_default
 from theory.branchspec import BranchSchedule
-from empirical.config import (DECAY_SCHEDULES, MAX_STEPS, PRESETS, ConfigError, Problem, RunConfig, STEP_SCALED,
-                              branch_schedule_from_report, epochs_to_steps, field_type, flag_of, missing_h_message,
-                              problem_text, problems, scale_to_steps)
+from empirical.config import DECAY_SCHEDULES, ConfigError, RunConfig, field_type, flag_of
+from empirical.presets import PRESETS
+from empirical.scaling import STEP_SCALED, epochs_to_steps, scale_to_steps
+from empirical.schedules import MAX_STEPS, branch_schedule_from_report, missing_h_message
+from empirical.validation import Problem, problem_text, problems
 
 
 def _converter(name: str, tp):

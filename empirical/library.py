@@ -320,8 +320,8 @@ class RunWriter:
                 m.used_at = [int(u) for u in used]
         for m in self.measurements:
             m.recorder = self.recorder
-            if hasattr(m, "_publish"):
-                m._publish()                       # the bank's static/bank_used_at from the start
+            if hasattr(m, "publish"):
+                m.publish()                       # the bank's static/bank_used_at from the start
         if resume is None or not (self.run_dir / "config.json").exists():
             self.recorder.write_start(self.config, list(sys.argv if command is None else command),
                                       {"torch": torch.__version__, "api": "empirical library (RunWriter)"})

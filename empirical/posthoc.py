@@ -38,7 +38,7 @@ import numpy as np
 
 from common import rundir
 from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
-from empirical import config
+from empirical import config, schedules
 from theory.branchspec import BranchSchedule
 
 POSTHOC = "posthoc"          # the variant name of the average, and the config.json section
@@ -136,7 +136,7 @@ def target_lr(cfg: config.RunConfig, schedule: str, from_step: int | None) -> tu
         if not 0 <= from_step < cfg.steps:
             raise PosthocError(f"--from {from_step}: the run has steps 0..{cfg.steps - 1}")
         try:
-            return config.lr_table(cfg, (from_step, schedule)), "branch"
+            return schedules.lr_table(cfg, (from_step, schedule)), "branch"
         except config.ConfigError as e:
             raise PosthocError(f"--schedule with --from takes the branch syntax: {e}") from None
     from theory.schedtext import parse_schedule
@@ -177,7 +177,7 @@ def make_plan(cfg: config.RunConfig, ckpt_steps: dict[int, str], schedule: str, 
         raise PosthocError("the run is a branch run; post-hoc averaging reads the constant-LR checkpoints of a base "
                            "run")
     q, syntax = target_lr(cfg, schedule, from_step)
-    p = config.lr_table(cfg)
+    p = schedules.lr_table(cfg)
     named = _h_from(schedule, syntax)
     if h is None and named is None:
         raise PosthocError(f"--schedule {schedule!r}: give --h H (curvature, 1/LR units): the weights are exact at one "
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise PosthocError(f"{run}: not an empirical training run (source {doc.get('source')!r})")
     cfg = config.from_dict(doc["config"])
     if args.from_report is not None:   # the same completion (and the same H) as a branch run given this report
-        args.schedule, note = config.branch_schedule_from_report(args.schedule, args.from_report, cfg.ema_every)
+        args.schedule, note = schedules.branch_schedule_from_report(args.schedule, args.from_report, cfg.ema_every)
         print(note, flush=True)
     plan = make_plan(cfg, checkpoint_steps(run), args.schedule, args.from_step, args.at, args.h)
     if args.out is not None and Path(args.out).exists() and (not Path(args.out).is_dir()

@@ -26,7 +26,8 @@ from empirical import measure as M
 Batch = tuple[torch.Tensor, torch.Tensor]   # (inputs, integer class targets)
 
 
-def _int(name: str, v, lo: int) -> int:
+def checked_int(name: str, v, lo: int) -> int:
+    """``v`` as an int if it is an integer (not a bool) >= ``lo``; ValueError naming ``name`` otherwise."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     return int(v)
@@ -44,7 +45,8 @@ def _is_pair(v) -> bool:
     return isinstance(v, tuple) and len(v) == 2 and all(isinstance(t, torch.Tensor) for t in v)
 
 
-def _pairs(name: str, batches, device) -> list[Batch]:
+def batch_pairs(name: str, batches, device) -> list[Batch]:
+    """``batches`` as a non-empty list of (inputs, targets) tensor pairs, moved to ``device`` if given."""
     out = [_pair(name, b, device) for b in batches]
     if not out:
         raise ValueError(f"{name}: give at least one (inputs, targets) batch")
@@ -58,7 +60,7 @@ class Measurement:
     group: str = ""
 
     def __init__(self, every: int = 1, recorder=None):
-        self.every = _int("every (steps)", every, 0)
+        self.every = checked_int("every (steps)", every, 0)
         self.recorder = recorder
 
     def due(self, step: int) -> bool:
@@ -129,7 +131,7 @@ class GradientAlignment(Measurement):
     def __init__(self, ref_batches: Sequence[Batch], batch: Batch | None = None, *, every: int = 1,
                  loss_fn: Callable | None = None, device=None, recorder=None):
         super().__init__(every, recorder)
-        self.ref_batches = _pairs("ref_batches", ref_batches, device)
+        self.ref_batches = batch_pairs("ref_batches", ref_batches, device)
         self.batch = None if batch is None else _pair("batch", batch, device)
         self.loss_fn, self.device = loss_fn, device
 
@@ -150,8 +152,8 @@ class TopCurvature(Measurement):
     def __init__(self, batches: Sequence[Batch], *, iters: int = 20, seed: int = 0, every: int = 1,
                  loss_fn: Callable | None = None, device=None, recorder=None):
         super().__init__(every, recorder)
-        self.batches = _pairs("batches", batches, device)
-        self.iters, self.seed, self.loss_fn = _int("iters", iters, 1), int(seed), loss_fn
+        self.batches = batch_pairs("batches", batches, device)
+        self.iters, self.seed, self.loss_fn = checked_int("iters", iters, 1), int(seed), loss_fn
 
     def measure(self, step: int, model: nn.Module) -> dict:
         """{"top_eig": λ_max} on θ_step (measure.top_curvature; start vector seeded by seed + step)."""

@@ -6,7 +6,7 @@ quadratic of docs/theory.md §2.1 (M1, with a shared diagonal H),
 trained by the same loop, averages and recordings as the ResNets (empirical/train.py), so that what compare/
 recovers can be checked against the truth (:func:`truth`, written to config.json as ``config["truth"]``).
 
-* The spectrum is a list of scales (h, noise, directions) (``--quad-spectrum``, parsed by config.parse_spectrum):
+* The spectrum is a list of scales (h, noise, directions) (``--quad-spectrum``, parsed by validation.parse_spectrum):
   h the Hessian eigenvalue in 1/LR units, noise = Σ Var(ε_{B,k}) over the scale's directions in param² (the σ_k² of
   theory.md §2.0, summed). H is diagonal in the parameter basis, the scales' directions in the order given.
 * An example is a point x_i = θ*(t_i) + z_i with z_{i,k} ~ N(0, B·noise/directions), independent, t_i the optimiser
@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from empirical.config import DECAY_SCHEDULES, RunConfig, parse_spectrum
+from empirical.config import DECAY_SCHEDULES, RunConfig
+from empirical.validation import parse_spectrum
 from empirical.bundle import DataBundle
 
 START_SDS = 3.0     # |θ_0 − θ*_0| per direction, in stationary standard deviations

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from empirical import config, flags
+from empirical import config, flags, presets, validation
 from empirical.stopped import Stopped
 from common import prediction, rundir
 from common.cli import pipe_safe_stdout
@@ -49,7 +49,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
     parent = given.get("branch_from")
     if not given.get("resume") and parent is None:
         if fresh is None:
-            raise config.ConfigError(f"missing PRESET: choose one of {', '.join(config.PRESETS)} "
+            raise config.ConfigError(f"missing PRESET: choose one of {', '.join(presets.PRESETS)} "
                                      f"(e.g. python -m empirical.run digits)")
         if fresh.out is not None and Path(fresh.out).exists() and (not Path(fresh.out).is_dir()
                                                                    or any(Path(fresh.out).iterdir())):
@@ -82,7 +82,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
         doc = rundir.read_json(out / "config.json")["config"]
         saved, allowed, state = config.from_dict(doc), config.RUN_CONTROL, None
         kind, branch_at = "resume", doc.get("branch_step")   # a resumed branch keeps its schedule from this step
-    cfg = config.validate(replace(saved, **{k: v for k, v in given.items() if k in allowed}))
+    cfg = validation.validate(replace(saved, **{k: v for k, v in given.items() if k in allowed}))
     clash = [k for k in config.differing(fresh, saved, ignore=allowed)] if fresh else \
         [k for k, v in given.items() if k not in allowed and getattr(saved, k) != v]
     if clash:

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from empirical import checkpoint, config, console, distributed, sampler, task
+from empirical import checkpoint, config, console, distributed, sampler, schedules, task
 from empirical.cadence import Cadence, bank_uses
 from empirical.bn import ConsistentRaw, evaluated_variants, prepare_variant
 from empirical.recorder import Recorder
@@ -273,7 +273,7 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                                                       else None) if env.ddp else raw_model
     opt = torch.optim.SGD(raw_model.parameters(), lr=cfg.peak_lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, foreach=True)
-    lrs = config.lr_table(cfg, (branch_at, cfg.branch_schedule) if branch_at is not None else None).tolist()
+    lrs = schedules.lr_table(cfg, (branch_at, cfg.branch_schedule) if branch_at is not None else None).tolist()
     dense_steps = cfg.dense_eval_steps()   # the dense test-split window (computed once; the averages keep its lags)
     avg = WeightAverages(raw_model, ema_decays=cfg.ema_decays, ema_start=cfg.ema_start, ema_every=cfg.ema_every,
                          swa_start=cfg.swa_start, swa_every=cfg.swa_every, two_point_gaps=cfg.two_point_gaps,
@@ -302,7 +302,7 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
         start, ref_loss = restore(state, ts)
     rec.set_static("bank_used_at", [u if u < cfg.stop else -1 for u in fixed["bank_used_at"]])
     resolved = {**cfg.to_dict(), "averaging": avg.config(), "variants": variants, "steps_per_epoch":
-                smp.steps_per_epoch, "schedule_params": config.build_schedule(cfg).params(), "data": data.describe(),
+                smp.steps_per_epoch, "schedule_params": schedules.build_schedule(cfg).params(), "data": data.describe(),
                 "branch_step": branch_at, "bank_used_at": fixed["bank_used_at"],
                 "prediction_sha256": prediction.sha256_of(cfg.prediction) if cfg.prediction else None}
     if cfg.dataset == "quadratic":   # what compare/ must recover (empirical/quadratic.py)

@@ -2,8 +2,11 @@
 
 data = {"n": int, "window": (lo, hi), "ylabel": str,
         "curves": [{"name", "steps"[T], "obs"[n, T], "pred"[T]}],            # raw first, then the averages
-        "branches": [{"label", "matches", "t0", "steps"[T], "obs"[1, T], "pred"[T]}]}   # from the branch step t0
+        "branches": [{"label", "matches", "t0", "steps"[T], "obs"[1, T], "pred"[T] or [P], "predicted_before",
+                      optional "pred_steps"[P], "pred_se"[P]}]}   # from the branch step t0
 
+A branch predicted before it ran (compare/branch_prediction.py) is drawn as that prediction with a ±2 s.e. band
+beside its observed mean; one without such a prediction with the report's NQM line, labelled as fitted afterwards.
 Without a branch run the title names no comparison and a note in the axis says that none is drawn.
 """
 
@@ -12,6 +15,21 @@ from __future__ import annotations
 import numpy as np
 
 from common import style
+
+
+def _from_branch_step(x: dict) -> dict:
+    """A branch entry cut to its branch step t0 on: observed series on ``steps``, the prediction on ``pred_steps``
+    (its own grid, when predicted before the run) or on ``steps``."""
+    m = np.asarray(x["steps"]) >= x["t0"]
+    out = dict(x, steps=np.asarray(x["steps"])[m], obs=np.atleast_2d(x["obs"])[:, m])
+    ps = np.asarray(x.get("pred_steps", x["steps"]))
+    k = ps >= x["t0"]
+    out["pred"] = np.asarray(x["pred"])[k]
+    if "pred_steps" in x:
+        out["pred_steps"] = ps[k]
+    if "pred_se" in x:
+        out["pred_se"] = np.asarray(x["pred_se"])[k]
+    return out
 
 
 @style.styled
@@ -34,17 +52,20 @@ def plot_equivalence(data: dict, title: str, plain_title: str, missing: str):
     for label, bs in groups.items():
         b = bs[0]
         if b.get("t0") is not None:    # a branch exists from its branch step on
-            bs = [dict(x, steps=np.asarray(x["steps"])[np.asarray(x["steps"]) >= x["t0"]],
-                       obs=np.atleast_2d(x["obs"])[:, np.asarray(x["steps"]) >= x["t0"]],
-                       pred=np.asarray(x["pred"])[np.asarray(x["steps"]) >= x["t0"]]) for x in bs]
+            bs = [_from_branch_step(x) for x in bs]
             b = bs[0]
         col = next((style.colour(c["name"], k) for k, c in enumerate(data["curves"]) if c["name"] == b["matches"]),
                    style.RAW)
         obs = np.vstack([np.atleast_2d(x["obs"]) for x in bs if len(x["steps"]) == len(b["steps"])])
         ax.plot(b["steps"], np.nanmean(obs, axis=0), color=col, label=f"{label} (obs, n={obs.shape[0]})",
                 **style.BRANCH_STYLE)
+        ps = np.asarray(b.get("pred_steps", b["steps"]))
         if np.any(np.isfinite(b["pred"])):
-            ax.plot(b["steps"], b["pred"], color=col, linestyle=":", linewidth=1.0, label=f"{label} (NQM)")
+            what = "predicted before it ran" if b.get("predicted_before") else "NQM, fitted after it ran"
+            ax.plot(ps, b["pred"], color=col, linestyle=":", linewidth=1.2, label=f"{label} ({what})")
+            if "pred_se" in b:
+                ax.fill_between(ps, b["pred"] - 2 * b["pred_se"], b["pred"] + 2 * b["pred_se"], color=col,
+                                alpha=0.15, linewidth=0)
     lo, hi = data["window"]
     ax.axvspan(lo, hi, color="#000000", alpha=0.04, linewidth=0)
     finite = [np.nanmin(np.atleast_2d(c["obs"])[:, c["steps"] >= lo]) for c in data["curves"]

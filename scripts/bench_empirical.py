@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from empirical import config  # noqa: E402
+from empirical import config, presets  # noqa: E402
 from empirical import data as D  # noqa: E402
 from empirical import run, train  # noqa: E402
 from empirical.models import build_model  # noqa: E402
@@ -221,7 +221,7 @@ def event_costs(preset: str, segment: int) -> dict[str, float]:
     from empirical import measure as M
     from empirical.averaging import WeightAverages
 
-    cfg = config.PRESETS[preset]
+    cfg = presets.PRESETS[preset]
     argv = [preset, "--max-steps", str(segment), *EVENT_FLAGS]
     side, batch = CPU_SHAPES.get(preset, (None, None))
     if batch and not torch.cuda.is_available():
@@ -321,7 +321,7 @@ def averages_vs_bare(preset: str = "digits", steps: int = 300, repeats: int = 3)
     from empirical import task
     from empirical.averaging import WeightAverages
 
-    cfg = config.PRESETS[preset]
+    cfg = presets.PRESETS[preset]
     data, tk = task.load_data(cfg), task.for_config(cfg)
     torch.manual_seed(0)
     model = task.build_model(cfg, data)
@@ -364,7 +364,7 @@ def preset_recording(presets: list[str], segment: int) -> None:
           f"shortened), counted over its full timeline (% of the training steps' time; 'averages' and "
           f"'evaluation' are what any averaging run with validation pays, reported beside the measurements):")
     for preset in presets:
-        cfg = config.PRESETS[preset]
+        cfg = presets.PRESETS[preset]
         cost = event_costs(preset, segment)
         n = Cadence.of(cfg).counts()
         total = cfg.stop * cost["step"]

@@ -148,7 +148,7 @@ def bare_loop(a, ds, dev, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from empirical.config import PRESETS
+    from empirical.presets import PRESETS
     from empirical.models import build_model
     from empirical.sampler import EpochSampler
 
@@ -185,7 +185,7 @@ def bare_loop(a, ds, dev, steps: int) -> dict:
 def measurement_sizes(light: bool) -> dict:
     """The imagenet preset's measurement sizes (bank, probe, alignment, curvature, BN recomputation), or with
     ``light`` the smallest ones (the CPU smoke mode, which checks the plumbing, not the speed)."""
-    from empirical.config import PRESETS
+    from empirical.presets import PRESETS
 
     names = ("bank_size", "bank_fraction", "probe_etas", "align_batches", "curv_batches", "curv_iters", "bn_batches")
     if light:
@@ -216,7 +216,7 @@ def ours_loop(a, dev, tmp: Path) -> dict:
     """empirical.run.main with every recording on, timed per step by wrapping SyntheticImages.batch (the request
     for each training batch), stopped after the window."""
     from empirical import data, run
-    from empirical.config import PRESETS
+    from empirical.presets import PRESETS
 
     imnet = PRESETS["imagenet"]
     every, stop = window_plan(a)

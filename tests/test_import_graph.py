@@ -163,3 +163,91 @@ def test_importing_theory_and_compare_loads_no_torch():
                        env={"PYTHONPATH": str(ROOT), "PATH": "", "MPLBACKEND": "Agg"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+# No private name crosses a module boundary: a helper one module lends another gets a public name (and a
+# docstring) in the module that defines it. Method calls on objects (``bank._x()``) are not seen here.
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _module_names() -> dict[str, Path]:
+    """{dotted module name: file} of the five packages (``pkg/__init__.py`` is ``pkg``)."""
+    names = {f"{pkg}.{'.'.join(p.relative_to(ROOT / pkg).with_suffix('').parts)}": p for pkg, p in _modules()}
+    return {n.removesuffix(".__init__"): p for n, p in names.items()}
+
+
+def _private_uses(tree: ast.AST, mod: str, modules: set[str], is_package: bool = False) -> list[tuple[int, str]]:
+    """(line, what) of each private name that module ``mod`` takes from another module of ``modules``:
+    ``from X import _name`` (X absolute or relative, a module of ``modules``; ``from __future__`` is not one), and
+    ``alias._name`` where ``alias`` (or a dotted ``a.b``) is bound in this file by an import of such a module
+    (``import a.b``, ``import a.b as m``, ``from a import b``). Dunders are public; ``mod``'s own names are its own."""
+    package = mod if is_package else mod.rpartition(".")[0]
+    bound: dict[str, str] = {}                 # name or dotted name in this file -> the module it is
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    if a.name in modules:
+                        bound[a.asname] = a.name
+                else:
+                    parts = a.name.split(".")
+                    bound |= {d: d for d in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if d in modules}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                src = f"{base}.{node.module}" if node.module else base
+            else:
+                src = node.module or ""
+            if src not in modules:
+                continue
+            for a in node.names:
+                if _is_private(a.name) and src != mod:
+                    out.append((node.lineno, f"from {'.' * node.level}{node.module or ''} import {a.name}"))
+                if f"{src}.{a.name}" in modules:
+                    bound[a.asname or a.name] = f"{src}.{a.name}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            parts, v = [], node.value
+            while isinstance(v, ast.Attribute):
+                parts.append(v.attr)
+                v = v.value
+            if isinstance(v, ast.Name):
+                dotted = ".".join([v.id, *reversed(parts)])
+                if dotted in bound and bound[dotted] != mod:
+                    out.append((node.lineno, f"{dotted}.{node.attr}  ({bound[dotted]})"))
+    return sorted(out)
+
+
+def test_the_private_name_check_sees_both_kinds():
+    mods = {"theory", "theory.moments", "theory.spec", "empirical", "empirical.bank", "empirical.library",
+            "empirical.probes"}
+    src = ("from __future__ import annotations\n"
+           "import torch\n"
+           "import theory.spec\n"
+           "from theory.moments import _chunked, moments\n"
+           "from .bank import __doc__, FixedBatchBank\n"
+           "from . import probes as P, bank\n"
+           "from .library import _own\n"
+           "torch._foreach_add_(a, b)\n"
+           "P._int('x', 1, 0)\n"
+           "theory.spec._int(3)\n"
+           "bank.__name__, FixedBatchBank._publish, moments._x\n"
+           "def f():\n"
+           "    from .probes import _pairs as pairs\n"
+           "    import empirical.bank as B\n"
+           "    B._publish()\n")
+    assert _private_uses(ast.parse(src), "empirical.library", mods) == [
+        (4, "from theory.moments import _chunked"), (9, "P._int  (empirical.probes)"),
+        (10, "theory.spec._int  (theory.spec)"), (13, "from .probes import _pairs"),
+        (15, "B._publish  (empirical.bank)")]
+
+
+def test_no_private_name_is_used_across_modules():
+    modules = _module_names()
+    hits = [f"{path.relative_to(ROOT)}:{line}: {what}" for mod, path in modules.items()
+            for line, what in _private_uses(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), mod,
+                                            set(modules), path.name == "__init__.py")]
+    assert hits == [], "private names used across modules (give them a public name where defined):\n" + \
+        "\n".join(hits)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import stationary as st
-from .moments import _chunked, _steps, alpha_phases, diverges, excess_loss
+from .moments import alpha_phases, checked_steps, chunked_moments, diverges, excess_loss
 from .segments import Varying, clip_phases, restrict
 from .spec import EMA, NQM, SGD, SWA, Averaging, Constant, Hyperbolic, NoAverage, NPoint, Piecewise, Schedule, TwoPoint
 
@@ -80,7 +80,8 @@ def scalar_equivalent_lr(model: NQM, target_loss: float, momentum: float = 0.0) 
             hi = mid
 
 
-def _stationary_avg(avg: Averaging, total: int) -> Averaging:
+def stationary_average(avg: Averaging, total: int) -> Averaging:
+    """``avg`` with an open-ended SWA closed at step ``total`` (the window its stationary variance is taken over)."""
     if isinstance(avg, SWA) and avg.length is None:
         return SWA(start=avg.start, length=max(1, (total - avg.start) // avg.every + 1), every=avg.every)
     return avg
@@ -144,13 +145,13 @@ def equivalence(model: NQM, opt: SGD, avg: Averaging, steps) -> Equivalence:
 
     Example: ``equivalence(NQM(h=[1.], m0=1.), SGD(Constant(.05)), EMA(.995, start=2000), np.arange(0, 4001, 100))``.
     """
-    steps = _steps(steps)
+    steps = checked_steps(steps)
     total, mu = int(steps.max()), opt.momentum
     t0 = min(avg.defined_from, total)
     lr_ref = float(opt.schedule.lr_at(np.array([min(t0, max(total - 1, 0))]))[0])
     alpha = lr_ref * model.h
     bad = bool(np.any(diverges(model, opt, max(total, 1))))
-    stat = _stationary_avg(avg, total)
+    stat = stationary_average(avg, total)
     v_stat = st.averaged_variance(alpha, stat, model.sigma2, mu)
     a_apx = st.equivalent_alpha_approx(alpha, stat, mu)
     a_eq = st.equivalent_alpha(v_stat, model.sigma2, mu)
@@ -233,7 +234,7 @@ def _moments_in_blocks(model: NQM, opt: SGD, avg: Averaging, per_dir, scalar, st
         sub = NQM(h=model.h[sl], sigma2=model.sigma2[sl], m0=model.m0[sl], v0=model.v0[sl])
         init = None
         if share:
-            m_pre, st0 = _chunked(sub, mu, NoAverage(), _block(sched, d, sl), steps[pre] if pre.any() else [t0],
+            m_pre, st0 = chunked_moments(sub, mu, NoAverage(), _block(sched, d, sl), steps[pre] if pre.any() else [t0],
                                   stop=t0)
             init = (t0, *st0)
             if pre.any():
@@ -243,15 +244,15 @@ def _moments_in_blocks(model: NQM, opt: SGD, avg: Averaging, per_dir, scalar, st
             del m_pre
         at = steps[post]
         rows = after if not share else slice(None)                   # rows of the post arrays with t ≥ T0
-        m_avg = _chunked(sub, mu, avg, _block(sched, d, sl), at, init)[0]
+        m_avg = chunked_moments(sub, mu, avg, _block(sched, d, sl), at, init)[0]
         loss_raw[post] += excess_loss(sub, m_avg.mean_x, m_avg.var_x)
         la[post] += excess_loss(sub, m_avg.mean_avg, m_avg.var_avg)
-        m_eq = _chunked(sub, mu, NoAverage(), _block(per_dir, d, sl), at, init)[0]
+        m_eq = chunked_moments(sub, mu, NoAverage(), _block(per_dir, d, sl), at, init)[0]
         le[post] += excess_loss(sub, m_eq.mean_x, m_eq.var_x)
         err_m = np.maximum(err_m, _rel(m_avg.mean_avg[rows], m_eq.mean_x[rows], np.sqrt(v_stat[sl])))
         err_v = np.maximum(err_v, _rel(m_avg.var_avg[rows], m_eq.var_x[rows], v_stat[sl]))
         del m_avg, m_eq                                            # free this block's arrays for the next
-        m_sc = _chunked(sub, mu, NoAverage(), _block(scalar, d, sl), at, init)[0]
+        m_sc = chunked_moments(sub, mu, NoAverage(), _block(scalar, d, sl), at, init)[0]
         ls[post] += excess_loss(sub, m_sc.mean_x, m_sc.var_x)
         del m_sc
     return loss_raw, la, le, ls, float(err_m), float(err_v)

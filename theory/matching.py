@@ -47,9 +47,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .equivalence import _stationary_avg, scalar_equivalent_lr
-from .moments import _chunked, alpha_phases, diverges, sorted_unique
-from .spec import EMA, NQM, SGD, SWA, NoAverage, NPoint, TwoPoint, _int
+from .equivalence import scalar_equivalent_lr, stationary_average
+from .moments import alpha_phases, chunked_moments, diverges, sorted_unique
+from .spec import EMA, NQM, SGD, SWA, NoAverage, NPoint, TwoPoint, is_integer_valued
 from . import stationary as st
 
 __all__ = ["SwitchMatch", "match_switch", "scan_switch", "switch_candidates"]
@@ -146,14 +146,14 @@ class _Problem:
         if isinstance(avg, NoAverage) or not isinstance(avg, (EMA, SWA, TwoPoint, NPoint)):
             raise ValueError(f"avg must be an average (EMA, SWA, TwoPoint or NPoint), got {type(avg).__name__}: "
                              "the raw iterate has no gain to match")
-        if not (isinstance(window, (tuple, list)) and len(window) == 2 and all(_int(v) for v in window)):
+        if not (isinstance(window, (tuple, list)) and len(window) == 2 and all(is_integer_valued(v) for v in window)):
             raise ValueError(f"window must be two integer steps (A, B) with 0 <= A < B, got {window!r}")
         a, b = int(window[0]), int(window[1])
         if a < 0 or a >= b:
             raise ValueError(f"window ({a}, {b}): need 0 <= A < B (first and last step of the window), "
                              "e.g. (900, 1200)")
         if total is not None:
-            if not (_int(total) and total >= 1):
+            if not (is_integer_valued(total) and total >= 1):
                 raise ValueError(f"total (the run length in steps) must be an integer >= 1, got {total!r}")
             if b > total:
                 raise ValueError(f"window ({a}, {b}) ends after the run's last step {int(total)}: end the window at "
@@ -170,13 +170,13 @@ class _Problem:
         self.model, self.opt, self.avg, self.a, self.b = model, opt, avg, a, b
         self.mu = float(opt.momentum)
         self.steps, self.weights = _window_grid(a, b, model.dim)
-        m = _chunked(model, self.mu, avg, alpha_phases(model, opt, b), self.steps)[0]
+        m = chunked_moments(model, self.mu, avg, alpha_phases(model, opt, b), self.steps)[0]
         self.raw_dir = self.window_mean(m.mean_x, m.var_x)
         self.target_dir = self.window_mean(m.mean_avg, m.var_avg)
         del m
         t0 = min(first, b)                                     # stationary λ_eq as theory.equivalence computes it
         lr_ref = float(opt.schedule.lr_at(np.array([min(t0, max(b - 1, 0))]))[0])
-        v_stat = st.averaged_variance(lr_ref * model.h, _stationary_avg(avg, b), model.sigma2, self.mu)
+        v_stat = st.averaged_variance(lr_ref * model.h, stationary_average(avg, b), model.sigma2, self.mu)
         self.lr_eq = float(scalar_equivalent_lr(model, 0.5 * float(np.sum(model.h * v_stat)), self.mu))
 
     def window_mean(self, mean, var) -> np.ndarray:
@@ -186,7 +186,7 @@ class _Problem:
 
     def switch_step(self, switch_at) -> int:
         s = self.a if switch_at is None else switch_at
-        if not _int(s) or not 0 <= s <= self.a:
+        if not is_integer_valued(s) or not 0 <= s <= self.a:
             raise ValueError(f"switch step {s!r} must be an integer in [0, A = {self.a}] (at or before the window "
                              f"start); default: A")
         s = int(s)
@@ -208,7 +208,7 @@ class _Branch:
         self.prefix = alpha_phases(p.model, p.opt, s) if s > 0 else []
         self.init = None
         if s > 0:
-            _, state = _chunked(p.model, p.mu, NoAverage(), self.prefix, [s], stop=s)
+            _, state = chunked_moments(p.model, p.mu, NoAverage(), self.prefix, [s], stop=s)
             self.init = (s, *state)
         self.calls = 0
         self.best = np.full(d, np.inf)
@@ -220,7 +220,7 @@ class _Branch:
         p = self.p
         lr = np.broadcast_to(np.asarray(lr, dtype=float), (p.model.dim,))
         phases = [*self.prefix, (self.s, p.b, lr * p.model.h)]
-        m = _chunked(p.model, p.mu, NoAverage(), phases, p.steps, self.init)[0]
+        m = chunked_moments(p.model, p.mu, NoAverage(), phases, p.steps, self.init)[0]
         self.calls += 1
         out = p.window_mean(m.mean_x, m.var_x)
         better = out < self.best

@@ -57,25 +57,27 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ikd,kjd->ijd", a, b)
 
 
-def _sandwich(phi: np.ndarray, p: np.ndarray) -> np.ndarray:
+def sandwich_product(phi: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Φ P Φᵀ for each direction (the last axis of both stacks)."""
     return _mm(_mm(phi, p), phi.transpose(1, 0, 2))
 
 
-def _compose(second, first):
+def compose_maps(second, first):
     """Map 'first, then second' of two (Φ, G) maps: (Φ₂Φ₁, Φ₂G₁Φ₂ᵀ + G₂)."""
-    return _mm(second[0], first[0]), _sandwich(second[0], first[1]) + second[1]
+    return _mm(second[0], first[0]), sandwich_product(second[0], first[1]) + second[1]
 
 
 def _apply(m, state):
     mean, cov = state
-    return np.einsum("ikd,kd->id", m[0], mean), _sandwich(m[0], cov) + m[1]
+    return np.einsum("ikd,kd->id", m[0], mean), sandwich_product(m[0], cov) + m[1]
 
 
-def _identity(n: int, d: int):
+def identity_map(n: int, d: int):
+    """The (Φ, G) map that changes nothing: n×n identity Φ and zero noise G, for each of d directions."""
     return np.repeat(np.eye(n)[:, :, None], d, axis=2), np.zeros((n, n, d))
 
 
-class _Powers:
+class MapPowers:
     """M^n for any n ≥ 0 by binary powering; the 2^j powers and every n asked for are cached."""
 
     def __init__(self, base):
@@ -85,20 +87,20 @@ class _Powers:
     def __call__(self, n: int):
         if n not in self.cache:
             if n == 0:
-                return _identity(self.bits[0][0].shape[0], self.bits[0][0].shape[2])
+                return identity_map(self.bits[0][0].shape[0], self.bits[0][0].shape[2])
             out, j, rest = None, 0, n
             while rest:
                 if j == len(self.bits):
-                    self.bits.append(_compose(self.bits[-1], self.bits[-1]))
+                    self.bits.append(compose_maps(self.bits[-1], self.bits[-1]))
                 if rest & 1:
-                    out = self.bits[j] if out is None else _compose(self.bits[j], out)
+                    out = self.bits[j] if out is None else compose_maps(self.bits[j], out)
                 rest >>= 1
                 j += 1
             self.cache[n] = out
         return self.cache[n]
 
 
-def _step_map(alpha: np.ndarray, mu: float, sigma2: np.ndarray, n: int, nx: int = 2):
+def heavy_ball_step_map(alpha: np.ndarray, mu: float, sigma2: np.ndarray, n: int, nx: int = 2):
     """One heavy-ball update of (x, x_prev[, y]) at rate α (y unchanged): theory.md §2.6.
 
     ``nx`` is the number of iterate slots: 2 keeps x_{t−1} (momentum reads it), 1 drops it. With μ = 0 the update
@@ -194,7 +196,7 @@ class _Events:
 
     def event_map(self, t: int, d: int):
         iy = self.iy
-        phi, g = _identity(iy + 1, d)
+        phi, g = identity_map(iy + 1, d)
         phi[iy, iy], phi[iy, 0] = self._coefs(t)
         return phi, g
 
@@ -223,12 +225,12 @@ class _Phase:
 
     def steps(self, k: int):
         if self._step is None:
-            self._step = _Powers(_step_map(self.alpha, self.mu, self.sigma2, self.n, self.nx))
+            self._step = MapPowers(heavy_ball_step_map(self.alpha, self.mu, self.sigma2, self.n, self.nx))
         return self._step(k)
 
     def blocks(self, q: int, ev: _Events):
         if self._block is None:
-            self._block = _Powers(_compose(ev.event_map(ev.r + ev.c, self.alpha.size), self.steps(ev.c)))
+            self._block = MapPowers(compose_maps(ev.event_map(ev.r + ev.c, self.alpha.size), self.steps(ev.c)))
         return self._block(q)
 
     def transition(self, a: int, b: int) -> np.ndarray:
@@ -443,7 +445,8 @@ def sorted_unique(a) -> np.ndarray:
     return a[np.concatenate(([True], a[1:] != a[:-1]))] if a.size else a
 
 
-def _steps(steps) -> np.ndarray:
+def checked_steps(steps) -> np.ndarray:
+    """``steps`` as a non-empty 1-D int64 array of step numbers >= 0; ValueError otherwise."""
     s = np.atleast_1d(np.asarray(steps))
     if s.ndim != 1 or s.size == 0 or not np.issubdtype(s.dtype, np.integer) or np.any(s < 0):
         raise ValueError("steps must be a non-empty 1-D array of integers >= 0 (iterate after t updates)")
@@ -527,14 +530,14 @@ def moments_from_alpha(model: NQM, momentum: float, avg: Averaging, alpha_phases
 
     Example: ``moments_from_alpha(NQM(h=[1.]), 0., EMA(0.9), [(0, 10, np.array([0.1]))], [0, 10])``.
     """
-    return _chunked(model, momentum, avg, alpha_phases, steps)[0]
+    return chunked_moments(model, momentum, avg, alpha_phases, steps)[0]
 
 
 def _sub_model(model: NQM, sl: slice) -> NQM:
     return NQM(h=model.h[sl], sigma2=model.sigma2[sl], m0=model.m0[sl], v0=model.v0[sl])
 
 
-def _chunked(model, momentum, avg, alpha_phases, steps, init=None, stop=None):
+def chunked_moments(model, momentum, avg, alpha_phases, steps, init=None, stop=None):
     """:func:`_engine` over blocks of directions; the (mean, cov) of the iterate slots at ``stop`` concatenated."""
     d = model.dim
     if d <= CHUNK_DIRECTIONS:
@@ -562,10 +565,10 @@ def _engine(model: NQM, momentum: float, avg: Averaging, alpha_phases: list, ste
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if not isinstance(avg, (NoAverage, EMA, SWA, TwoPoint, NPoint)):
         raise ValueError(f"avg must be one of NoAverage, EMA, SWA, TwoPoint, NPoint; got {type(avg).__name__}")
-    steps = _steps(steps)
+    steps = checked_steps(steps)
     times = sorted_unique(steps)
     d, mu, sigma2 = model.dim, float(momentum), model.sigma2
-    nx = 2 if mu != 0 else 1                  # iterate slots: x_{t−1} only matters with momentum (_step_map)
+    nx = 2 if mu != 0 else 1          # iterate slots: x_{t−1} only matters with momentum (heavy_ball_step_map)
     ev = _Events(avg, iy=nx) if isinstance(avg, (EMA, SWA)) else None
     n_state = nx + (1 if ev else 0)
     t_first = 0 if init is None else int(init[0])
@@ -660,7 +663,7 @@ def _lr_change(prev, new: _Phase):
     (an LR of exactly zero, then non-zero) has no displacement to rescale: the buffer is not representable here.
     (A varying stretch rescales inside its own steps: kernels.step_ratio.)
     """
-    phi, g = _identity(new.n, new.alpha.size)
+    phi, g = identity_map(new.n, new.alpha.size)
     if new.mu == 0.0:
         return phi, g
     prev_alpha = prev.alpha_last
@@ -672,7 +675,7 @@ def _lr_change(prev, new: _Phase):
     return phi, g
 
 
-def _transition(phases: list, s: int, t: int) -> np.ndarray:
+def transition_matrix(phases: list, s: int, t: int) -> np.ndarray:
     """Φ(t, s): the product of the step matrices of updates s..t−1 and of the LR-change maps at the constant
     phases that begin in [s, t) (nx×nx×D: 2×2 with momentum, 1×1 without). Kept states are taken before the
     change map at their own step, as the engine applies it when the next phase begins."""
@@ -686,7 +689,7 @@ def _transition(phases: list, s: int, t: int) -> np.ndarray:
             phi = change if phi is None else _mm(change, phi)
         step = ph.transition(a, b)
         phi = step if phi is None else _mm(step, phi)
-    return phi if phi is not None else _identity(nx, phases[0].sigma2.size)[0]
+    return phi if phi is not None else identity_map(nx, phases[0].sigma2.size)[0]
 
 
 def _lagged(out, times, kept, phases, npts, gap):
@@ -695,7 +698,7 @@ def _lagged(out, times, kept, phases, npts, gap):
         if t < (npts - 1) * gap:
             continue
         pts = [int(t) - (npts - 1 - j) * gap for j in range(npts)]   # increasing
-        steps = [_transition(phases, pts[j - 1], pts[j]) for j in range(1, npts)]
+        steps = [transition_matrix(phases, pts[j - 1], pts[j]) for j in range(1, npts)]
         mean = sum(kept[p][0][0] for p in pts) / npts
         var = sum(kept[p][1][0, 0] for p in pts)
         cross = kept[pts[-1]][1][0, 0]                            # Σ_j Cov(x_t, x_{p_j})
@@ -713,7 +716,7 @@ def moments(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:
 
     Example: ``moments(NQM(h=[1.], m0=1.), SGD(Constant(0.1)), EMA(0.99), np.arange(0, 1001, 100))``.
     """
-    steps = _steps(steps)
+    steps = checked_steps(steps)
     return moments_from_alpha(model, opt.momentum, avg, alpha_phases(model, opt, int(steps.max())), steps)
 
 
@@ -730,7 +733,7 @@ def step_by_step(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:
     The state holds the lagged iterates x_t, x_{t−1}, …, x_{t−L} (L = (N−1)·gap for two-point / N-point) and the
     EMA value or SWA sum; every update and every averaging event is an explicit matrix. Cost O(steps·D·L²).
     """
-    steps = _steps(steps)
+    steps = checked_steps(steps)
     total, d, mu = int(steps.max()), model.dim, float(opt.momentum)
     npts, gap = _lag(avg)
     lag = max(1, (npts - 1) * gap)
@@ -755,7 +758,7 @@ def step_by_step(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:
                 r = 1.0 if t == 1 or lrs[t - 2] == lrs[t - 1] else lrs[t - 1] / lrs[t - 2]
                 a[0, 0], a[0, 1] = 1.0 + mu * r - alpha, -mu * r
                 mean = np.einsum("ikd,kd->id", a, mean)
-                cov = _sandwich(a, cov)
+                cov = sandwich_product(a, cov)
                 cov[0, 0] += alpha * alpha * model.sigma2
             if kind is not None and t >= avg.start and (t - avg.start) % avg.every == 0:
                 e = np.repeat(np.eye(n)[:, :, None], d, axis=2)
@@ -766,7 +769,7 @@ def step_by_step(model: NQM, opt: SGD, avg: Averaging, steps) -> Moments:
                     e[iy, iy], e[iy, 0] = g, 1.0 - g
                 elif avg.length is None or count < avg.length:
                     e[iy, 0], count = 1.0, count + 1
-                mean, cov = np.einsum("ikd,kd->id", e, mean), _sandwich(e, cov)
+                mean, cov = np.einsum("ikd,kd->id", e, mean), sandwich_product(e, cov)
             w = np.zeros(n)
             if kind is not None and t >= avg.start:
                 w[iy] = 1.0 if kind == "ema" else 1.0 / count

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .moments import _transition, alpha_phases, build_phases, diverges, moments
+from .moments import alpha_phases, build_phases, diverges, moments, transition_matrix
 from .spec import NQM, SGD, NoAverage
 from . import stationary as st
 
@@ -140,6 +140,6 @@ def fixed_batch_loss(model: NQM, opt: SGD, used_at: int, steps, fraction: float 
     cov = np.zeros_like(m.var_x)
     for i, t in enumerate(steps):
         if t > s:
-            cov[i] = alpha_s * _transition(phases, s + 1, int(t))[0, 0] * model.sigma2
+            cov[i] = alpha_s * transition_matrix(phases, s + 1, int(t))[0, 0] * model.sigma2
     seen = unseen - np.sum(model.h * cov, axis=1)
     return FixedBatchLoss(False, steps, s, seen, unseen, float(np.sum(model.h * alpha_s * model.sigma2)))

@@ -44,7 +44,7 @@ def _finite(x: float) -> bool:
         return False
 
 
-def _int(x) -> bool:
+def is_integer_valued(x) -> bool:
     """Is ``x`` an integer-valued number (int, numpy integer, or a float with no fraction; not a str or bool)?"""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         return False
@@ -54,7 +54,7 @@ def _int(x) -> bool:
 def _ints(name: str, value) -> tuple[int, ...]:
     """A number or a sequence of numbers -> a tuple of ints; ValueError naming ``name`` otherwise."""
     items = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value,)
-    _check(all(_int(v) for v in items), f"{name} must be integer step numbers, got {value!r}")
+    _check(all(is_integer_valued(v) for v in items), f"{name} must be integer step numbers, got {value!r}")
     return tuple(int(v) for v in items)
 
 
@@ -178,8 +178,8 @@ class _Decay(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(_int(self.start) and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
-        _check(_int(self.total) and _int(self.start) and self.total > self.start,
+        _check(is_integer_valued(self.start) and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
+        _check(is_integer_valued(self.total) and is_integer_valued(self.start) and self.total > self.start,
                f"total ({self.total}) must be an integer > start ({self.start})")
         _check(_finite(self.final_lr) and 0 <= self.final_lr <= self.lr,
                f"final_lr must be in [0, lr={self.lr}], got {self.final_lr}")
@@ -219,7 +219,7 @@ class WSD(Schedule):
         super().__post_init__()
         for n in ("warmup", "decay_start", "decay"):
             v = getattr(self, n)
-            _check(_int(v) and v >= 0, f"{n} must be an integer >= 0, got {v}")
+            _check(is_integer_valued(v) and v >= 0, f"{n} must be an integer >= 0, got {v}")
         _check(self.decay >= 1, f"decay must be >= 1 step, got {self.decay}")
         _check(self.decay_start >= self.warmup, f"decay_start ({self.decay_start}) must be >= warmup ({self.warmup})")
         _check(_finite(self.final_lr) and 0 <= self.final_lr <= self.lr, f"final_lr must be in [0, lr], got {self.final_lr}")
@@ -246,7 +246,7 @@ class Hyperbolic(Schedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(_int(self.start) and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
+        _check(is_integer_valued(self.start) and self.start >= 0, f"start must be an integer >= 0, got {self.start}")
         _check(_finite(self.tau) and self.tau > 0, f"tau must be a finite number of steps > 0, got {self.tau}")
 
     def _lr(self, t):
@@ -292,7 +292,7 @@ class Warmup(Schedule):
     def __init__(self, base: Schedule, steps: int = 0) -> None:
         _check(isinstance(base, Schedule) and not isinstance(base, Warmup),
                f"warmup base must be a schedule other than a warmup, got {type(base).__name__}")
-        _check(_int(steps) and steps >= 0, f"warmup steps must be an integer >= 0, got {steps!r}")
+        _check(is_integer_valued(steps) and steps >= 0, f"warmup steps must be an integer >= 0, got {steps!r}")
         object.__setattr__(self, "lr", base.lr)
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "steps", int(steps))
@@ -387,8 +387,10 @@ class EMA:
 
     def __post_init__(self) -> None:
         check_ema_decay(self.decay)
-        _check(_int(self.start) and self.start >= 0, f"EMA start must be an integer step >= 0, got {self.start}")
-        _check(_int(self.every) and self.every >= 1, f"EMA every must be an integer >= 1, got {self.every}")
+        _check(is_integer_valued(self.start) and self.start >= 0,
+               f"EMA start must be an integer step >= 0, got {self.start}")
+        _check(is_integer_valued(self.every) and self.every >= 1,
+               f"EMA every must be an integer >= 1, got {self.every}")
 
     @property
     def defined_from(self) -> int:
@@ -422,10 +424,12 @@ class SWA:
     every: int = 1                # sampling period c in steps (Izmailov et al. use one per epoch)
 
     def __post_init__(self) -> None:
-        _check(_int(self.start) and self.start >= 0, f"SWA start must be an integer step >= 0, got {self.start}")
-        _check(self.length is None or (_int(self.length) and self.length >= 1),
+        _check(is_integer_valued(self.start) and self.start >= 0,
+               f"SWA start must be an integer step >= 0, got {self.start}")
+        _check(self.length is None or (is_integer_valued(self.length) and self.length >= 1),
                f"SWA length (window, in iterates) must be an integer >= 1, got {self.length}")
-        _check(_int(self.every) and self.every >= 1, f"SWA every must be an integer >= 1, got {self.every}")
+        _check(is_integer_valued(self.every) and self.every >= 1,
+               f"SWA every must be an integer >= 1, got {self.every}")
 
     @property
     def defined_from(self) -> int:
@@ -453,7 +457,8 @@ class TwoPoint:
     gap: int                      # k, steps between the two points, >= 0
 
     def __post_init__(self) -> None:
-        _check(_int(self.gap) and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
+        _check(is_integer_valued(self.gap) and self.gap >= 0,
+               f"gap must be an integer number of steps >= 0, got {self.gap}")
 
     @property
     def defined_from(self) -> int:
@@ -476,8 +481,9 @@ class NPoint:
     gap: int                      # steps between consecutive points, >= 0
 
     def __post_init__(self) -> None:
-        _check(_int(self.n) and self.n >= 1, f"points N must be an integer >= 1, got {self.n}")
-        _check(_int(self.gap) and self.gap >= 0, f"gap must be an integer number of steps >= 0, got {self.gap}")
+        _check(is_integer_valued(self.n) and self.n >= 1, f"points N must be an integer >= 1, got {self.n}")
+        _check(is_integer_valued(self.gap) and self.gap >= 0,
+               f"gap must be an integer number of steps >= 0, got {self.gap}")
 
     @property
     def defined_from(self) -> int:

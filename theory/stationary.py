@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from .moments import _compose, _identity, _Powers, _sandwich, _step_map
+from .moments import MapPowers, compose_maps, heavy_ball_step_map, identity_map, sandwich_product
 from .spec import EMA, SGD, SWA, Averaging, Constant, NoAverage, NPoint, TwoPoint, check_ema_decay
 
 __all__ = ["max_stable_alpha", "iterate_variance", "ema_variance", "swa_variance", "two_point_variance",
@@ -141,11 +141,11 @@ def ema_variance(alpha, decay: float, sigma2=1.0, momentum: float = 0.0, every: 
 def _ema_lyapunov(alpha, decay, mu, c, sigma2):
     """Solve (I − B⊗B) vec P = vec G_B for the (x, x_prev, y) block map; return P_yy (flat, stable α)."""
     d = alpha.size
-    steps = _Powers(_step_map(alpha, mu, sigma2, 3))(c)
-    e, zero = _identity(3, d)
+    steps = MapPowers(heavy_ball_step_map(alpha, mu, sigma2, 3))(c)
+    e, zero = identity_map(3, d)
     g = decay ** c
     e[2, 2], e[2, 0] = g, 1.0 - g
-    b, gb = _compose((e, zero), steps)
+    b, gb = compose_maps((e, zero), steps)
     bt = np.moveaxis(b, 2, 0)                                     # (D, 3, 3)
     kron = np.einsum("dij,dkl->dikjl", bt, bt).reshape(d, 9, 9)
     rhs = np.moveaxis(gb, 2, 0).reshape(d, 9)
@@ -176,15 +176,15 @@ def _mean_points_numeric(alpha, n, c, mu):
     (c heavy-ball steps with σ² = 1, then S ← S + x) is applied n−1 times by binary powering, starting from the
     stationary (x, x_prev) with S = x. Only covariances are added, so there is no cancellation (flat, stable α)."""
     d = alpha.size
-    e, zero = _identity(3, d)
+    e, zero = identity_map(3, d)
     e[2, 0] = 1.0
-    block = _Powers(_compose((e, zero), _Powers(_step_map(alpha, mu, np.ones(d), 3))(c)))(n - 1)
+    block = MapPowers(compose_maps((e, zero), MapPowers(heavy_ball_step_map(alpha, mu, np.ones(d), 3))(c)))(n - 1)
     v1 = iterate_variance(alpha, 1.0, mu)
     rho1 = (1.0 + mu - alpha) / (1.0 + mu)                        # lag-1 autocorrelation (Yule-Walker)
     p0 = np.ones((3, 3, d))
     p0[0, 1] = p0[1, 0] = p0[1, 2] = p0[2, 1] = rho1
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = _sandwich(block[0], p0 * v1) + block[1]
+        p = sandwich_product(block[0], p0 * v1) + block[1]
         return np.where(alpha == 0, 0.0, p[2, 2] / n ** 2 / v1)
 
 

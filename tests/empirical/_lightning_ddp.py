@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from common import rundir
+from _tiny_module import Tiny
 from empirical import EMA, SWA, TwoPoint
 from empirical.lightning import AveragingCallback
 
@@ -20,25 +19,6 @@ if RANK != 0:      # only rank 0 writes the run directory: any write from anothe
     def _refuse(*args, **kwargs):
         raise RuntimeError(f"rank {RANK} tried to write a run file")
     rundir.atomic_write_bytes = rundir.new_run_dir = _refuse
-
-
-class Tiny(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 10))
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        return F.cross_entropy(self(batch[0]), batch[1])
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]), sync_dist=True)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
 
 
 def main(dump: Path) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import empirical
-from empirical import answers, checkpoint, config, posthoc
+from empirical import answers, checkpoint, posthoc, presets
 from theory import advice, spec
 
 
@@ -99,7 +99,7 @@ def test_swa_cooldown_weights_by_hand_and_path_by_path():
 def test_same_weights_as_the_command_line_on_its_grid():
     """``half`` from step 70 at h = 1.5 on checkpoints every 10 steps: posthoc_weights given the run's constant LR and
     the target's LR table gives the weights empirical.posthoc.make_plan gives for the branch syntax."""
-    cfg = replace(config.PRESETS["smoke"], steps=100, lr=0.1, momentum=0.0, schedule="constant", warmup_steps=0)
+    cfg = replace(presets.PRESETS["smoke"], steps=100, lr=0.1, momentum=0.0, schedule="constant", warmup_steps=0)
     grid = {s: f"step_{s:09d}.pt" for s in range(0, 101, 10)}
     plan = posthoc.make_plan(cfg, grid, "half", from_step=70, h=1.5)
     table = np.where(np.arange(100) < 70, 0.1, 0.05)

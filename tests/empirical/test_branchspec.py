@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from empirical import config as C
+from empirical import config as C, schedules
 from empirical import flags as F
 from theory.branchspec import FORMS, BranchSchedule, BranchScheduleError
 from theory import spec
@@ -105,7 +105,7 @@ def test_gamma_is_checked_by_check_ema_decay(text, gamma):
 def test_ema_zero_is_the_iterate_and_still_has_an_equivalent_lr():
     # γ = 0: β = 1, λ_eq = lr0·1/(1 + λ_eff·H); lr0 0.05, μ 0.9 (λ_eff 0.5), H 2: 0.05/2 = 0.025
     assert BranchSchedule.parse("ema:0:2") == BranchSchedule("ema", 0.0, 2.0)
-    lr = C.branch_lr("ema:0:2", 0.05, 0.9, 10).lr_at(np.array([10, 50]))
+    lr = schedules.branch_lr("ema:0:2", 0.05, 0.9, 10).lr_at(np.array([10, 50]))
     assert lr.tolist() == pytest.approx([0.025, 0.025])
     cfg = F.from_cli(["smoke", "--branch-from", "x.pt", "--branch-schedule", "ema:0:2"])
     assert cfg.branch_schedule == "ema:0:2"
@@ -122,7 +122,7 @@ def test_command_line_and_branch_lr_refuse_with_the_parser_message(text):
         F.from_cli(["smoke", "--branch-from", "x.pt", "--branch-schedule", text])
     assert str(run_err.value) == want
     with pytest.raises(C.ConfigError) as lr_err:
-        C.branch_lr(text, 0.05, 0.9, 0)
+        schedules.branch_lr(text, 0.05, 0.9, 0)
     assert str(lr_err.value) == want
 
 

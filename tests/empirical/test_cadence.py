@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from empirical import config
+from empirical import config, presets
 from empirical.cadence import Cadence, bank_uses
 
 # steps 100; regular evaluation every 20; dense (test split) every 10 in 40..80; bank every 5, span 10, K = 2; the
@@ -47,7 +47,7 @@ def test_other_measurements_keep_their_multiples():
 
 @pytest.mark.parametrize("name", ["digits", "mnist", "quadratic"])
 def test_small_presets_measure_only_where_an_evaluation_prepared_the_weights(name):
-    cfg = config.PRESETS[name]
+    cfg = presets.PRESETS[name]
     assert Cadence.of(cfg).counts()["recompute"] == 0
     uses = bank_uses(cfg)
     dense = cfg.dense_eval_steps()
@@ -56,5 +56,5 @@ def test_small_presets_measure_only_where_an_evaluation_prepared_the_weights(nam
 
 
 def test_a_shortened_run_keeps_the_full_runs_bank():
-    cfg = config.PRESETS["digits"]
+    cfg = presets.PRESETS["digits"]
     assert bank_uses(replace(cfg, max_steps=500)) == bank_uses(cfg)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from empirical import config as C, flags as F
+from empirical import flags as F, presets, schedules
 from empirical import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_branch_points_of_the_digits_preset():
     # the digits preset: EMAs from step 200, SWA from 1,050, constant LR to 2,100 (then the cosine)
-    assert C.PRESETS["digits"].branch_points() == (200, 1050, 2100)
+    assert presets.PRESETS["digits"].branch_points() == (200, 1050, 2100)
     assert F.from_cli(["digits", "--schedule", "constant"]).branch_points() == (200, 1050)   # no decay start
     assert F.from_cli(["digits", "--swa-start", "none", "--ema-decays", ""]).branch_points() == (2100,)
     assert F.from_cli(["digits", "--no-checkpoint-branch-points"]).branch_points() == ()
@@ -127,7 +127,7 @@ def test_from_report_ema_h_gives_the_exact_equivalent_lr(tmp_path):
     assert spec.startswith("ema:0.99:") and _h_of(spec) == pytest.approx(want, rel=1e-5)
     # the harmonic rule is only approximate: H is not h (= 1) but what makes the rule return the exact λ_eq
     assert not math.isclose(want, 1.0, rel_tol=1e-3)
-    assert C.branch_lr(spec, lr, 0.0, 0).lr_at([0])[0] == pytest.approx(lr_eq, rel=1e-5)
+    assert schedules.branch_lr(spec, lr, 0.0, 0).lr_at([0])[0] == pytest.approx(lr_eq, rel=1e-5)
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical import config as C, flags as F
+from empirical import config as C, flags as F, presets, schedules, validation
 from empirical.sampler import EpochSampler
 
 
@@ -17,21 +17,21 @@ def test_every_field_has_help_and_group():
         assert f.metadata.get("help") and f.metadata.get("group"), f.name
 
 
-@pytest.mark.parametrize("name", list(C.PRESETS))
+@pytest.mark.parametrize("name", list(presets.PRESETS))
 def test_presets_validate(name):
-    cfg = C.validate(C.PRESETS[name])
+    cfg = validation.validate(presets.PRESETS[name])
     assert cfg.preset == name and cfg.dataset in C.DATASETS and cfg.arch in C.ARCHS
 
 
 def test_digits_preset_has_a_constant_phase_and_averaging_on():
-    d = C.PRESETS["digits"]
-    lrs = C.lr_table(d)
+    d = presets.PRESETS["digits"]
+    lrs = schedules.lr_table(d)
     assert np.all(lrs[:d.decay_start] == d.lr) and lrs[-1] < 0.01 * d.lr  # constant, then a cooldown
     assert d.ema_decays and d.swa_start is not None and d.two_point_gaps
 
 
 def test_imagenet_preset_recipe():
-    i = C.PRESETS["imagenet"]
+    i = presets.PRESETS["imagenet"]
     assert (i.arch, i.batch_size, i.momentum, i.weight_decay) == ("resnet34", 256, 0.9, 1e-4)
     assert F.from_cli(["imagenet", "--batch-size", "512"]).peak_lr == pytest.approx(0.2)  # 0.1 x 512/256
     assert F.from_cli(["imagenet", "--arch", "resnet50"]).arch == "resnet50"
@@ -50,7 +50,7 @@ def test_cli_parsing_types():
                       "--bf16", "--no-channels-last", "--lr", "0.02", "--bn-mode", "raw"])
     assert cfg.ema_decays == (0.99, 0.999) and cfg.swa_start is None and cfg.two_point_gaps == (5, 50)
     assert cfg.bf16 is True and cfg.channels_last is False and cfg.lr == 0.02 and cfg.bn_mode == "raw"
-    assert cfg.steps == C.PRESETS["digits"].steps  # untouched fields keep the preset's value
+    assert cfg.steps == presets.PRESETS["digits"].steps  # untouched fields keep the preset's value
     assert C.from_dict(cfg.to_dict()) == cfg  # config.json round trip
 
 
@@ -74,23 +74,23 @@ def test_lr_table_by_hand():
     # cosine from step 60 to 100, lr 0.1 -> 0: halfway (step 80) the LR is 0.05, at step 70 it is 0.1*(1+cos(pi/4))/2
     cfg = F.from_cli(["smoke", "--steps", "100", "--schedule", "cosine", "--decay-start", "60", "--lr", "0.1",
                       "--warmup-steps", "4", "--swa-start", "none"])
-    lrs = C.lr_table(cfg)
+    lrs = schedules.lr_table(cfg)
     assert lrs[:4].tolist() == pytest.approx([0.025, 0.05, 0.075, 0.1])  # (t+1)/4 * 0.1
     assert lrs[59] == pytest.approx(0.1) and lrs[80] == pytest.approx(0.05)
     assert lrs[70] == pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)
-    step = C.lr_table(F.from_cli(["smoke", "--schedule", "step", "--milestones", "10,20", "--lr", "1"]))
+    step = schedules.lr_table(F.from_cli(["smoke", "--schedule", "step", "--milestones", "10,20", "--lr", "1"]))
     assert step[[9, 10, 19, 20, 79]].tolist() == pytest.approx([1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_branch_schedules_by_hand():
     # lr0 = 0.05, mu = 0.9 -> lambda_eff = 0.5. EMA gamma 0.99, h = 1: 0.05 * 0.01 / (0.01 + 0.5) = 9.80392e-4
-    assert C.branch_lr("ema:0.99:1", 0.05, 0.9, 10).lr_at(np.array([10]))[0] == pytest.approx(0.05 * 0.01 / 0.51)
-    assert C.branch_lr("half", 0.05, 0.9, 10).lr_at(np.array([10]))[0] == pytest.approx(0.025)
+    assert schedules.branch_lr("ema:0.99:1", 0.05, 0.9, 10).lr_at(np.array([10]))[0] == pytest.approx(0.05 * 0.01 / 0.51)
+    assert schedules.branch_lr("half", 0.05, 0.9, 10).lr_at(np.array([10]))[0] == pytest.approx(0.025)
     # SWA with h = 1: tau = (1 - mu) / (lr0 h) = 2 steps -> 2 steps after the branch the LR has halved
-    swa = C.branch_lr("swa:1", 0.05, 0.9, 10)
+    swa = schedules.branch_lr("swa:1", 0.05, 0.9, 10)
     assert swa.lr_at(np.array([10, 12]))[:].tolist() == pytest.approx([0.05, 0.025])
     cfg = F.from_cli(["smoke", "--lr", "0.05"])
-    lrs = C.lr_table(cfg, branch=(30, "scale:0.25"))
+    lrs = schedules.lr_table(cfg, branch=(30, "scale:0.25"))
     assert lrs[29] == 0.05 and np.all(lrs[30:] == pytest.approx(0.0125))
 
 

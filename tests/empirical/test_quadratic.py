@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from common import rundir
-from empirical import checkpoint, config, quadratic, run, task
+from empirical import checkpoint, config, presets, quadratic, run, task
 from empirical.sampler import EpochSampler
 
-PRESET = config.PRESETS["quadratic"]
+PRESET = presets.PRESETS["quadratic"]
 # the preset's spectrum written out by hand: 16 directions of h = 0.2 (noise 1), then 64 of h = 0.002 (noise 1e4)
 H = np.array([0.2] * 16 + [0.002] * 64)
 VAR = np.array([1.0 / 16] * 16 + [1e4 / 64] * 64)    # batch-minimum variance per direction, param²

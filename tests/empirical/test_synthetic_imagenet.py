@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from empirical import config, sampler
+from empirical import config, presets, sampler, validation
 from empirical import data as D
 from empirical.models import build_model, count_parameters
 
@@ -121,7 +121,7 @@ def test_sampler_paths_generate_whole_batches():
 
 
 def test_preset_and_model_build():
-    cfg = config.validate(config.PRESETS["synthetic-imagenet"])
+    cfg = validation.validate(presets.PRESETS["synthetic-imagenet"])
     assert (cfg.dataset, cfg.arch, cfg.batch_size) == ("synthetic-imagenet", "resnet50", 256)
     assert cfg.bf16 and cfg.channels_last and cfg.steps <= 500
     assert cfg.ema_decays and cfg.swa_start is not None and cfg.two_point_gaps and cfg.n_points

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from common import rundir
-from empirical import config, run
+from empirical import presets, run, validation
 
 
 @pytest.mark.parametrize("cap, cpus, ranks, want", [
@@ -42,7 +42,7 @@ def two_cpus(monkeypatch):
 
 @pytest.mark.parametrize("preset, cap", [("imagenet", 8), ("cifar10", 4)])
 def test_preset_workers_lowered_to_the_cpus(preset, cap, tmp_path, two_cpus):
-    assert config.PRESETS[preset].workers == cap
+    assert presets.PRESETS[preset].workers == cap
     cfg, state, kind, _, notes = run.resolve([preset, "--data-dir", str(tmp_path)])
     assert (cfg.workers, state, kind) == (1, None, "new")
     (note,) = [n for n in notes if "--workers" in n]
@@ -58,7 +58,7 @@ def test_given_workers_are_kept(tmp_path, two_cpus):
 
 def test_presets_without_workers_unchanged(two_cpus):
     cfg, *_, notes = run.resolve(["digits"])
-    assert cfg == config.PRESETS["digits"] and notes == []
+    assert cfg == presets.PRESETS["digits"] and notes == []
 
 
 def test_local_ranks_share_the_cpus(tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_local_ranks_share_the_cpus(tmp_path, monkeypatch):
 
 def test_resume_lowers_a_saved_value(tmp_path, two_cpus):
     """A run started on a bigger machine (8 workers recorded) resumes here with what this machine allows."""
-    saved = config.validate(replace(config.PRESETS["imagenet"], data_dir=str(tmp_path), workers=8,
+    saved = validation.validate(replace(presets.PRESETS["imagenet"], data_dir=str(tmp_path), workers=8,
                                     out=str(tmp_path / "r")))
     rundir.new_run_dir("empirical", "x", out=saved.out)
     rundir.write_config(tmp_path / "r", "empirical", saved.to_dict())

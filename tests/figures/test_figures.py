@@ -120,9 +120,26 @@ def test_equivalence_with_branch(mod):
     fig = mod.plot({"n": 3, "window": (500, 900), "curves": curves, "branches": br})
     ax = fig.axes[0]
     assert len(fig.axes) == 1 and _n_lines(fig) == [2 * 2 + 2]
-    assert "n=3" in ax.get_title() and "⇔" in ax.get_title() and not ax.texts
+    assert "n=3" in ax.get_title() and "predicted before" in ax.get_title() and not ax.texts
     branch_lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("branch")]
     assert branch_lines and all(np.min(ln.get_xdata()) >= 400 for ln in branch_lines)   # from the branch step on
+    assert any("fitted after it ran" in ln.get_label() for ln in branch_lines)        # no prediction made before
+
+
+@pytest.mark.parametrize("mod", [ema_equivalence, swa_equivalence])
+def test_equivalence_draws_the_prediction_made_before_the_branch_ran_with_its_band(mod):
+    obs = np.vstack([np.linspace(1, 0.5, T.size)] * 3)
+    curves = [{"name": n, "steps": T, "obs": obs, "pred": obs[0]} for n in ("raw", "ema_0.99")]
+    ps = np.arange(400, 901)             # the prediction's own grid: every step from the branch step
+    br = [{"label": "match:ema_0.99 (constant)", "matches": "ema_0.99", "t0": 400, "steps": T, "obs": obs[:1],
+           "pred": np.full(ps.size, 0.6), "pred_steps": ps, "pred_se": np.full(ps.size, 0.01),
+           "predicted_before": True}]
+    ax = mod.plot({"n": 3, "window": (500, 900), "curves": curves, "branches": br}).axes[0]
+    (pred,) = [ln for ln in ax.get_lines() if "predicted before it ran" in ln.get_label()]
+    assert np.array_equal(pred.get_xdata(), ps) and np.allclose(pred.get_ydata(), 0.6)
+    (band,) = [c for c in ax.collections if c.get_label().startswith("_")][-1:]    # the ±2 s.e. fill
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert np.isclose(ys.max(), 0.62) and np.isclose(ys.min(), 0.58)
 
 
 @pytest.mark.parametrize("mod", [ema_equivalence, swa_equivalence])
@@ -131,7 +148,7 @@ def test_equivalence_without_branch_says_so(mod):
     curves = [{"name": n, "steps": T, "obs": obs, "pred": obs[0]} for n in ("raw", "swa")]
     fig = mod.plot({"n": 2, "window": (500, 900), "curves": curves, "branches": []})
     title = fig.axes[0].get_title()
-    assert "⇔" not in title and "n=2" in title
+    assert "predicted before" not in title and "n=2" in title
     assert _texts(fig) == [mod.MISSING] and "not drawn" in mod.MISSING
     assert not [ln for ln in fig.axes[0].get_lines() if "branch" in ln.get_label()]
 
@@ -149,7 +166,7 @@ def test_equivalence_data_branch_starts_at_branch_step(a_branch):
     d = fd.equivalence_data(fake, ("ema",))
     (db,) = d["branches"]
     assert db["t0"] == b["t0"] and db["steps"][0] >= b["t0"] and db["obs"].shape[1] == db["steps"].size
-    assert "⇔" in ema_equivalence.plot(d).axes[0].get_title()
+    assert "predicted before" in ema_equivalence.plot(d).axes[0].get_title()
 
 
 def test_equivalence_data_without_branch(a_plain):

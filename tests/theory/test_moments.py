@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from theory import moments as M, spec, stationary as S
-from theory.moments import _compose, _Powers, _step_map
+from theory.moments import MapPowers, compose_maps, heavy_ball_step_map
 
 RTOL = 1e-10   # two exact float64 evaluations of the same recursions (binary powering vs one step at a time)
 FIELDS = ("mean_x", "var_x", "mean_avg", "var_avg", "cov_x_avg")
@@ -69,9 +69,9 @@ def test_hand_values_two_steps_with_momentum():
 def test_semigroup():
     # (1) the cached power M^{k1+k2} is M^{k2} ∘ M^{k1}; (2) μ = 0 restarts from (m, v) after k1 steps
     alpha = np.array([0.3, 0.01, 1.7])
-    pw = _Powers(_step_map(alpha, 0.7, np.ones(3), 3))
+    pw = MapPowers(heavy_ball_step_map(alpha, 0.7, np.ones(3), 3))
     for k1, k2 in [(3, 5), (17, 64), (1, 1000)]:
-        a, b = pw(k1 + k2), _compose(pw(k2), pw(k1))
+        a, b = pw(k1 + k2), compose_maps(pw(k2), pw(k1))
         np.testing.assert_allclose(a[0], b[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(a[1], b[1], rtol=1e-12, atol=1e-14)
     model = spec.NQM(h=[1.0, 0.1], sigma2=[1.0, 3.0], m0=[1.0, 2.0], v0=[0.5, 0.0])
