@@ -122,10 +122,7 @@ def claim_table(a: Analysis) -> list[dict]:
             continue
         sc = verdicts.score(mine, key="label")
         value, note = _score_text(sc)
-        caps = [c["gain_obs"] / c["average_gain_obs"] for c in mine if c.get("average_gain_obs")]
-        if caps:
-            note += (f"; observed branch gain / the average's gain over the same steps: {np.mean(caps):.2f} "
-                     f"(s.d. {np.std(caps, ddof=1) if len(caps) > 1 else float('nan'):.2f}, {len(caps)} branch runs)")
+        note += _observed_equivalence(mine)
         add(cid, claim, meas, value, sc["verdict"], note)
 
     tps = [k for k, v in a.variants.items() if v.kind == "two_point" and vm.get(k, {}).get("n_seeds")]
@@ -143,7 +140,7 @@ def claim_table(a: Analysis) -> list[dict]:
                  f"{np.mean([c['acc_end'] for c in seeds]):+.4f} (two-point better: {sum(c['loss_end'] > 0 for c in seeds)} "
                  f"of {len(seeds)} seeds)")
         verdict = REPRO if share >= verdicts.CELL_SHARE else NOT_REPRO
-        note = (f"lag {gap} vs the slowest identified relaxation time {relax:.0f} steps" if np.isfinite(relax) else
+        note = (f"lag {gap} vs the slowest identified relaxation time {relax:.3g} steps" if np.isfinite(relax) else
                 f"lag {gap}; no scale identified, so whether it exceeds the slowest relaxation time is unknown")
         if np.isfinite(relax) and gap < relax:
             verdict, note = NOT_TESTABLE, note + ": the points are not far apart in the claim's sense"
@@ -152,9 +149,7 @@ def claim_table(a: Analysis) -> list[dict]:
             sc = verdicts.score(half, key="label")
             hv, hn = _score_text(sc)
             value += f"; λ/2 branch gain predicted before it ran: {hv}"
-            caps = [c["gain_obs"] / c["average_gain_obs"] for c in half if c.get("average_gain_obs")]
-            note += f"; λ/2 branch: {hn}" + (f"; observed λ/2 gain / {k} gain over the same steps: "
-                                             f"{np.mean(caps):.2f}" if caps else "")
+            note += f"; λ/2 branch: {hn}" + _observed_equivalence(half)
             if sc["verdict"] != REPRO and verdict == REPRO:
                 verdict = sc["verdict"]
         else:
@@ -297,6 +292,18 @@ def _posthoc_claim(a: Analysis, add) -> None:
 
 def _seed_label(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _observed_equivalence(cells: list[dict]) -> str:
+    """The equivalence itself, observed: per branch run, its gain against the gain of the average it stands in for
+    over the same steps (both observed, each with its block s.e.), by the cell rule (compare.verdicts)."""
+    pairs = [c for c in cells if np.isfinite(c.get("average_gain_obs", np.nan))]
+    if not pairs:
+        return ""
+    ok = [verdicts.cell_agrees(c["gain_obs"], c["gain_obs_se"], c["average_gain_obs"], c.get("average_gain_obs_se"))
+          for c in pairs]
+    return (f"; observed branch gain vs the observed gain of the average it stands in for, same steps, same rule: "
+            f"{sum(ok)} of {len(ok)} agree")
 
 
 def two_point_per_seed(a: Analysis, name: str) -> list[dict]:

@@ -178,8 +178,9 @@ class RunConfig:
                                                      "1/LR units; TAU: steps). ema:GAMMA and swa without H take H "
                                                      "from --from-report", "system")
     prediction: typing.Optional[str] = _f(None, "with --branch-from: the file python -m compare.branch_prediction "
-                                                "wrote for this branch before it ran; its SHA-256 goes into "
-                                                "config.json and compare.report judges the branch against it",
+                                                "wrote for this branch before it ran (its schedule is the default "
+                                                "--branch-schedule); its SHA-256 goes into config.json and "
+                                                "compare.report judges the branch against it",
                                           "system")
 
     # --------------------------------------------------------------------------------------------- derived

@@ -42,6 +42,13 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
     Every check that can fail on user input happens here, before anything is written."""
     cli = flags.parse(argv)
     given, notes = flags.expand(cli)
+    if given.get("prediction") and given.get("branch_from") and not given.get("branch_schedule"):
+        try:   # the branch runs the schedule its prediction was written for
+            given["branch_schedule"] = str(prediction.read_prediction(given["prediction"])["schedule"])
+        except rundir.RunDirError as e:
+            raise config.ConfigError(f"--prediction: {e}") from None
+        notes = [*notes, f"--branch-schedule {given['branch_schedule']}: the schedule of --prediction "
+                         f"{given['prediction']}"]
     fresh = None
     if cli.preset:
         fresh, more = flags.resolve_preset(cli, given)

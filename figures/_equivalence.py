@@ -68,19 +68,22 @@ def plot_equivalence(data: dict, title: str, plain_title: str, missing: str):
                                 alpha=0.15, linewidth=0)
     lo, hi = data["window"]
     ax.axvspan(lo, hi, color="#000000", alpha=0.04, linewidth=0)
-    finite = [np.nanmin(np.atleast_2d(c["obs"])[:, c["steps"] >= lo]) for c in data["curves"]
-              if np.any(c["steps"] >= lo) and np.any(np.isfinite(c["obs"]))]
-    top = [np.nanmax(np.atleast_2d(c["obs"])[:, c["steps"] >= lo]) for c in data["curves"]
-           if np.any(c["steps"] >= lo) and np.any(np.isfinite(c["obs"]))]
-    if finite and top:
-        pad = 0.1 * (max(top) - min(finite) + 1e-12)
-        ax.set_ylim(min(finite) - pad, max(top) + pad)
+    # the y range of the seed-mean curves from the window on (single-seed spikes would flatten the comparison)
+    means = [np.nanmean(np.atleast_2d(c["obs"])[:, c["steps"] >= lo], axis=0) for c in data["curves"]
+             if np.any(c["steps"] >= lo) and np.any(np.isfinite(c["obs"]))]
+    means = [m[np.isfinite(m)] for m in means if np.any(np.isfinite(m))]
+    if means:
+        bottom, top = min(m.min() for m in means), max(m.max() for m in means)
+        pad = 0.15 * (top - bottom + 1e-12)
+        ax.set_ylim(bottom - pad, top + pad)
+    if data["branches"]:   # the comparison lives in the window: show it, not the early descent
+        ax.set_xlim(lo - 0.05 * (hi - lo), max(float(np.max(c["steps"])) for c in data["curves"]))
     ax.set_xlabel("step")
     ax.set_ylabel(data.get("ylabel", "eval loss"))
     if data["branches"]:
-        ax.set_title(f"{title} (n={data['n']} seeds; shaded: fit window)")
+        ax.set_title(f"{title}\n(n={data['n']} seeds; shaded: fit window)")
     else:
-        ax.set_title(f"{plain_title} (n={data['n']} seeds; shaded: fit window)")
+        ax.set_title(f"{plain_title}\n(n={data['n']} seeds; shaded: fit window)")
         ax.text(0.02, 0.97, missing, transform=ax.transAxes, ha="left", va="top", fontsize=7, color="#b22222",
                 wrap=True)
     style.legend(ax, outside=True)

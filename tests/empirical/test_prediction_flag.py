@@ -43,6 +43,11 @@ def test_branch_records_the_prediction_hash_and_refuses_another_branch_s(tmp_pat
     cfg = json.loads((branch / "config.json").read_text())["config"]
     assert cfg["prediction_sha256"] == prediction.sha256_of(good)
     assert cfg["prediction"] == str((tmp_path / "half.json").resolve())
+    # without --branch-schedule the branch runs the schedule its prediction was written for
+    quarter = _prediction(tmp_path / "quarter.json", "scale:0.25", 6)
+    assert run.main(["--out", str(tmp_path / "b3"), "--branch-from", ckpt, "--prediction", quarter]) == tmp_path / "b3"
+    cfg = json.loads((tmp_path / "b3" / "config.json").read_text())["config"]
+    assert cfg["branch_schedule"] == "scale:0.25" and cfg["prediction_sha256"] == prediction.sha256_of(quarter)
     capsys.readouterr()
     # a file written for another schedule (or another step): one line, exit 2, nothing written
     for other in (_prediction(tmp_path / "q.json", "scale:0.25", 6), _prediction(tmp_path / "r.json", "half", 3)):
