@@ -414,6 +414,16 @@ def write_config(run: Path, source: str, config: Mapping[str, Any], command: lis
     })
 
 
+def read_config(run: str | os.PathLike, section: bool = True) -> dict:
+    """A run directory's config.json (what :func:`write_config` wrote): its ``config`` section, or with
+    ``section=False`` the whole document (schema_version, source, command, config). RunDirError (one line) if it is
+    missing or not JSON."""
+    doc = read_json(Path(run) / "config.json")
+    if not isinstance(doc, dict):
+        raise RunDirError(f"{Path(run) / 'config.json'}: not a run's config (expected a JSON object)")
+    return doc.get("config", {}) if section else doc
+
+
 def write_env(run: Path, extra: Mapping[str, Any] | None = None, packages: tuple[str, ...] = ALL_PACKAGES) -> Path:
     return atomic_write_json(Path(run) / "env.json", env_info(extra, packages))
 

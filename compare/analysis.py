@@ -18,7 +18,7 @@ import numpy as np
 from compare import checks, metrics, pairs, predict, verdicts
 from compare.calibrate import Calibration, calibrate
 from compare import branch_prediction
-from compare.load import Setup, Variant, branch_start, stack
+from compare.load import Setup, Variant, branch_start, stack, variant_spec
 from compare.verdicts import cell_agrees
 from theory.branchspec import BranchSchedule
 
@@ -236,7 +236,7 @@ def _branch(a: Analysis, run) -> dict:
         if v.kind == "raw" or not vm.get("n_seeds"):
             continue
         if info["kind"] == "decay" and v.kind == "swa":
-            if abs(t0 - int(cfg.get("swa_start", -10 ** 9))) <= max(int(cfg.get("eval_every", 1) or 1), 1):
+            if abs(t0 - variant_spec(v, cfg).start) <= max(int(cfg.get("eval_every", 1) or 1), 1):
                 best = (0.0, name)
         elif info["kind"] == "constant" and v.kind != "swa" and np.isfinite(vm.get("equivalent_lr", np.nan)):
             d = abs(np.log(info["lr"] / vm["equivalent_lr"]))
@@ -269,9 +269,11 @@ def _declared_variant(a: Analysis, run, t0: int) -> tuple[str | None] | None:
         g = b.value
         return (next((n for n, v in have.items() if v.kind == "ema" and np.isclose(v.decay, g, rtol=1e-9)), None),)
     if kind == "swa":
-        on_time = abs(t0 - int(a.setup.config.get("swa_start", -10 ** 9))) <= max(
+        if "swa" not in have:
+            return (None,)
+        on_time = abs(t0 - variant_spec(have["swa"], a.setup.config).start) <= max(
             int(a.setup.config.get("eval_every", 1) or 1), 1)
-        return ("swa" if "swa" in have and on_time else None,)
+        return ("swa" if on_time else None,)
     return None
 
 

@@ -101,7 +101,7 @@ def plan_branch(label: str, cal: Calibration, setup: Setup, t0: int, until: int)
         if b.kind == "swa":
             h = stationary.swa_branch_curvature(cal.lr, cal.h, cal.s, cal.momentum)
         else:
-            every = int(cfg.get("ema_every", 1) or 1)
+            every = next((variant_spec(v, cfg).every for v in setup.variants() if v.kind == "ema"), 1)
             h = stationary.ema_branch_curvature(cal.lr, b.value, cal.h, cal.s, cal.momentum, every=every)
         if not (np.isfinite(h) and h > 0):
             raise ValueError(f"--branch {label}: the calibration gives no curvature H for it (H = {h}); give H")

@@ -107,9 +107,10 @@ def stationary_excess(cal: Calibration, v: Variant, cfg: dict) -> float:
     if v.kind == "raw":
         return raw_excess_at(cal, cal.lr)
     if v.kind == "swa":
-        start = int(cfg.get("swa_start", 0) or 0)
-        n = max((cal.window[1] - start) // int(cfg.get("swa_every", 1) or 1) + 1, 1)
-        avg = spec.SWA(start=0, length=n, every=int(cfg.get("swa_every", 1) or 1))
+        rec = variant_spec(v, cfg)          # the run's own SWA record: start, period, length
+        n = max((cal.window[1] - rec.start) // rec.every + 1, 1)
+        n = min(n, rec.length) if rec.length else n
+        avg = spec.SWA(start=0, length=n, every=rec.every)
     else:
         avg = avg_spec(v, cfg, 0)
         if v.kind == "ema":

@@ -339,7 +339,7 @@ class RunWriter:
                              f"resume with the averages, bn_batches and plan it was started with")
         self.config = dict(resume["config"])
         if (path / "config.json").exists():
-            there = rundir.read_json(path / "config.json").get("config")
+            there = rundir.read_config(path)
             if there != saved:
                 raise ValueError(f"resuming into {path}: its config.json is not this run's (another run's "
                                  f"directory?); pass a new or empty out, or the run's own directory")

@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> Path:
     run = Path(args.run)
     if not (run / "config.json").is_file():
         raise PosthocError(f"{run}: not a run directory (no config.json)")
-    doc = rundir.read_json(run / "config.json")
+    doc = rundir.read_config(run, section=False)
     if doc.get("source") != "empirical" or POSTHOC in doc.get("config", {}):
         raise PosthocError(f"{run}: not an empirical training run (source {doc.get('source')!r})")
     cfg = config.from_dict(doc["config"])

@@ -86,7 +86,7 @@ def resolve(argv) -> tuple[config.RunConfig, dict | None, str, int | None, list[
         out = Path(given["out"])
         if not (out / "config.json").is_file():
             raise config.ConfigError(f"--resume: {out} is not a run directory (no config.json); check --out")
-        doc = rundir.read_json(out / "config.json")["config"]
+        doc = rundir.read_config(out)
         saved, allowed, state = config.from_dict(doc), config.RUN_CONTROL, None
         kind, branch_at = "resume", doc.get("branch_step")   # a resumed branch keeps its schedule from this step
     cfg = validation.validate(replace(saved, **{k: v for k, v in given.items() if k in allowed}))

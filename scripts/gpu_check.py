@@ -336,13 +336,15 @@ def check_run_dir(run_dir: Path, steps: int | None = None) -> dict:
     and probe series, the final checkpoint, the first and last training loss. Reads files only (no torch)."""
     import numpy as np
 
+    from common import rundir
+
     doc: dict = {"run_dir": str(run_dir)}
     missing = [f for f in ("config.json", "env.json", "summary.json", "metrics.csv", "trajectory.npz")
                if not (run_dir / f).is_file()]
     if missing:
         return {**doc, "ok": False, "error": f"missing {', '.join(missing)}"}
-    summary = json.loads((run_dir / "summary.json").read_text())
-    cfg = json.loads((run_dir / "config.json").read_text())["config"]
+    summary = rundir.read_json(run_dir / "summary.json")
+    cfg = rundir.read_config(run_dir)
     doc.update(status=summary.get("status"), steps=summary.get("steps"), wall_s=summary.get("wall_s"))
     want = steps if steps is not None else cfg.get("steps")
     z = np.load(run_dir / "trajectory.npz")

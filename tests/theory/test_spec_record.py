@@ -55,6 +55,21 @@ def test_compare_reads_the_recorded_spec_and_honours_the_swa_length():
     assert predict.avg_spec(v, flat, 0) == S.SWA(start=10, length=5)
 
 
+def test_the_stationary_swa_excess_honours_the_recorded_length():
+    """compare.predict.stationary_excess of an SWA of 5 iterates is the variance of a 5-iterate mean (theory.stationary
+    with SWA(length=5)), not that of the whole window's mean."""
+    import numpy as np
+    from types import SimpleNamespace
+    from theory import stationary
+    cal = SimpleNamespace(lr=0.05, momentum=0.9, h=np.array([2.0]), s=np.array([0.01]), window=(0, 1000))
+    v = parse_variant("swa")
+    rec = {"swa_start": 10, "averaging": {"specs": {"swa": S.SWA(start=10, length=5).to_dict()}}}
+    whole = {"swa_start": 10, "averaging": {"specs": {"swa": S.SWA(start=10).to_dict()}}}
+    five = 0.5 * 2.0 * stationary.averaged_variance(0.05 * cal.h, S.SWA(start=0, length=5), cal.s, 0.9)[0]
+    assert predict.stationary_excess(cal, v, rec) == pytest.approx(five, rel=1e-12)
+    assert predict.stationary_excess(cal, v, whole) < 0.5 * five          # 991 iterates average far more noise away
+
+
 def test_the_run_records_each_average_by_its_spec():
     torch = pytest.importorskip("torch")
     from empirical.averaging import WeightAverages
