@@ -237,19 +237,40 @@ def tensorboard_available() -> None:
 
 # --------------------------------------------------------------------------------------------------- main
 
-def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int | None,
-          argv: list[str] | None = None) -> Path:
-    """Run ``cfg`` (as resolved by ``empirical.run.resolve``: kind new / resume / branch, ``state`` the checkpoint
-    to start from); returns the run directory, raises ``empirical.stopped.Stopped`` on divergence or interruption."""
+@dataclass
+class Session:
+    """Everything the loop needs, built by :func:`setup`: the shared state ``ts``, the (possibly DDP-wrapped) model
+    that is trained, the data and its sampler, the task, the LR of every update, the run directory, the step to start
+    from and the divergence reference loss (the first training loss)."""
+
+    ts: TrainState
+    model: torch.nn.Module
+    data: Any
+    smp: Any
+    tk: Any
+    lrs: list[float]
+    run_dir: Path | None
+    start: int
+    ref_loss: float | None
+
+
+def already_finished(cfg: config.RunConfig) -> bool:
+    """A --resume of a run that already reached its end (or diverged): say so; nothing to do."""
+    summary = Path(cfg.out) / "summary.json"
+    s = rundir.read_json(summary) if summary.is_file() else {}
+    if s.get("status") == "diverged" or (s.get("status") == "ok" and s.get("steps", -1) >= cfg.stop):
+        print(f"{cfg.out}: already finished (status {s['status']} at step {s['steps']}); nothing to resume")
+        print(cfg.out)
+        return True
+    return False
+
+
+def setup(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int | None,
+          argv: list[str] | None = None) -> Session:
+    """Device, data, models, optimiser, LR table, averages, fixed batches, recorder, checkpoint restore, and the
+    run directory's config.json / env.json (main rank): everything before the first update."""
     from empirical.averaging import WeightAverages
 
-    if kind == "resume":  # nothing to do if the run already reached its end
-        summary = (Path(cfg.out) / "summary.json")
-        s = rundir.read_json(summary) if summary.is_file() else {}
-        if s.get("status") == "diverged" or (s.get("status") == "ok" and s.get("steps", -1) >= cfg.stop):
-            print(f"{cfg.out}: already finished (status {s['status']} at step {s['steps']}); nothing to resume")
-            print(cfg.out)
-            return Path(cfg.out)
     if cfg.tensorboard:
         tensorboard_available()
     env = distributed.setup(cfg.device, cfg.bf16)
@@ -316,13 +337,27 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
             rec.write_start(resolved, ["python", "-m", "empirical.run", *(sys.argv[1:] if argv is None else argv)],
                             env.info())
         rec.rewrite_metrics()
+    return Session(ts=ts, model=model, data=data, smp=smp, tk=tk, lrs=lrs, run_dir=run_dir, start=start,
+                   ref_loss=ref_loss)
+
+
+def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int | None,
+          argv: list[str] | None = None) -> Path:
+    """Run ``cfg`` (as resolved by ``empirical.run.resolve``: kind new / resume / branch, ``state`` the checkpoint
+    to start from); returns the run directory, raises ``empirical.stopped.Stopped`` on divergence or interruption.
+    :func:`setup` builds everything; the loop below is one update per batch, then whatever is due at that step."""
+    if kind == "resume" and already_finished(cfg):
+        return Path(cfg.out)
+    se = setup(cfg, state, kind, branch_at, argv)
+    ts, env, rec, avg, opt, lrs, variants = se.ts, se.ts.env, se.ts.rec, se.ts.avg, se.ts.opt, se.lrs, se.ts.variants
+    ref_loss, run_dir = se.ref_loss, se.run_dir
     stop_flag = {"interrupted": False}
     # a signal the caller ignores stays ignored: under `nohup` (SIGHUP = SIG_IGN) a closed session must not stop it
     handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     for s in handlers:
         signal.signal(s, _stop_handler(stop_flag))
     progress = console.Progress(cfg.stop, variants, on=env.is_main, eval_every=cfg.eval_every)
-    t0, status, last_finite, step, lv = time.perf_counter(), "ok", {}, start - 1, math.nan
+    t0, status, last_finite, step, lv = time.perf_counter(), "ok", {}, se.start - 1, math.nan
 
     def save(step):  # checkpoint + files, main rank only
         if env.is_main:
@@ -333,24 +368,24 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
         rec.write(status, step, eval=rec.final_eval(variants), wall_s=time.perf_counter() - t0, **extra)
 
     try:
-        if start == 0 and env.is_main:
+        if se.start == 0 and env.is_main:
             evaluate_all(ts, 0)
             write("running", 0)
             rec.append_metrics()
-        progress.begin(start, rec)   # after the step-0 evaluation: the bar and the ETA measure training
-        model.train()
-        for step, x, y in sampler.train_batches(data.train, smp, start, cfg.stop, cfg.workers, env.is_cuda):
+        progress.begin(se.start, rec)   # after the step-0 evaluation: the bar and the ETA measure training
+        se.model.train()
+        for step, x, y in sampler.train_batches(se.data.train, se.smp, se.start, cfg.stop, cfg.workers, env.is_cuda):
             if env.is_main:
                 measure(step, ts, lrs[step], x, y)  # on θ_step, before update `step`
             x, y = to_device(x, y, env, cfg.channels_last)
             for g in opt.param_groups:
                 g["lr"] = lrs[step]
             with env.ctx:
-                loss = tk.train_loss(model(x), y)
+                loss = se.tk.train_loss(se.model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            avg.update(raw_model, step + 1)
+            avg.update(ts.raw_model, step + 1)
             lv = loss.item()
             ref_loss = lv if ref_loss is None else ref_loss
             if step % cfg.log_every == 0:
@@ -364,11 +399,10 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
             done = step + 1
             progress.step(done, lv, lrs[step])
             due = ts.cadence.evaluation(done)
-            regular = due == "regular"
             if due and env.is_main:
-                evaluate_all(ts, done, dense_only=not regular)
+                evaluate_all(ts, done, dense_only=due != "regular")
                 rec.append_metrics()
-                if regular:   # the files and the progress row at the regular cadence only
+                if due == "regular":   # the files and the progress row at the regular cadence only
                     write("running", done)
                     progress.row(done, lrs[step], rec)
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.stop or interrupted \
@@ -382,6 +416,13 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
         rec.close()
         for s, h in handlers.items():
             signal.signal(s, h)
+    return finish(se, status, step, lv, last_finite, write)
+
+
+def finish(se: Session, status: str, step: int, lv: float, last_finite: dict, write: Callable) -> Path:
+    """The run's last summary.json, the teardown, and the outcome: the run directory, or Stopped (diverged: exit 3;
+    interrupted: exit 130, resumable)."""
+    cfg, env, rec, variants, run_dir = se.ts.cfg, se.ts.env, se.ts.rec, se.ts.variants, se.run_dir
     if env.is_main:
         if status == "diverged":
             write("diverged", step, diverged_at=step, last_finite=last_finite)
@@ -394,7 +435,7 @@ def train(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                else f"interrupted after step {step + 1}; continue with --out {run_dir} --resume")
         raise Stopped(run_dir, status, 3 if status == "diverged" else 130, msg)
     if env.is_main:
-        print(console.summary(rec.final_eval(variants), int(rec.last("eval").get("step", cfg.stop)), len(data.test),
+        print(console.summary(rec.final_eval(variants), int(rec.last("eval").get("step", cfg.stop)), len(se.data.test),
                               run_dir), flush=True)
         print(run_dir, flush=True)
     return run_dir
