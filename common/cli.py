@@ -1,5 +1,6 @@
 """The command-line contract shared by the entry points (theory.predict, empirical.run, compare.report,
-figures.build, empirical.posthoc; each also installed as a command, ``CONSOLE_SCRIPTS``); imports no torch.
+figures.build, empirical.posthoc, compare.branch_prediction; each also installed as a command,
+``CONSOLE_SCRIPTS``); imports no torch.
 
 Bad input gets ONE line on stderr naming the problem, exit status 2 and nothing written. argparse's own
 ``error`` prints a usage block of several lines first; ``OneLineParser`` keeps only the message.
@@ -20,7 +21,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 # Each entry point is also installed as a command (pyproject.toml [project.scripts]); its --help names both forms.
 CONSOLE_SCRIPTS = {"theory.predict": "avglr-predict", "empirical.run": "avglr-run", "compare.report": "avglr-report",
-                   "figures.build": "avglr-figures", "empirical.posthoc": "avglr-posthoc"}
+                   "figures.build": "avglr-figures", "empirical.posthoc": "avglr-posthoc",
+                   "compare.branch_prediction": "avglr-predict-branch"}
 
 
 def command_note(module: str) -> str:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from common import prediction as prediction_file
-from common.cli import OneLineParser, pipe_safe_stdout
+from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 from common.rundir import RunDirError, atomic_write_json
 from compare import predict, verdicts
 from compare.calibrate import Calibration, calibrate
@@ -298,7 +298,9 @@ def _range(text: str, flag: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m compare.branch_prediction", description=__doc__.split("\n\n")[0])
+    # DefaultsFormatter: "(default: X)" once per option, none for None/False (the convention of every CLI here)
+    p = OneLineParser(prog="python -m compare.branch_prediction", description=__doc__.split("\n\n")[0],
+                      epilog=command_note("compare.branch_prediction"), formatter_class=DefaultsFormatter)
     p.add_argument("runs", nargs="+", help="the parent (base) run directories: the seeds of one setup")
     p.add_argument("--calibrate", required=True, metavar="A:B", help="calibrate on steps A..B (B ≤ the branch step)")
     p.add_argument("--branch-at", type=int, default=None, metavar="T0",
@@ -345,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    """The command avglr-predict-branch and ``python -m compare.branch_prediction``: :func:`main` with a pipe-safe
+    stdout."""
     with pipe_safe_stdout():
         return main(argv)
 
