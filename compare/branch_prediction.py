@@ -28,6 +28,10 @@ them):
   equivalence the model claims at that horizon. Where no λ_b reaches the average's loss the best one is used and the
   plan says which share of the gain it reaches.
 
+Labels that resolve to the same schedule (on a one-scale calibration every average can match the same λ_b) share one
+prediction file and one branch run; the file lists every label and the average each stands in for, and the report
+judges the run once per label.
+
 The drift term of the D(τ) fit (c = h_d·r², compare/pairs.py) does not enter these predictions: how a lower LR
 changes the lag behind a moving optimum depends on the curvature h_d along the motion, which D(τ) does not identify;
 the file records c and whether it is identified.
@@ -176,20 +180,28 @@ def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out
                          f"the parents' constant-LR phase)")
     cal = calibrate(setup, scales=scales, split=split, window_steps=(a, b))
     branches = [plan_branch(x, cal, setup, t0, end) for x in (labels or default_labels(setup))]
-    predicted = [predict_branch(cal, br, t0, end) for br in branches]
+    # labels that resolve to the same schedule (e.g. every average matched to one λ_b) share one prediction and one
+    # branch run: the file lists every label and the average each stands in for
+    groups: dict[str, list[PlannedBranch]] = {}
+    for br in branches:
+        groups.setdefault(br.schedule, []).append(br)
     rows = []
-    for run in setup.base:
-        seed = run.config.get("config", {}).get("seed")
-        for br, doc in zip(branches, predicted):
-            path = out / f"{run.path.name}--{br.label.replace(':', '-')}.json"
+    for sched, same in groups.items():
+        doc = predict_branch(cal, same[0], t0, end)
+        doc.update({"labels": [br.label for br in same],
+                    "stands_in_for": {br.label: br.equivalent_of for br in same},
+                    "matches": {br.label: br.match for br in same if br.match}})
+        for run in setup.base:
+            seed = run.config.get("config", {}).get("seed")
+            path = out / f"{run.path.name}--{same[0].label.replace(':', '-')}.json"
             atomic_write_json(path, {**doc, "parent": str(run.path), "parent_seed": seed})
-            rows.append({"parent": str(run.path), "seed": seed, "label": br.label, "schedule": br.schedule,
-                         "equivalent_of": br.equivalent_of, "file": str(path),
+            rows.append({"parent": str(run.path), "seed": seed, "label": same[0].label, "labels": doc["labels"],
+                         "schedule": sched, "equivalent_of": same[0].equivalent_of, "file": str(path),
                          "sha256": prediction_file.sha256_of(path), "gain_pred": doc["gain_pred"],
                          "gain_pred_se": doc["gain_pred_se"],
-                         "match": {k: br.match[k] for k in ("exists", "lr_branch", "reached_fraction",
-                                                            "unreachable_share", "lr_eq_stationary", "gain")}
-                         if br.match else None})
+                         "match": {k: same[0].match[k] for k in ("exists", "lr_branch", "reached_fraction",
+                                                                 "unreachable_share", "lr_eq_stationary", "gain")}
+                         if same[0].match else None})
     plan = {"calibrated_on": [a, b], "branch_step": t0, "compared_on": [t0, end], "split": split, "branches": rows}
     atomic_write_json(out / "plan.json", plan)
     return plan
@@ -204,27 +216,28 @@ def resolve_path(path: str, run_dir) -> Path:
     return p if p.is_file() or p.is_absolute() else Path(run_dir) / p
 
 
-def branch_cell(setup: Setup, run, split: str = "test") -> dict | None:
+def branch_cells(setup: Setup, run, split: str = "test") -> list[dict]:
     """One branch run against the prediction it recorded (None: it recorded none). The observed gain is the window
     mean of L_parent-raw − L_branch at the evaluation steps both runs share in the predicted range, with its block
-    s.e.; the predicted gain is the mean of the predicted curves at those same steps."""
+    s.e.; the predicted gain is the mean of the predicted curves at those same steps. One cell per label the
+    prediction was written for (labels that resolved to one schedule share a run); [] without a prediction."""
     cfg = run.config.get("config", {})
     if not cfg.get("prediction"):
-        return None
+        return []
     cell = {"run": str(run.path), "schedule": cfg.get("branch_schedule"), "prediction": cfg["prediction"]}
     path = resolve_path(cfg["prediction"], run.path)
     try:
         if prediction_file.sha256_of(path) != cfg.get("prediction_sha256"):
-            return {**cell, "not_compared": f"{path} changed after the branch ran (SHA-256 differs from the run's "
-                                            f"prediction_sha256)"}
+            return [{**cell, "not_compared": f"{path} changed after the branch ran (SHA-256 differs from the run's "
+                                             f"prediction_sha256)"}]
         doc = prediction_file.read_prediction(path)
     except (OSError, RunDirError) as e:
-        return {**cell, "not_compared": f"prediction file unreadable: {e}"}
+        return [{**cell, "not_compared": f"prediction file unreadable: {e}"}]
     seed = cfg.get("seed")
     parents = [r for r in setup.base if r.config.get("config", {}).get("seed") == seed]
     cell.update({"label": doc["label"], "equivalent_of": doc.get("equivalent_of"), "match": doc.get("match")})
     if not parents:
-        return {**cell, "not_compared": f"no parent run with seed {seed} was given"}
+        return [{**cell, "not_compared": f"no parent run with seed {seed} was given"}]
     c, d = doc["compared_on"]
     st_p, st_b = np.asarray(parents[0].trajectory["eval/step"]), np.asarray(run.trajectory["eval/step"])
     common = np.intersect1d(st_p[(st_p >= c) & (st_p <= d)], st_b)
@@ -232,25 +245,30 @@ def branch_cell(setup: Setup, run, split: str = "test") -> dict | None:
     _, lb = stack([run], f"eval/{split}_loss_raw", common)
     ok = np.isfinite(lp[0]) & np.isfinite(lb[0])
     if ok.sum() < 2:
-        return {**cell, "not_compared": f"fewer than 2 shared evaluation steps in {c}..{d}"}
+        return [{**cell, "not_compared": f"fewer than 2 shared evaluation steps in {c}..{d}"}]
     steps = common[ok]
     obs, obs_se = block_mean_se((lp[0] - lb[0])[ok])
     i = steps - int(doc["steps"][0])
     pred = float(np.mean(np.asarray(doc["parent_raw_excess"])[i] - np.asarray(doc["branch_excess"])[i]))
     cell.update({"gain_pred": pred, "gain_pred_se": float(doc["gain_pred_se"]), "gain_obs": obs,
                  "gain_obs_se": obs_se, "n_steps": int(steps.size), "compared_on": [int(steps[0]), int(steps[-1])]})
-    eq = doc.get("equivalent_of")
-    key = f"eval/{split}_loss_{eq}" if eq else None
-    if key and key in parents[0].trajectory:   # what the branch stands in for: the parent average's gain there
-        _, la = stack([parents[0]], key, steps)
-        cell["average_gain_obs"], cell["average_gain_obs_se"] = block_mean_se(lp[0][ok] - la[0])
-    return cell
+    out = []
+    for label in doc.get("labels", [doc["label"]]):
+        eq = doc.get("stands_in_for", {}).get(label, doc.get("equivalent_of"))
+        one = {**cell, "label": label, "equivalent_of": eq,
+               "match": doc.get("matches", {}).get(label, doc.get("match"))}
+        key = f"eval/{split}_loss_{eq}" if eq else None
+        if key and key in parents[0].trajectory:   # what the branch stands in for: the parent average's gain there
+            _, la = stack([parents[0]], key, steps)
+            one["average_gain_obs"], one["average_gain_obs_se"] = block_mean_se(lp[0][ok] - la[0])
+        out.append(one)
+    return out
 
 
 def judge(setup: Setup, split: str = "test") -> dict:
     """Every branch run that recorded a prediction, per seed, scored by compare.verdicts (per label and over all):
     {"per_branch": [cells], "by_label": {label: score}, "all": score, "not_compared": [cells]}."""
-    cells = [c for c in (branch_cell(setup, r, split) for r in setup.branches) if c is not None]
+    cells = [c for r in setup.branches for c in branch_cells(setup, r, split)]
     judged = [c for c in cells if "not_compared" not in c]
     scores = {}
     for label in sorted({c["label"] for c in judged}):
@@ -340,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         m = r["match"]
         how = ("" if not m else f" (λ_b matches {r['equivalent_of']}" + ("" if m["exists"] else
                f"; no exact match: the best λ_b reaches {m['reached_fraction']:.2f} of its gain") + ")")
-        print(f"{r['label']}: --branch-schedule {r['schedule']}{how}; predicted gain L_raw − L_branch over "
-              f"{plan['compared_on'][0]}–{plan['compared_on'][1]}: {r['gain_pred']:.4g} ± {r['gain_pred_se']:.2g}")
+        print(f"{', '.join(r['labels'])}: --branch-schedule {r['schedule']}{how}; predicted gain L_raw − L_branch "
+              f"over {plan['compared_on'][0]}–{plan['compared_on'][1]}: {r['gain_pred']:.4g} ± "
+              f"{r['gain_pred_se']:.2g}")
     print(out / "plan.json")
     return 0
 

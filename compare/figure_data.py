@@ -145,10 +145,13 @@ def equivalence_data(a, kinds: tuple[str, ...]) -> dict | None:
         return None
     curves = [{"name": n, "steps": a.curves[n].steps, "obs": a.curves[n].obs, "pred": a.curves[n].pred}
               for n in ["raw", *names]]
-    judged = {c["run"]: c for c in (a.metrics.get("branches_predicted") or {}).get("per_branch", [])}
+    judged: dict[str, list[dict]] = {}      # one cell per label; a run predicted for several labels has several
+    for c in (a.metrics.get("branches_predicted") or {}).get("per_branch", []):
+        judged.setdefault(c["run"], []).append(c)
     br = []
     for b in a.branches:
-        cell = judged.get(str(b["path"]))
+        mine = judged.get(str(b["path"]), [])
+        cell = next((c for c in mine if c.get("equivalent_of") in names), mine[0] if mine else None)
         matches = cell.get("equivalent_of") if cell else b.get("matches")
         if matches not in names:
             continue

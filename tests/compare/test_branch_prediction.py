@@ -134,3 +134,16 @@ def test_judge_scores_each_branch_and_refuses_an_edited_prediction(synth_runs, s
     open(path, "w").write(json.dumps(doc))
     res = bp.judge(setup)
     assert not res["per_branch"] and "changed after the branch ran" in res["not_compared"][0]["not_compared"]
+
+
+def test_labels_with_one_schedule_share_a_prediction_and_a_run(synth_runs, synth_cfg, tmp_path):
+    """Two labels that resolve to the same schedule text: one file per parent listing both, and the one branch run
+    is judged once per label, each against the average it stands in for."""
+    plan = bp.write_predictions(synth_runs[:1], (2000, T0), T0, tmp_path / "pred", ["half", "half"], END)
+    (row,) = plan["branches"]
+    assert row["labels"] == ["half", "half"]
+    lam = synth_cfg.lr
+    run = _branch_with_prediction(tmp_path, synth_cfg, row, lambda t: lam / 2)
+    res = bp.judge(group_runs(load_runs([synth_runs[0], run]))[0])
+    assert [c["label"] for c in res["per_branch"]] == ["half", "half"]
+    assert res["per_branch"][0]["gain_obs"] == res["per_branch"][1]["gain_obs"]

@@ -176,7 +176,9 @@ def test_quick_reproduction_with_real_training(tmp_path):
     root = tmp_path / "digits"
     m = json.loads((root / "report" / "metrics.json").read_text())
     (setup,) = m["setups"]
-    assert setup["n_seeds"] == 1 and len(setup["branches"]) == 5
+    # one run per distinct schedule: labels whose matched λ_b coincide share a run (compare.branch_prediction)
+    plan = json.loads((root / "predictions" / "plan.json").read_text())
+    assert setup["n_seeds"] == 1 and len(setup["branches"]) == len(plan["branches"]) <= 5
     nulls = {f"not distinguishable from {n}" for n in ("zero gain", "mean of the other seeds",
                                                        "identity without its drift term")}
     assert {c["verdict"] for c in setup["claims"]} <= {"reproduced", "not reproduced", "not testable here"} | nulls
@@ -185,9 +187,9 @@ def test_quick_reproduction_with_real_training(tmp_path):
     (ph,) = setup["posthoc_results"]                        # the kept checkpoints' average vs the swa branch
     assert "agrees" in ph and ph["at"] == 720 and ph["negative_mass"] == 0
     # every branch ran with the schedule the plan resolved before it, and recorded the hash of its prediction
-    plan = json.loads((root / "predictions" / "plan.json").read_text())
-    assert plan["calibrated_on"] == [360, 480] and len(plan["branches"]) == 5
-    assert len(setup["per_branch"]) == 5 and not setup["branches_not_compared"]
+    assert plan["calibrated_on"] == [360, 480]
+    assert sorted(c["label"] for c in setup["per_branch"]) == sorted(
+        ["half", "match:ema_0.95", "match:ema_0.99", "match:swa", "swa"]) and not setup["branches_not_compared"]
     for row in plan["branches"]:
         d = root / f"s0-{row['label'].replace(':', '-')}"
         cfg = json.loads((d / "config.json").read_text())["config"]
@@ -196,7 +198,7 @@ def test_quick_reproduction_with_real_training(tmp_path):
     for fig in ("one_step_probe", "ema_equivalence", "swa_equivalence", "two_point_vs_distance"):
         assert (root / "figures" / f"{fig}.png").stat().st_size > 1000
     md = (root / "report" / "report.md").read_text()
-    assert "## Setup 1: 1 seed run(s), 5 branch run(s)" in md and "| claim |" in md
+    assert f"## Setup 1: 1 seed run(s), {len(plan['branches'])} branch run(s)" in md and "| claim |" in md
 
 
 def test_ema_branch_without_h_runs_at_the_equivalent_lr(synth_runs):
