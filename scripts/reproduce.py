@@ -42,10 +42,11 @@ if str(ROOT) not in sys.path:
 
 from empirical import flags  # noqa: E402  (parses and validates a command line without importing torch)
 
-# Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run), estimates: digits
-# from the run times of the 2,400-step preset (REPRODUCE in docs/results.md gives the measured ones); mnist scaled from
-# 1.3 s/step measured on 1,500-step runs, two at a time. Branches run from T0 to the end of the constant phase.
-MINUTES_PER_RUN = {"digits": (6.0, 2.5), "mnist": (46.0, 20.0)}
+# Wall-clock minutes of one (base, branch) run with --jobs 2 on 2 CPU cores (1 thread per run): digits measured on
+# the 10-seed reproduction of docs/results.md (base ≈ 2.5 min, a 700-step branch ≈ 1.5 min, two at a time, other jobs
+# on the machine); mnist an estimate scaled from 1.3 s/step on 1,500-step runs two at a time, before the dense
+# evaluation every 25 steps (more evaluations: expect longer). Branches run from T0 to the end of the constant phase.
+MINUTES_PER_RUN = {"digits": (2.5, 1.5), "mnist": (46.0, 20.0)}
 # Full mode: digits runs its preset as is (constant LR to 2,100, window 1,050-2,100, lags up to 300). mnist is
 # shortened to a 2,100-step timeline (constant LR to 1,800; window 900-1,800 = 3 × the longest lag, 300): evaluations
 # dominate the cost of these runs on a CPU (each variant recomputes BN and passes the test split), so the test split
@@ -164,11 +165,11 @@ def expected_cost(entries: list[dict], quick: bool) -> str:
         nb = 5 * n if e.get("branches", True) else 0
         wall = (n * base + nb * branch) / 2
         total += wall
-        lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + {nb} branches × ~{branch:.1f} min, "
-                     f"two at a time ≈ {wall:.0f} min" + (f" + {n} post-hoc average(s) × ~0.2 min" if e.get("posthoc")
-                                                           else ""))
+        lines.append(f"  {e['preset']}: {n} base run(s) × ~{base:.1f} min + up to {nb} branches × ~{branch:.1f} min "
+                     f"(labels whose schedules coincide share a run), two at a time ≤ {wall:.0f} min"
+                     + (f" + {n} post-hoc average(s) × ~0.2 min" if e.get("posthoc") else ""))
     return ("expected cost (--jobs 2 on 2 CPU cores; GPU faster):\n" + "\n".join(lines)
-            + f"\n  total ≈ {total:.0f} min + report/figures ≈ 1 min per dataset")
+            + f"\n  total ≤ {total:.0f} min + report/figures ≈ 1 min per dataset")
 
 
 def _run(cmd: list[str], runner, log: Path | None = None) -> None:
