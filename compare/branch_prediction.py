@@ -12,7 +12,7 @@ the stationary state at the parent's LR; theory.md §2, §3.3-3.5, §3.10), the 
 
     gain = mean over steps of (L_parent-raw − L_branch)        (loss units; > 0: the branch is better)
 
-and its s.e. (the spread over the parameter sets the D(τ) data allow, compare.checks.spread_se), plus DIR/plan.json
+and its s.e. (the spread over the parameter sets the D(τ) data allow, compare.checks), plus DIR/plan.json
 listing every branch's resolved schedule, file and SHA-256. The branch runs record that hash (``--prediction FILE``);
 ``compare.report`` then compares the predicted gain, at the evaluation steps both runs share in T0..D, with the
 observed one (block s.e.) per seed by compare.verdicts' rule beside its nulls: metrics.json ``per_branch``.
@@ -48,7 +48,7 @@ import numpy as np
 from common import prediction as prediction_file
 from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe_stdout
 from common.rundir import RunDirError, atomic_write_json
-from compare import predict, verdicts
+from compare import checks, predict, verdicts
 from compare.calibrate import Calibration, calibrate
 from compare.load import Setup, constant_phase, group_runs, load_runs, parse_variant, stack, variant_spec
 from compare.pairs import block_mean_se
@@ -122,25 +122,28 @@ def plan_branch(label: str, cal: Calibration, setup: Setup, t0: int, until: int)
     return PlannedBranch(label, str(b), equiv)
 
 
-def _curves(cal: Calibration, br: PlannedBranch, t0: int, steps: np.ndarray, h=None, s=None):
-    """(parent raw excess, branch raw excess) at ``steps`` ≥ t0, loss units."""
+def parent_excess(cal: Calibration, t0: int, steps: np.ndarray, h=None, s=None) -> np.ndarray:
+    """The parent's raw excess at ``steps`` ≥ t0: it stays at its LR (loss units)."""
+    return predict.branch_excess(cal, t0, np.array([t0]), np.array([cal.lr]), steps, h, s)
+
+
+def branch_excess(cal: Calibration, br: PlannedBranch, t0: int, steps: np.ndarray, h=None, s=None) -> np.ndarray:
+    """The branch's raw excess at ``steps`` ≥ t0 under its schedule from t0 (loss units)."""
     lr_steps = np.arange(t0, int(steps.max()) + 1)
     lrs = BranchSchedule.parse(br.schedule).lr_schedule(cal.lr, cal.momentum, t0).lr_at(lr_steps)
-    parent = predict.branch_excess(cal, t0, np.array([t0]), np.array([cal.lr]), steps, h, s)
-    branch = predict.branch_excess(cal, t0, lr_steps, lrs, steps, h, s)
-    return parent, branch
+    return predict.branch_excess(cal, t0, lr_steps, lrs, steps, h, s)
 
 
-def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int) -> dict:
+def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int, parents: list | None = None) -> dict:
     """The prediction of one branch over steps t0..until: per-step curves, the gain and their s.e. (a quarter of
-    the range over the parameter sets the D(τ) data allow, as compare.checks.spread_se)."""
+    the range over the parameter sets the D(τ) data allow, compare.checks). ``parents``: the parent's curve for
+    each of checks.parameter_sets(cal), if already computed (it is the same for every branch)."""
     steps = np.arange(t0, until + 1)
-    sets = [(cal.h, cal.s)] + [(h, s) for h, s, _ in (cal.fit.alternatives if cal.fit is not None else [])]
-    curves = [_curves(cal, br, t0, steps, h, s) for h, s in sets]
-    parent, branch = curves[0]
-    gains = np.array([np.mean(p - b) for p, b in curves])
-    gains = gains[np.isfinite(gains)]
-    band = np.array([b for _, b in curves])
+    sets = checks.parameter_sets(cal)
+    if parents is None:
+        parents = [parent_excess(cal, t0, steps, h, s) for h, s in sets]
+    band = np.array([branch_excess(cal, br, t0, steps, h, s) for h, s in sets])
+    parent, branch = parents[0], band[0]
     fit = cal.fit
     return {"kind": prediction_file.KIND, "schema_version": SCHEMA_VERSION, "label": br.label,
             "schedule": br.schedule, "equivalent_of": br.equivalent_of, "match": br.match,
@@ -156,9 +159,9 @@ def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int) -> 
             "drift_note": "not in the prediction: the drift's effect on a branch depends on the curvature along the "
                           "motion, which D(τ) does not identify",
             "steps": steps.tolist(), "parent_raw_excess": parent.tolist(), "branch_excess": branch.tolist(),
-            "branch_excess_se": ((band.max(0) - band.min(0)) / 4.0).tolist(),
+            "branch_excess_se": checks.quarter_range(band, axis=0).tolist(),
             "gain_pred": float(np.mean(parent - branch)),
-            "gain_pred_se": float((gains.max() - gains.min()) / 4.0) if gains.size else float("nan")}
+            "gain_pred_se": checks.quarter_range([np.mean(p - b) for p, b in zip(parents, band)])}
 
 
 def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out: Path,
@@ -185,9 +188,11 @@ def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out
     groups: dict[str, list[PlannedBranch]] = {}
     for br in branches:
         groups.setdefault(br.schedule, []).append(br)
+    steps = np.arange(t0, end + 1)
+    parents = [parent_excess(cal, t0, steps, h, s) for h, s in checks.parameter_sets(cal)]   # shared by every branch
     rows = []
     for sched, same in groups.items():
-        doc = predict_branch(cal, same[0], t0, end)
+        doc = predict_branch(cal, same[0], t0, end, parents)
         doc.update({"labels": [br.label for br in same],
                     "stands_in_for": {br.label: br.equivalent_of for br in same},
                     "matches": {br.label: br.match for br in same if br.match}})
@@ -266,8 +271,8 @@ def branch_cells(setup: Setup, run, split: str = "test") -> list[dict]:
 
 
 def judge(setup: Setup, split: str = "test") -> dict:
-    """Every branch run that recorded a prediction, per seed, scored by compare.verdicts (per label and over all):
-    {"per_branch": [cells], "by_label": {label: score}, "all": score, "not_compared": [cells]}."""
+    """Every branch run that recorded a prediction, per seed, scored by compare.verdicts per label:
+    {"per_branch": [cells], "by_label": {label: score}, "not_compared": [cells]}."""
     cells = [c for r in setup.branches for c in branch_cells(setup, r, split)]
     judged = [c for c in cells if "not_compared" not in c]
     scores = {}
@@ -277,10 +282,7 @@ def judge(setup: Setup, split: str = "test") -> dict:
         for c, ok in zip(mine, sc.pop("agree", [])):
             c["agrees"] = bool(ok)
         scores[label] = sc
-    overall = verdicts.score(judged, key="label")
-    overall.pop("agree", None)
-    return {"per_branch": judged, "by_label": scores, "all": overall,
-            "not_compared": [c for c in cells if "not_compared" in c]}
+    return {"per_branch": judged, "by_label": scores, "not_compared": [c for c in cells if "not_compared" in c]}
 
 
 def per_branch_text(res: dict) -> list[str]:

@@ -41,13 +41,27 @@ def physical_checks(cal) -> list[dict]:
     return rows
 
 
-def spread_se(f, cal) -> float:
-    """s.e. of f(h, s) over the parameter sets the data allow (SpectrumFit.alternatives, a Δχ² ≤ 4 ≈ ±2 s.e. set):
-    a quarter of its range. The fit's covariance is no guide where the fit has no degrees of freedom left."""
+def parameter_sets(cal) -> list[tuple]:
+    """(h, s) of the fit, then of every parameter set the data allow (SpectrumFit.alternatives, a Δχ² ≤ 4 ≈ ±2 s.e.
+    set)."""
     alts = cal.fit.alternatives if cal.fit is not None and cal.fit.alternatives else []
-    vals = np.array([f(h, s) for h, s, _ in alts] + [f(cal.h, cal.s)], float)
-    vals = vals[np.isfinite(vals)]
-    return float((vals.max() - vals.min()) / 4.0) if vals.size else float("nan")
+    return [(cal.h, cal.s)] + [(h, s) for h, s, _ in alts]
+
+
+def quarter_range(values, axis=None):
+    """The s.e. a set of values over the allowed parameter sets stands for: a quarter of their range (NaNs
+    dropped; NaN when none is finite)."""
+    v = np.asarray(values, float)
+    if axis is None:
+        v = v[np.isfinite(v)]
+        return float((v.max() - v.min()) / 4.0) if v.size else float("nan")
+    return (np.nanmax(v, axis=axis) - np.nanmin(v, axis=axis)) / 4.0
+
+
+def spread_se(f, cal) -> float:
+    """s.e. of f(h, s) over the parameter sets the data allow: a quarter of its range. The fit's covariance is no
+    guide where the fit has no degrees of freedom left."""
+    return quarter_range([f(h, s) for h, s in parameter_sets(cal)])
 
 
 def _leg(name: str, pred: float, pred_se: float, obs: float, obs_se: float, note: str = "") -> dict:

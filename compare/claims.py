@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from compare import metrics, verdicts
-from compare.pairs import block_mean_se
 from compare.analysis import POSTHOC_REL_TOL, POSTHOC_SE, Analysis
 
 QUAD_R2_MIN = 0.95          # median R² of the training-batch one-step quadratic fits
@@ -128,7 +127,7 @@ def claim_table(a: Analysis) -> list[dict]:
     tps = [k for k, v in a.variants.items() if v.kind == "two_point" and vm.get(k, {}).get("n_seeds")]
     if tps:
         k = max(tps, key=lambda x: a.variants[x].gap)
-        seeds = two_point_per_seed(a, k)
+        seeds = a.metrics.get("two_point_per_seed") or []
         beats = [c["loss_window"] > GAIN_SIGMAS * np.nan_to_num(c["loss_window_se"], nan=np.inf) for c in seeds]
         share = float(np.mean(beats)) if beats else float("nan")
         ids = a.metrics.get("identification", {}).get("scales", [])
@@ -154,7 +153,6 @@ def claim_table(a: Analysis) -> list[dict]:
                 verdict = sc["verdict"]
         else:
             note += "; no λ/2 branch predicted before it ran: only the 'beats the baseline' half was tested"
-        a.metrics["two_point_per_seed"] = seeds
         add("two_point", "two points far apart beat the baseline and match λ/2 (theory.md §3.5, [V], [C])",
             "per seed, the largest lag: L_raw − L_two-point (window mean with block s.e., and at the last evaluation) "
             "and the accuracy difference; the λ/2 branch's gain, predicted before it ran", value, verdict, note)
@@ -304,31 +302,6 @@ def _observed_equivalence(cells: list[dict]) -> str:
           for c in pairs]
     return (f"; observed branch gain vs the observed gain of the average it stands in for, same steps, same rule: "
             f"{sum(ok)} of {len(ok)} agree")
-
-
-def two_point_per_seed(a: Analysis, name: str) -> list[dict]:
-    """Per base run: the two-point average ``name`` against the raw weights, loss (raw − average: > 0 is a gain) and
-    accuracy (average − raw), as window means over the calibration window (block s.e.) and at the run's last
-    evaluation (after the cooldown)."""
-    split = a.cal.split
-    lo, hi = a.cal.window
-    out = []
-    for r in a.setup.base:
-        st = np.asarray(r.trajectory["eval/step"])
-        row = {"run": str(r.path)}
-        for what, sign in (("loss", 1.0), ("acc", -1.0)):
-            key_raw, key_avg = f"eval/{split}_{what}_raw", f"eval/{split}_{what}_{name}"
-            if key_raw not in r.trajectory or key_avg not in r.trajectory:
-                row.update({f"{what}_window": float("nan"), f"{what}_window_se": float("nan"),
-                            f"{what}_end": float("nan")})
-                continue
-            d = sign * (np.asarray(r.trajectory[key_raw], float) - np.asarray(r.trajectory[key_avg], float))
-            m = (st >= lo) & (st <= hi) & np.isfinite(d)
-            row[f"{what}_window"], row[f"{what}_window_se"] = block_mean_se(d[m])
-            fin = np.flatnonzero(np.isfinite(d))
-            row[f"{what}_end"] = float(d[fin[-1]]) if fin.size else float("nan")
-        out.append(row)
-    return out
 
 
 def _single_seed_se(a: Analysis, name: str) -> float:

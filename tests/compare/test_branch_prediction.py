@@ -53,7 +53,8 @@ def test_curves_match_an_independent_lyapunov_recursion(setup_cal, synth_cfg):
     _, cal = setup_cal
     truth = dataclasses.replace(cal, h=np.array(synth_cfg.h), s=np.array(synth_cfg.s))
     steps = np.arange(T0, END + 1, 50)
-    parent, branch = bp._curves(truth, bp.PlannedBranch("half", "half", None), T0, steps)
+    parent = bp.parent_excess(truth, T0, steps)
+    branch = bp.branch_excess(truth, bp.PlannedBranch("half", "half", None), T0, steps)
     lam, mu = synth_cfg.lr, synth_cfg.momentum
     want_parent = _torch_sgd_excess(synth_cfg.h, synth_cfg.s, lambda t: lam, lam, mu, T0, steps)
     want_branch = _torch_sgd_excess(synth_cfg.h, synth_cfg.s, lambda t: lam / 2, lam, mu, T0, steps)
