@@ -17,11 +17,12 @@ import numpy as np
 
 from compare import branch_prediction, checks, metrics, pairs, predict, verdicts
 from compare.calibrate import Calibration, calibrate
-from compare.load import Setup, Variant, branch_start, stack, variant_spec
+from compare.load import Setup, branch_start, stack
 from compare.verdicts import cell_agrees
+from theory import spec
 from theory.branchspec import BranchSchedule
 
-PREDICTED_KINDS = ("ema", "swa", "points")   # the averages the two-point identity predicts (two-point ones calibrate)
+PREDICTED_KINDS = (spec.EMA, spec.SWA, spec.NPoint)   # what the two-point identity predicts (two-point ones calibrate)
 MATCH_LR_FACTOR = 1.5      # a constant branch "is" a variant's equivalent run if λ_b/λ_eq ∈ [1/1.5, 1.5]
 SETTLE_RELAX = 3.0         # skip 3 relaxation times 1/α_eff after a branch point / EMA start before comparing
 # A post-hoc average matches its scheduled run if |L_posthoc − L_branch| <= max(POSTHOC_REL_TOL·|L_T − L_branch|,
@@ -45,7 +46,7 @@ class Analysis:
     floor_mode: str
     floor: float
     curves: dict[str, Curve] = field(default_factory=dict)
-    variants: dict[str, Variant] = field(default_factory=dict)
+    variants: dict[str, spec.Averaging] = field(default_factory=dict)   # name -> recorded average (Setup.averages)
     branches: list[dict] = field(default_factory=list)
     posthoc: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
@@ -90,11 +91,10 @@ def _variant_metrics_inner(a: Analysis, name: str) -> dict:
                          if gm.any() else float("nan")),
         "rmse_loss": metrics.rmse(c.pred[m], obs_mean[m]),
         **_per_seed(a, name),
-        "equivalent_lr": predict.equivalent_lr(a.cal, predict.stationary_excess(a.cal, a.variants[name],
-                                                                                a.setup.config)),
+        "equivalent_lr": predict.equivalent_lr(a.cal, predict.stationary_excess(a.cal, a.variants[name])),
         # over the parameter sets the data allow: one number only where every scale is identified
         "equivalent_lr_range": checks.equivalent_lr_range(a.cal, lambda h, s: predict.stationary_excess(
-            dataclasses.replace(a.cal, h=h, s=s), a.variants[name], a.setup.config)),
+            dataclasses.replace(a.cal, h=h, s=s), a.variants[name])),
     }
 
 
@@ -103,15 +103,14 @@ def _per_seed(a: Analysis, name: str) -> dict:
     its s.e., the observed one and its block s.e. ``per_seed`` holds exactly run, gain_pred, gain_pred_se, gain_obs,
     gain_obs_se (scripts read these names); ``per_seed_terms`` the drift / fluctuation / transient split, the plain
     identity and the verdict of each cell under compare.verdicts' rule."""
-    v, cal = a.variants[name], a.cal
-    if cal.source != "two-point" or v.kind not in PREDICTED_KINDS:
+    avg, cal = a.variants[name], a.cal
+    if cal.source != "two-point" or not isinstance(avg, PREDICTED_KINDS):
         return {}
     rows, terms = [], []
     for r, st, fit in zip(a.setup.base, cal.seed_structures, cal.seed_fits):
         if not np.isfinite(st.D).any():
             continue
-        gp = pairs.predict_gain(r, v, r.config.get("config", {}), st, fit or cal.fit, cal.lr, cal.momentum,
-                                cal.window, cal.split)
+        gp = pairs.predict_gain(r, avg, st, fit or cal.fit, cal.lr, cal.momentum, cal.window, cal.split)
         if gp is None:
             continue
         g = gp.series
@@ -139,7 +138,7 @@ def cross_fit(a: Analysis) -> dict:
         return {}
     lo, hi = cal.window
     mid = (lo + hi) // 2
-    names = [n for n, v in a.variants.items() if v.kind in PREDICTED_KINDS]
+    names = [n for n, avg in a.variants.items() if isinstance(avg, PREDICTED_KINDS)]
     cells = []
     for fit_w, pred_w in (((lo, mid), (mid, hi)), ((mid, hi), (lo, mid))):
         for r in a.setup.base:
@@ -151,8 +150,8 @@ def cross_fit(a: Analysis) -> dict:
             except ValueError:
                 fit = cal.fit
             for name in names:
-                gp = pairs.predict_gain(r, a.variants[name], r.config.get("config", {}), st, fit, cal.lr,
-                                        cal.momentum, pred_w, cal.split, stationary_window=cal.window)
+                gp = pairs.predict_gain(r, a.variants[name], st, fit, cal.lr, cal.momentum, pred_w, cal.split,
+                                        stationary_window=cal.window)
                 if gp is None:
                     continue
                 cells.append({"run": str(r.path), "variant": name, "calibrated_on": list(fit_w),
@@ -230,14 +229,15 @@ def _branch(a: Analysis, run) -> dict:
     declared = _declared_variant(a, run, t0)
     best = None if declared is None else (0.0, declared[0]) if declared[0] else None
     info["matched_by"] = "branch schedule" if declared is not None else "equivalent LR"
-    for name, v in ([] if declared is not None else a.variants.items()):
+    for name, avg in ([] if declared is not None else a.variants.items()):
         vm = a.metrics["variants"].get(name, {})
-        if v.kind == "raw" or not vm.get("n_seeds"):
+        if isinstance(avg, spec.NoAverage) or not vm.get("n_seeds"):
             continue
-        if info["kind"] == "decay" and v.kind == "swa":
-            if abs(t0 - variant_spec(v, cfg).start) <= max(int(cfg.get("eval_every", 1) or 1), 1):
+        if info["kind"] == "decay" and isinstance(avg, spec.SWA):
+            if abs(t0 - avg.start) <= max(int(cfg.get("eval_every", 1) or 1), 1):
                 best = (0.0, name)
-        elif info["kind"] == "constant" and v.kind != "swa" and np.isfinite(vm.get("equivalent_lr", np.nan)):
+        elif (info["kind"] == "constant" and not isinstance(avg, spec.SWA)
+              and np.isfinite(vm.get("equivalent_lr", np.nan))):
             d = abs(np.log(info["lr"] / vm["equivalent_lr"]))
             if d <= np.log(MATCH_LR_FACTOR) and (best is None or d < best[0]):
                 best = (d, name)
@@ -260,24 +260,24 @@ def _declared_variant(a: Analysis, run, t0: int) -> tuple[str | None] | None:
     except ValueError:
         return None
     kind = b.kind if b else ""
-    have = {n: v for n, v in a.variants.items() if a.metrics["variants"].get(n, {}).get("n_seeds")}
+    have = {n: avg for n, avg in a.variants.items() if a.metrics["variants"].get(n, {}).get("n_seeds")}
     if kind == "half":
-        tps = [n for n, v in have.items() if v.kind == "two_point"]
+        tps = [n for n, avg in have.items() if isinstance(avg, spec.TwoPoint)]
         return (max(tps, key=lambda n: have[n].gap) if tps else None,)
     if kind == "ema":
         g = b.value
-        return (next((n for n, v in have.items() if v.kind == "ema" and np.isclose(v.decay, g, rtol=1e-9)), None),)
+        return (next((n for n, avg in have.items()
+                      if isinstance(avg, spec.EMA) and np.isclose(avg.decay, g, rtol=1e-9)), None),)
     if kind == "swa":
         if "swa" not in have:
             return (None,)
-        on_time = abs(t0 - variant_spec(have["swa"], a.setup.config).start) <= max(
-            int(a.setup.config.get("eval_every", 1) or 1), 1)
+        on_time = abs(t0 - have["swa"].start) <= max(int(a.setup.config.get("eval_every", 1) or 1), 1)
         return ("swa" if on_time else None,)
     return None
 
 
 def _avg_vs_branch(a: Analysis, name: str, run, steps, obs, m, pred) -> dict:
-    v = a.variants[name]
+    average = a.variants[name]
     seed = run.config.get("config", {}).get("seed")
     parent = [r for r in a.setup.base if r.config.get("config", {}).get("seed") == seed] or a.setup.base
     _, avg = stack(parent[:1], f"eval/{a.cal.split}_loss_{name}", steps)
@@ -286,8 +286,8 @@ def _avg_vs_branch(a: Analysis, name: str, run, steps, obs, m, pred) -> dict:
     end = a.cal.window[1]
     t0 = branch_start(run)
     ema_note = {}
-    if v.kind == "ema":   # the EMA forgets its start after SETTLE_RELAX time constants; capped as for the branch
-        settled = predict.defined_from(v, a.setup.config) + SETTLE_RELAX / (1 - v.decay)
+    if isinstance(average, spec.EMA):   # forgets its start after SETTLE_RELAX time constants; capped as for the branch
+        settled = average.defined_from + SETTLE_RELAX / (1 - average.decay)
         if t0 < end and settled > 0.5 * (t0 + end):
             ema_note = {"avg_settled": False, "avg_settle_step_model": float(settled)}
             settled = 0.5 * (t0 + end)
@@ -339,15 +339,15 @@ def _sketch_distances(parent, branch, name: str, t0: int, until: int) -> dict:
 
 
 def analyse(setup: Setup, scales: int | None = None, split: str = "test", floor: str = "model", frac: float = 0.5) -> Analysis:
+    vs = setup.averages(split)      # first: a run without its averaging record is refused before any fitting
     cal = calibrate(setup, scales=scales, split=split, frac=frac)
-    vs = {v.name: v for v in setup.variants(split)}
     if "raw" not in vs:
         raise ValueError(f"runs have no eval/{split}_loss_raw; the raw variant is required (docs/run-series.md)")
     a = Analysis(setup, cal, floor, cal.floor, variants=vs)
     steps0 = setup.base[0].trajectory["eval/step"]
-    for name, v in vs.items():
+    for name, avg in vs.items():
         steps, obs = stack(setup.base, f"eval/{split}_loss_{name}", steps0)
-        a.curves[name] = Curve(steps, obs, predict.variant_excess(cal, v, setup.config, steps))
+        a.curves[name] = Curve(steps, obs, predict.variant_excess(cal, avg, steps))
     lo, hi = cal.window
     if floor == "min-avg":
         means = [np.nanmean(_window_mean(c, lo, hi)[0]) for n, c in a.curves.items() if n != "raw"]
@@ -372,7 +372,8 @@ def analyse(setup: Setup, scales: int | None = None, split: str = "test", floor:
     a.metrics["cross_fit"] = cross_fit(a)
     a.branches = [_branch(a, r) for r in setup.branches]
     a.metrics["branches_predicted"] = branch_prediction.judge(setup, split)
-    gaps = [n for n, v in vs.items() if v.kind == "two_point" and a.metrics["variants"].get(n, {}).get("n_seeds")]
+    gaps = [n for n, avg in vs.items()
+            if isinstance(avg, spec.TwoPoint) and a.metrics["variants"].get(n, {}).get("n_seeds")]
     if gaps:   # two points far apart: the largest lag, per seed (compare/claims.py judges it)
         a.metrics["two_point_per_seed"] = two_point_per_seed(a, max(gaps, key=lambda n: vs[n].gap))
     a.posthoc = [posthoc_vs_branch(a, r) for r in setup.posthoc]

@@ -50,7 +50,7 @@ from common.cli import DefaultsFormatter, OneLineParser, command_note, pipe_safe
 from common.rundir import RunDirError, atomic_write_json
 from compare import checks, predict, verdicts
 from compare.calibrate import Calibration, calibrate
-from compare.load import Setup, constant_phase, group_runs, load_runs, parse_variant, stack, variant_spec
+from compare.load import Setup, constant_phase, group_runs, load_runs, stack
 from compare.pairs import block_mean_se
 from theory import spec, stationary
 from theory.branchspec import BranchSchedule
@@ -71,30 +71,30 @@ class PlannedBranch:
 
 def default_labels(setup: Setup) -> list[str]:
     """half, match:<each EMA>, match:swa and swa (cooldown) — those whose average the parents record."""
-    names = [v.name for v in setup.variants()]
-    out = ["half"] + [f"match:{n}" for n in names if n.startswith("ema_")]
-    if "swa" in names:
+    averages = setup.averages()
+    out = ["half"] + [f"match:{n}" for n, avg in averages.items() if isinstance(avg, spec.EMA)]
+    if "swa" in averages:
         out += ["match:swa", "swa"]
     return out
 
 
 def _largest_gap(setup: Setup) -> str | None:
-    pts = [v for v in setup.variants() if v.kind == "two_point" and v.gap]
-    return max(pts, key=lambda v: v.gap).name if pts else None
+    pts = {n: avg for n, avg in setup.averages().items() if isinstance(avg, spec.TwoPoint) and avg.gap}
+    return max(pts, key=lambda n: pts[n].gap) if pts else None
 
 
 def plan_branch(label: str, cal: Calibration, setup: Setup, t0: int, until: int) -> PlannedBranch:
     """The schedule text and equivalence of one branch label (module docstring); ValueError (one line) when the
     label is not a schedule, or names an average the parents did not record."""
-    cfg = setup.config
-    names = {v.name for v in setup.variants()}
+    averages = setup.averages()
+    names = set(averages)
     if label.startswith("match:"):
         name = label.split(":", 1)[1]
         if name not in names:
             raise ValueError(f"--branch {label}: the parent runs record no average {name!r}; choose one of "
                              f"{', '.join(sorted(n for n in names if n != 'raw'))}")
         B = predict.burn_in_steps(cal)
-        avg = predict.avg_spec(parse_variant(name), cfg, B)
+        avg = predict.shifted(averages[name], B)
         m = match_switch(predict.nqm_of(cal), spec.SGD(spec.Constant(cal.lr), momentum=cal.momentum), avg,
                          (B + t0, B + until), switch_at=B + t0, per_direction=True)
         d = m.to_dict()
@@ -105,7 +105,7 @@ def plan_branch(label: str, cal: Calibration, setup: Setup, t0: int, until: int)
         if b.kind == "swa":
             h = stationary.swa_branch_curvature(cal.lr, cal.h, cal.s, cal.momentum)
         else:
-            every = next((variant_spec(v, cfg).every for v in setup.variants() if v.kind == "ema"), 1)
+            every = next((avg.every for avg in averages.values() if isinstance(avg, spec.EMA)), 1)
             h = stationary.ema_branch_curvature(cal.lr, b.value, cal.h, cal.s, cal.momentum, every=every)
         if not (np.isfinite(h) and h > 0):
             raise ValueError(f"--branch {label}: the calibration gives no curvature H for it (H = {h}); give H")
@@ -113,9 +113,9 @@ def plan_branch(label: str, cal: Calibration, setup: Setup, t0: int, until: int)
     if b.kind == "half":
         equiv = _largest_gap(setup)
     elif b.kind == "ema":
-        equiv = next((n for n in names if n.startswith("ema_") and parse_variant(n).decay == b.value), None)
+        equiv = next((n for n, avg in averages.items() if isinstance(avg, spec.EMA) and avg.decay == b.value), None)
     elif b.kind == "swa":
-        sw = variant_spec(parse_variant("swa"), cfg) if "swa" in names else None
+        sw = averages.get("swa")
         equiv = "swa" if sw is not None and sw.start == t0 else None    # the cooldown equals the SWA from T0
     else:
         equiv = None

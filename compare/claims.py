@@ -9,6 +9,7 @@ import numpy as np
 
 from compare import metrics, verdicts
 from compare.analysis import POSTHOC_REL_TOL, POSTHOC_SE, Analysis
+from theory import spec
 
 QUAD_R2_MIN = 0.95          # median R² of the training-batch one-step quadratic fits
 ONE_STEP_RATIO_MAX = 0.5    # min_η ℓ_B(θ − η g_B) / mean training loss must be at most this
@@ -124,7 +125,7 @@ def claim_table(a: Analysis) -> list[dict]:
         note += _observed_equivalence(mine)
         add(cid, claim, meas, value, sc["verdict"], note)
 
-    tps = [k for k, v in a.variants.items() if v.kind == "two_point" and vm.get(k, {}).get("n_seeds")]
+    tps = [k for k, avg in a.variants.items() if isinstance(avg, spec.TwoPoint) and vm.get(k, {}).get("n_seeds")]
     if tps:
         k = max(tps, key=lambda x: a.variants[x].gap)
         seeds = a.metrics.get("two_point_per_seed") or []
@@ -197,9 +198,9 @@ def _model_claims(a: Analysis, add) -> None:
     cal, m = a.cal, a.metrics
     failed = [c["check"] for c in m.get("physical_checks", []) if not c["passed"]]
     fail_note = ("; physical check failed: " + ", ".join(failed)) if failed else ""
-    kinds = sorted({a.variants[n].kind for n, x in m["variants"].items() if x.get("per_seed")})
-    label = {"ema": "EMA", "swa": "SWA", "points": "N-point"}
-    what = ", ".join(label[k] for k in kinds) or "the averages"
+    label = {spec.EMA: "EMA", spec.SWA: "SWA", spec.NPoint: "N-point"}
+    kinds = sorted({label[type(a.variants[n])] for n, x in m["variants"].items() if x.get("per_seed")})
+    what = ", ".join(kinds) or "the averages"
     claim = (f"the quadratic identity over the window (the test loss is close to quadratic on the span of the "
              f"trajectory) predicts the {what} gains seed by seed from the raw trajectory's two-point structure "
              f"(theory.md §3.8a; the project's test [R], not the paper's NQM claim)")

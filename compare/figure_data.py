@@ -18,7 +18,7 @@ import numpy as np
 
 from common import prediction
 from compare import branch_prediction, pairs, predict
-from compare.load import stack, variant_of
+from compare.load import stack
 from theory import moments, probes, spec, stationary
 
 __all__ = ["FIGURES", "FigureSpec", "NAMES", "theory_grid", "probe_data", "bank_data", "equivalence_data",
@@ -135,12 +135,13 @@ def bank_data(a) -> dict | None:
             "reference": "bank/heldout_loss" in a.setup.base[0].trajectory}
 
 
-def equivalence_data(a, kinds: tuple[str, ...]) -> dict | None:
-    """Raw and the variants of ``kinds`` (observed, NQM), and the branch runs that stand in for them from their
-    branch step: observed, and — where the branch recorded a prediction made before it ran
-    (compare/branch_prediction.py) — that prediction (its calibration's floor + the predicted excess) with its s.e.
-    band; branches without one are drawn with the NQM line of this report's calibration, and say so."""
-    names = [n for n, v in a.variants.items() if v.kind in kinds]
+def equivalence_data(a, kinds: tuple[type, ...]) -> dict | None:
+    """Raw and the run's averages of ``kinds`` (theory.spec classes, e.g. ``(spec.EMA,)``; observed, NQM), and the
+    branch runs that stand in for them from their branch step: observed, and — where the branch recorded a prediction
+    made before it ran (compare/branch_prediction.py) — that prediction (its calibration's floor + the predicted
+    excess) with its s.e. band; branches without one are drawn with the NQM line of this report's calibration, and
+    say so."""
+    names = [n for n, avg in a.variants.items() if isinstance(avg, kinds)]
     if not names:
         return None
     curves = [{"name": n, "steps": a.curves[n].steps, "obs": a.curves[n].obs, "pred": a.curves[n].pred}
@@ -175,7 +176,8 @@ def two_point_data(a) -> dict | None:
     """Window-mean eval loss of each two-point average ½(θ_t + θ_{t−k}) per seed against its gap k, the NQM curve
     over a log grid of k at the end of the window (theory.md §3.5), the raw baseline and, if a λ/2 branch matches a
     two-point variant, its settled mean. None without two-point variants."""
-    names = sorted([n for n, v in a.variants.items() if v.kind == "two_point"], key=lambda n: a.variants[n].gap)
+    names = sorted([n for n, avg in a.variants.items() if isinstance(avg, spec.TwoPoint)],
+                   key=lambda n: a.variants[n].gap)
     if not names:
         return None
     lo, hi = a.cal.window
@@ -187,8 +189,8 @@ def two_point_data(a) -> dict | None:
     gaps = np.array([a.variants[n].gap for n in names])
     kk = np.unique(np.logspace(0, np.log10(max(gaps.max(), 10) * 3), 30).astype(int))
     probe_step = np.array([hi])
-    th = [float(predict.variant_excess(a.cal, variant_of(spec.TwoPoint(int(k))), a.setup.config,
-                                       probe_step)[0]) + a.floor if k <= hi else np.nan for k in kk]
+    th = [float(predict.variant_excess(a.cal, spec.TwoPoint(int(k)), probe_step)[0]) + a.floor if k <= hi else np.nan
+          for k in kk]
     half = [b for b in a.branches if b.get("matches") in names and abs(b.get("lr_ratio", 0) - 0.5) < 0.2]
     half_obs = [b["curve"].obs[0, b["curve"].steps >= b["settle_step"]] for b in half]
     half_obs = [x[np.isfinite(x)] for x in half_obs]
@@ -203,7 +205,7 @@ def ellipsoid_data(a) -> dict:
     of the raw iterate, of the iterate at λ/2 and of each of the run's own averages (its config: EMA decays and start,
     SWA start, two-point lags, N-point) at the end of the window; each axis in units of that scale's √v∞. Right
     panel: the observed ‖θ_avg − θ_raw‖ series."""
-    cal, cfg = a.cal, a.setup.config
+    cal = a.cal
     idx = [int(np.argmax(cal.h)), int(np.argmin(cal.h))]
     h, s = cal.h[idx], cal.s[idx]
     model = spec.NQM(h=h, sigma2=s, m0=0.0, v0=0.0)
@@ -211,10 +213,10 @@ def ellipsoid_data(a) -> dict:
     t = int(cal.window[1])
     v_raw = stationary.iterate_variance(cal.lr * h, s, cal.momentum)
     averages = {}
-    for name, v in a.variants.items():
-        if v.kind == "raw" or t < predict.defined_from(v, cfg):
+    for name, avg in a.variants.items():
+        if isinstance(avg, spec.NoAverage) or t < avg.defined_from:
             continue
-        m = moments.moments_from_alpha(model, cal.momentum, predict.avg_spec(v, cfg, B),
+        m = moments.moments_from_alpha(model, cal.momentum, predict.shifted(avg, B),
                                        [(0, B + t + 1, cal.lr * h)], np.array([B + t]))
         averages[name] = tuple(float(x) for x in np.sqrt(m.var_avg[0] / v_raw))
     half = np.sqrt(stationary.iterate_variance(0.5 * cal.lr * h, s, cal.momentum) / v_raw)
@@ -304,8 +306,8 @@ FIGURES: dict[str, FigureSpec] = {
     "nqm_equivalence_grid": FigureSpec(theory_grid, per="theory"),
     "one_step_probe": FigureSpec(probe_data),
     "fixed_batch_along_trajectory": FigureSpec(bank_data),
-    "ema_equivalence": FigureSpec(lambda a: equivalence_data(a, ("ema",))),
-    "swa_equivalence": FigureSpec(lambda a: equivalence_data(a, ("swa",))),
+    "ema_equivalence": FigureSpec(lambda a: equivalence_data(a, (spec.EMA,))),
+    "swa_equivalence": FigureSpec(lambda a: equivalence_data(a, (spec.SWA,))),
     "two_point_vs_distance": FigureSpec(two_point_data),
     "ellipsoid": FigureSpec(ellipsoid_data),
     "gradient_alignment": FigureSpec(alignment_data, per="all"),

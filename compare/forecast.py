@@ -15,11 +15,12 @@ import numpy as np
 
 from compare import checks, predict, verdicts
 from compare.calibrate import Calibration, calibrate
-from compare.load import Setup, Variant, stack
+from compare.load import Setup, stack
 from compare.pairs import block_mean_se
 from theory import moments as nqm_moments
+from theory import spec
 
-FORECAST_KINDS = ("ema", "swa", "points")   # averages with a defined start and a prediction of their own
+FORECAST_KINDS = (spec.EMA, spec.SWA, spec.NPoint)   # averages with a defined start and a prediction of their own
 
 
 def lr_phases(cal: Calibration, run, burn_in: int, end: int, h: np.ndarray) -> list:
@@ -40,18 +41,18 @@ def lr_phases(cal: Calibration, run, burn_in: int, end: int, h: np.ndarray) -> l
     return phases
 
 
-def excess_along_run(cal: Calibration, v: Variant, cfg: dict, run, steps: np.ndarray, h=None, s=None) -> np.ndarray:
-    """Predicted excess loss of variant ``v`` (raw: the iterate) at run ``steps`` under the run's own LR, loss
-    units; NaN before the average is defined."""
+def excess_along_run(cal: Calibration, avg: spec.Averaging, run, steps: np.ndarray, h=None, s=None) -> np.ndarray:
+    """Predicted excess loss of the run's average ``avg`` (spec.NoAverage: the iterate) at run ``steps`` under the
+    run's own LR, loss units; NaN before the average is defined (``avg.defined_from``)."""
     steps = np.asarray(steps, np.int64)
     out = np.full(steps.size, np.nan)
-    ok = steps >= predict.defined_from(v, cfg)
+    ok = steps >= avg.defined_from
     if not ok.any():
         return out
     B = predict.burn_in_steps(cal)
     model = predict.nqm_of(cal, h, s)
     end = int(steps[ok].max()) + 1
-    mom = nqm_moments.moments_from_alpha(model, cal.momentum, predict.avg_spec(v, cfg, B),
+    mom = nqm_moments.moments_from_alpha(model, cal.momentum, predict.shifted(avg, B),
                                          lr_phases(cal, run, B, end, model.h), B + steps[ok])
     out[ok] = nqm_moments.excess_loss(model, mom.mean_avg, mom.var_avg)
     return out
@@ -78,15 +79,14 @@ def forecast(setup: Setup, fit_window: tuple[int, int], pred_window: tuple[int, 
     except ValueError as e:     # too few steps or lags in A–B: a result to report, not a failed report
         return {"calibrated_on": [a, b], "predicted_on": [c, d], "not_testable": f"calibration on {a}–{b}: {e}",
                 "n_cells": 0, "cells": [], "final": {"cells": [], "testable": False, "why": str(e)}}
-    cfg = setup.config
-    names = [v for v in setup.variants(split) if v.kind in FORECAST_KINDS]
+    averages = {n: avg for n, avg in setup.averages(split).items() if isinstance(avg, FORECAST_KINDS)}
     cells, finals = [], []
     raw_memo: dict = {}
 
     def raw_excess(run, steps, h, s):   # the iterate's excess: shared by every average of the run
         key = (id(run), steps.tobytes(), np.asarray(h).tobytes(), np.asarray(s).tobytes())
         if key not in raw_memo:
-            raw_memo[key] = excess_along_run(cal, Variant("raw", "raw"), cfg, run, steps, h, s)
+            raw_memo[key] = excess_along_run(cal, spec.NoAverage(), run, steps, h, s)
         return raw_memo[key]
 
     for run in setup.base:
@@ -94,31 +94,30 @@ def forecast(setup: Setup, fit_window: tuple[int, int], pred_window: tuple[int, 
             continue
         st_all = np.asarray(run.trajectory["eval/step"])
         last = int(st_all.max())
-        raw_v = Variant("raw", "raw")
-        for v in names:
-            obs, obs_se, steps = _observed_gain(run, v.name, split, c, d)
-            before, before_se, _ = _observed_gain(run, v.name, split, a, b)
+        for name, avg in averages.items():
+            obs, obs_se, steps = _observed_gain(run, name, split, c, d)
+            before, before_se, _ = _observed_gain(run, name, split, a, b)
             if steps.size == 0:
                 continue
 
-            def gain(h, s, steps=steps, v=v):
-                return float(np.nanmean(raw_excess(run, steps, h, s) - excess_along_run(cal, v, cfg, run, steps, h, s)))
+            def gain(h, s, steps=steps, avg=avg):
+                return float(np.nanmean(raw_excess(run, steps, h, s) - excess_along_run(cal, avg, run, steps, h, s)))
 
-            cells.append({"run": str(run.path), "variant": v.name, "gain_pred": gain(cal.h, cal.s),
+            cells.append({"run": str(run.path), "variant": name, "gain_pred": gain(cal.h, cal.s),
                           "gain_pred_se": checks.spread_se(gain, cal), "gain_obs": obs, "gain_obs_se": obs_se,
                           "gain_calibration": before, "gain_calibration_se": before_se})
-        for v in [raw_v, *names]:
-            key = f"eval/{split}_loss_{v.name}"
+        for name, avg in {"raw": spec.NoAverage(), **averages}.items():
+            key = f"eval/{split}_loss_{name}"
             if key not in run.trajectory:
                 continue
             ls = np.asarray(run.trajectory[key], float)
             i = int(np.flatnonzero(st_all == last)[0])
             at_b = ls[(st_all >= a) & (st_all <= b) & np.isfinite(ls)]
 
-            def final(h, s, v=v):
-                return float(excess_along_run(cal, v, cfg, run, np.array([last]), h, s)[0])
+            def final(h, s, avg=avg):
+                return float(excess_along_run(cal, avg, run, np.array([last]), h, s)[0])
 
-            finals.append({"run": str(run.path), "variant": v.name, "step": last,
+            finals.append({"run": str(run.path), "variant": name, "step": last,
                            "loss_pred": cal.floor + final(cal.h, cal.s), "loss_pred_se": checks.spread_se(final, cal),
                            "loss_obs": float(ls[i]), "loss_end_of_calibration": float(at_b[-1]) if at_b.size
                            else float("nan")})

@@ -38,60 +38,39 @@ RECORDINGS = {
     "alignment": "gradient alignment (empirical.run --align-every N; in your own loop empirical.GradientAlignment)",
 }
 
-# the variant-name format has one home, theory/spec.py (written by empirical/averaging.py with spec.variant_name)
-VARIANT_RE = spec.VARIANT_NAME_RE
+# The order reports list averages in: the raw iterate, then EMAs, N-point, SWA and two-point averages, each by its
+# decay / gap / N (so "ema_0.99" comes before "ema_0.999" and two_point_k10 before two_point_k100).
+AVERAGE_ORDER = (spec.NoAverage, spec.EMA, spec.NPoint, spec.SWA, spec.TwoPoint)
+
+RERECORD = ("re-record the run with the current empirical.run (or, from your own loop, the current library: "
+            "empirical.WeightAverages with empirical.RunWriter), which writes each average's theory.spec record")
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One averaged (or raw) weight variant as named in the run series."""
-
-    name: str
-    kind: str                     # raw | ema | swa | two_point | points
-    decay: float | None = None    # EMA γ per step
-    gap: int | None = None        # two-point k or N-point gap (steps)
-    n: int | None = None          # N-point N
-
-
-def parse_variant(name: str) -> Variant:
-    """The Variant of a run's variant name (format: theory.spec.variant_name / parse_variant_name)."""
-    a = spec.parse_variant_name(name)
-    if isinstance(a, spec.NoAverage):
-        return Variant(name, "raw")
-    if isinstance(a, spec.SWA):
-        return Variant(name, "swa")
-    if isinstance(a, spec.EMA):
-        return Variant(name, "ema", decay=a.decay)
-    if isinstance(a, spec.TwoPoint):
-        return Variant(name, "two_point", gap=a.gap)
-    return Variant(name, "points", n=a.n, gap=a.gap)
+def recorded_averages(cfg: dict, source: str = "config.json") -> dict[str, spec.Averaging]:
+    """{variant name: the theory.spec average the run recorded, with its timing}: config.json's ``averaging.specs``
+    (each average's ``to_dict()`` keyed by its theory.spec.variant_name, written by empirical/averaging.py), with the
+    raw iterate (spec.NoAverage) under ``raw`` first. The one place compare learns an average's start, period, length
+    and weights. ``source`` names the file in messages. RunDirError (one line) when the record is missing, or holds
+    an entry that is not an average or is filed under another average's name."""
+    record = cfg.get("averaging") if isinstance(cfg, dict) else None
+    specs = record.get("specs") if isinstance(record, dict) else None
+    if not isinstance(specs, dict):
+        raise RunDirError(f"{source} has no averaging.specs (the record of each average the run kept); {RERECORD}")
+    out: dict[str, spec.Averaging] = {"raw": spec.NoAverage()}
+    for name, entry in specs.items():
+        try:
+            avg = spec.averaging_from_dict(entry)
+        except ValueError as e:
+            raise RunDirError(f"{source}: averaging.specs[{name!r}]: {e}; {RERECORD}") from None
+        if spec.variant_name(avg) != name:   # its series are read under this name: another average's would be wrong
+            raise RunDirError(f"{source}: averaging.specs[{name!r}] records the average named "
+                              f"{spec.variant_name(avg)!r}; {RERECORD}")
+        out[name] = avg
+    return out
 
 
-def variant_spec(v: Variant, cfg: dict) -> spec.Averaging:
-    """The theory.spec average a run recorded for variant ``v``, with its timing: read from config.json's
-    ``averaging.specs`` (each average's ``to_dict()``, written by empirical/averaging.py); runs written before that
-    record existed are read from the flat keys (ema_start/every, swa_start/every/length). Every compare module asks
-    this function, so an average's start, weights and length have one source."""
-    rec = (cfg.get("averaging") or {}).get("specs", {}).get(v.name) if isinstance(cfg, dict) else None
-    if isinstance(rec, dict) and "kind" in rec:
-        return spec.averaging_from_dict(rec)
-    get = lambda key, default: int(cfg.get(key, default) or default)  # noqa: E731
-    if v.kind == "raw":
-        return spec.NoAverage()
-    if v.kind == "ema":
-        return spec.EMA(decay=v.decay, start=get("ema_start", 0), every=get("ema_every", 1))
-    if v.kind == "swa":
-        length = cfg.get("swa_length")
-        return spec.SWA(start=get("swa_start", 0), every=get("swa_every", 1),
-                        length=None if length is None else int(length))
-    if v.kind == "two_point":
-        return spec.TwoPoint(gap=v.gap)
-    return spec.NPoint(n=v.n, gap=v.gap)
-
-
-def variant_of(avg: spec.Averaging) -> Variant:
-    """The Variant of a theory.spec average (its name by spec.variant_name): ``variant_of(spec.EMA(0.999))``."""
-    return parse_variant(spec.variant_name(avg))
+def _listing_order(avg: spec.Averaging) -> tuple:
+    return (AVERAGE_ORDER.index(type(avg)), getattr(avg, "decay", 0.0), getattr(avg, "gap", 0), getattr(avg, "n", 0))
 
 
 @dataclass
@@ -106,13 +85,18 @@ class Setup:
     def config(self) -> dict:
         return self.base[0].config.get("config", {}) if self.base else {}
 
-    def variants(self, split: str = "test") -> list[Variant]:
-        """Variants present in every base run (raw first)."""
-        sets = [{k[len(f"eval/{split}_loss_"):] for k in r.trajectory.series if k.startswith(f"eval/{split}_loss_")}
-                for r in self.base]
-        common = set.intersection(*sets) if sets else set()
-        out = [parse_variant(v) for v in sorted(common) if VARIANT_RE.match(v)]
-        return sorted(out, key=lambda v: (v.kind != "raw", v.kind, v.decay or 0, v.gap or 0, v.n or 0))
+    def averages(self, split: str = "test") -> dict[str, spec.Averaging]:
+        """{name: recorded average} of the variants every base run evaluated on ``split`` (series
+        eval/<split>_loss_<name>) and the base config records (:func:`recorded_averages`): raw first, then in
+        AVERAGE_ORDER. RunDirError when the base config records no averages."""
+        if not self.base:
+            return {}
+        prefix = f"eval/{split}_loss_"
+        evaluated = set.intersection(*({k[len(prefix):] for k in r.trajectory.series if k.startswith(prefix)}
+                                       for r in self.base))
+        recorded = recorded_averages(self.config, f"{self.base[0].path}/config.json")
+        return dict(sorted(((n, a) for n, a in recorded.items() if n in evaluated),
+                           key=lambda item: _listing_order(item[1])))
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:

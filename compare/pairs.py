@@ -27,8 +27,7 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 from scipy.signal import correlate
 
-from compare.load import Variant, variant_spec
-from theory import stationary
+from theory import spec, stationary
 
 BLOCKS = 6                 # contiguous blocks of the window for block standard errors
 MIN_PAIRS = 3              # a lag needs at least this many (t − τ, t) pairs in the window to count
@@ -452,11 +451,11 @@ class StructureFunction:
 
 # --------------------------------------------------------------------------------------------- averages as weights
 
-def variant_weights(v: Variant, cfg: dict, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """(steps j, weights w_j) with Σ w_j = 1 of the run's variant ``v`` at evaluation step t: the weights of the
-    average the run recorded (compare.load.variant_spec → theory.spec ``weights``, as empirical/averaging.py builds
-    it; docs/run-series.md). Raises ValueError where the variant is not defined at t."""
-    return variant_spec(v, cfg).weights(t)
+def variant_weights(avg: spec.Averaging, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps j, weights w_j) with Σ w_j = 1 of the run's average ``avg`` (its recorded spec, compare.load
+    .recorded_averages) at evaluation step t: theory.spec ``weights``, as empirical/averaging.py builds it
+    (docs/run-series.md). Raises ValueError where the average is not defined at t."""
+    return avg.weights(t)
 
 
 def _autocorrelation(w: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -511,10 +510,10 @@ def smoothed(values: np.ndarray, half_width: int = SMOOTH_POINTS) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)
 
 
-def gain_series(run, v: Variant, cfg: dict, D: StructureFunction, window: tuple[int, int],
+def gain_series(run, avg: spec.Averaging, D: StructureFunction, window: tuple[int, int],
                 split: str = "test", stationary_window: tuple[int, int] | None = None) -> GainSeries:
-    """Observed and predicted gain of variant ``v`` over the raw iterate at the run's evaluation steps in ``window``
-    where both losses were evaluated (theory.md §3.8a):
+    """Observed and predicted gain of the run's average ``avg`` (its series named by theory.spec.variant_name) over
+    the raw iterate at the run's evaluation steps in ``window`` where both losses were evaluated (theory.md §3.8a):
 
         gain(t) = [L_t − Σ_j w_j L̄_j]  +  ¼ Σ_jk w_j w_k D(|j − k|)  +  ½[Σ_j w_j b_j − (Σ_j w_j √b_j)²] − Σ_j w_j² e_j
                    drift                  fluctuation (stationary D)     transient: pairs outside stationarity
@@ -531,20 +530,20 @@ def gain_series(run, v: Variant, cfg: dict, D: StructureFunction, window: tuple[
     tr = run.trajectory
     st = np.asarray(tr["eval/step"])
     raw = np.asarray(tr[f"eval/{split}_loss_raw"], float)
-    key = f"eval/{split}_loss_{v.name}"
-    avg = np.asarray(tr[key], float) if key in tr else np.full(st.size, np.nan)
+    key = f"eval/{split}_loss_{spec.variant_name(avg)}"
+    l_avg = np.asarray(tr[key], float) if key in tr else np.full(st.size, np.nan)
     ok_raw = np.isfinite(raw)
     s_raw, l_raw = st[ok_raw], raw[ok_raw]
     l_smooth = smoothed(l_raw)
     stat = window if stationary_window is None else stationary_window
     in_window = (s_raw >= stat[0]) & (s_raw <= stat[1])
     l_stat = float(l_raw[in_window].mean()) if in_window.any() else float("nan")
-    sel = np.flatnonzero((st >= window[0]) & (st <= window[1]) & ok_raw & np.isfinite(avg))
+    sel = np.flatnonzero((st >= window[0]) & (st <= window[1]) & ok_raw & np.isfinite(l_avg))
     rows, sens = [], []
     for i in sel:
         t = int(st[i])
         try:
-            j, w = variant_weights(v, cfg, t)
+            j, w = variant_weights(avg, t)
         except ValueError:
             continue
         if j[0] < s_raw[0]:
@@ -557,7 +556,7 @@ def gain_series(run, v: Variant, cfg: dict, D: StructureFunction, window: tuple[
         fl = fluctuation_term(w, j, D)
         sens.append(fluctuation_sensitivity(w, j, D))
         plain = raw[i] - float(np.sum(w * l_j)) + fl
-        rows.append((t, raw[i] - avg[i], drift + fl + transient, drift, fl, transient, plain))
+        rows.append((t, raw[i] - l_avg[i], drift + fl + transient, drift, fl, transient, plain))
     arr = np.array(rows, float).reshape(-1, 7)
     return GainSeries(arr[:, 0].astype(int), *(arr[:, k] for k in range(1, 7)),
                       np.array(sens, float).reshape(-1, D.lags.size))
@@ -575,16 +574,16 @@ class GainPrediction:
     obs_se: float
 
 
-def predict_gain(run, v: Variant, cfg: dict, ls: LagStructure, fit: SpectrumFit | None, lr: float, momentum: float,
+def predict_gain(run, avg: spec.Averaging, ls: LagStructure, fit: SpectrumFit | None, lr: float, momentum: float,
                  window: tuple[int, int], split: str = "test",
                  stationary_window: tuple[int, int] | None = None) -> GainPrediction | None:
-    """The identity's window-mean gain of ``v`` over the raw iterate (:func:`gain_series`) with its own s.e.: the
+    """The identity's window-mean gain of ``avg`` over the raw iterate (:func:`gain_series`) with its own s.e.: the
     measured D(τ)'s uncertainty carried through the fluctuation term (linear in the measured values:
     :func:`fluctuation_sensitivity`; covariance across lags from :meth:`LagStructure.cov`)
     and the block s.e. of the drift and transient terms, which are window means of measured losses. None where the
     variant has no evaluation in the window."""
     D = StructureFunction(ls, fit, lr, momentum)
-    g = gain_series(run, v, cfg, D, window, split, stationary_window)
+    g = gain_series(run, avg, D, window, split, stationary_window)
     if g.steps.size == 0:
         return None
     sens = g.fluct_sens.mean(axis=0)

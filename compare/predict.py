@@ -15,7 +15,6 @@ import math
 import numpy as np
 
 from compare.calibrate import Calibration
-from compare.load import Variant, variant_spec
 from theory import moments as nqm_moments
 from theory import spec, stationary
 
@@ -28,16 +27,10 @@ def burn_in_steps(cal: Calibration) -> int:
     return int(min(math.ceil(BURN_IN_RELAX / float(np.min(cal.alpha_eff))), 10_000_000))
 
 
-def avg_spec(v: Variant, cfg: dict, shift: int):
-    """The theory.spec average of a run variant (compare.load.variant_spec), run steps shifted by ``shift`` burn-in
-    steps (EMA and SWA start that much later; two- and N-point averages are defined by their gaps alone)."""
-    a = variant_spec(v, cfg)
-    return dataclasses.replace(a, start=a.start + shift) if isinstance(a, (spec.EMA, spec.SWA)) else a
-
-
-def defined_from(v: Variant, cfg: dict) -> int:
-    """First run step at which the run's variant differs from the raw iterate (theory.spec ``defined_from``)."""
-    return variant_spec(v, cfg).defined_from
+def shifted(avg: spec.Averaging, shift: int) -> spec.Averaging:
+    """The average ``avg`` with run steps moved ``shift`` burn-in steps later (EMA and SWA start that much later;
+    two- and N-point averages are defined by their gaps alone)."""
+    return dataclasses.replace(avg, start=avg.start + shift) if isinstance(avg, (spec.EMA, spec.SWA)) else avg
 
 
 def nqm_of(cal: Calibration, h=None, s=None) -> spec.NQM:
@@ -45,18 +38,19 @@ def nqm_of(cal: Calibration, h=None, s=None) -> spec.NQM:
     return spec.NQM(h=cal.h if h is None else h, sigma2=cal.s if s is None else s, m0=0.0, v0=0.0)
 
 
-def variant_excess(cal: Calibration, v: Variant, cfg: dict, steps: np.ndarray, h=None, s=None) -> np.ndarray:
-    """Predicted excess loss of variant ``v`` at run ``steps`` (NaN outside the window), loss units."""
+def variant_excess(cal: Calibration, avg: spec.Averaging, steps: np.ndarray, h=None, s=None) -> np.ndarray:
+    """Predicted excess loss of the run's average ``avg`` at run ``steps`` (NaN outside the window and before the
+    average is defined, ``avg.defined_from``), loss units."""
     steps = np.asarray(steps, dtype=np.int64)
     lo, hi = cal.window
-    ok = (steps >= lo) & (steps <= hi) & (steps >= defined_from(v, cfg))
+    ok = (steps >= lo) & (steps <= hi) & (steps >= avg.defined_from)
     out = np.full(steps.size, np.nan)
     if not ok.any():
         return out
     B = burn_in_steps(cal)
     model = nqm_of(cal, h, s)
     lr0 = float(cal.lr)
-    mom = nqm_moments.moments_from_alpha(model, cal.momentum, avg_spec(v, cfg, B),
+    mom = nqm_moments.moments_from_alpha(model, cal.momentum, shifted(avg, B),
                                          [(0, B + int(steps[ok].max()) + 1, lr0 * model.h)], B + steps[ok])
     out[ok] = nqm_moments.excess_loss(model, mom.mean_avg, mom.var_avg)
     return out
@@ -101,20 +95,18 @@ def equivalent_lr(cal: Calibration, excess: float) -> float:
     return stationary.spectrum_equivalent_lr(excess, cal.lr, cal.h, cal.s, cal.momentum)
 
 
-def stationary_excess(cal: Calibration, v: Variant, cfg: dict) -> float:
-    """Excess of a variant once everything is stationary (EMA/two-point/N-point, theory.md §3.3, §3.5); for SWA
-    the window up to the end of the constant phase (§3.4)."""
-    if v.kind == "raw":
+def stationary_excess(cal: Calibration, avg: spec.Averaging) -> float:
+    """Excess of the run's average ``avg`` once everything is stationary (EMA/two-point/N-point, theory.md §3.3,
+    §3.5); for SWA the window from its start up to the end of the constant phase, at most its recorded length
+    (§3.4)."""
+    if isinstance(avg, spec.NoAverage):
         return raw_excess_at(cal, cal.lr)
-    if v.kind == "swa":
-        rec = variant_spec(v, cfg)          # the run's own SWA record: start, period, length
-        n = max((cal.window[1] - rec.start) // rec.every + 1, 1)
-        n = min(n, rec.length) if rec.length else n
-        avg = spec.SWA(start=0, length=n, every=rec.every)
-    else:
-        avg = avg_spec(v, cfg, 0)
-        if v.kind == "ema":
-            avg = spec.EMA(decay=v.decay, every=avg.every)
+    if isinstance(avg, spec.SWA):
+        n = max((cal.window[1] - avg.start) // avg.every + 1, 1)
+        n = min(n, avg.length) if avg.length else n
+        avg = spec.SWA(start=0, length=n, every=avg.every)
+    elif isinstance(avg, spec.EMA):      # stationary: the start has been forgotten
+        avg = spec.EMA(decay=avg.decay, every=avg.every)
     var = stationary.averaged_variance(cal.lr * cal.h, avg, cal.s, cal.momentum)
     return float(0.5 * np.sum(cal.h * var))
 

@@ -8,11 +8,13 @@ Time: θ_t is the iterate after t optimiser steps. The constructor sees θ_0; ``
 after optimiser step t (t = 1, 2, ... with no gaps), when the model holds θ_t. Evaluation at step t happens after
 ``update(model, t)`` and before ``update(model, t + 1)``.
 
-* ``ema_<γ>``: y_s = θ_s at s = ema_start; then at every t > s with (t − s) % c == 0 (c = ema_every),
-  y ← γ^c·y + (1 − γ^c)·θ_t. γ is per OPTIMISER STEP; γ^c is the decay per EMA update (both in ``config()``).
-  Before ema_start the EMA equals the iterate, so it is not listed by ``names()`` (the recorder writes NaN).
-* ``swa``: uniform mean of θ_r, θ_{r+c}, ... (r = swa_start, c = swa_every, at most ``swa_length`` iterates).
+* ``ema_<γ>`` (``EMA(γ, start=s, every=c)``): y_s = θ_s; then at every t > s with (t − s) % c == 0,
+  y ← γ^c·y + (1 − γ^c)·θ_t. γ is per OPTIMISER STEP; γ^c is the decay per EMA update.
+  Before its start the EMA equals the iterate, so it is not listed by ``names()`` (the recorder writes NaN).
+* ``swa`` (``SWA(start=r, every=c, length=L)``): uniform mean of θ_r, θ_{r+c}, ... (at most L iterates).
 * ``two_point_k<k>``: ½(θ_t + θ_{t−k}); defined for t ≥ k. ``points_n<N>_g<G>``: (1/N) Σ_{i<N} θ_{t−iG}; for t ≥ (N−1)G.
+
+:meth:`WeightAverages.due` is the one rule for when an EMA or the SWA takes in the iterate.
 
 Memory of the multi-point averages: they are only needed at evaluation steps e (multiples of ``eval_every`` up to
 ``total_steps``, ``total_steps`` itself, and steps passed to ``will_need``), so only the snapshots θ_s with
@@ -47,9 +49,9 @@ from theory import spec
 from theory.spec import EMA, SWA, Averaging, NoAverage, NPoint, TwoPoint, variant_name
 
 FORMAT = 1
-# config() keys that must match between a checkpoint and the averages it is loaded into.
-_SEMANTIC = ("variants", "ema_decay_per_step", "ema_start", "ema_every", "swa_start", "swa_every", "swa_length",
-             "two_point_gaps", "n_points", "n_point_gap", "eval_every", "average_buffers", "n_tensors", "shapes")
+# config() keys that must match between a checkpoint (state_dict()["config"]) and the averages it is loaded into:
+# the averages themselves (their specs) and what decides the stored state's layout.
+SEMANTIC = ("specs", "eval_every", "average_buffers", "n_tensors", "shapes")
 
 
 def _int(name: str, v, lo: int = 0) -> int:
@@ -63,54 +65,61 @@ def _acc_dtype(dt: torch.dtype) -> torch.dtype:
     return torch.float64 if dt == torch.float64 else torch.float32
 
 
-def _from_specs(averages: Sequence[Averaging]) -> dict[str, Any]:
-    """The keyword arguments of :class:`WeightAverages` for a list of theory.spec averages (one definition of each
-    average for theory and training). The run directory records one EMA timing, one SWA and one N-point gap
-    (config.json, read by compare/), so every EMA must share ``start`` and ``every`` and every NPoint its ``gap``."""
+def _checked_specs(averages: Sequence[Averaging]) -> list[Averaging]:
+    """The averages as this class keeps them, validated once: EMAs, SWA, TwoPoints, NPoints in that order (the order
+    of ``variants``), steps as ints. One EMA timing per WeightAverages (its EMAs are updated together, at the steps
+    :meth:`WeightAverages.due` gives for the first), one SWA (named 'swa') and one N-point gap; each decay, gap and N
+    at most once (two would be one variant recorded twice under one name)."""
     if isinstance(averages, (EMA, SWA, TwoPoint, NPoint, NoAverage)):
         averages = [averages]
-    emas, swas, gaps, npts = [], [], [], []
+    emas, swas, twos, npts = [], [], [], []
     for a in averages:
         if isinstance(a, EMA):
-            emas.append(a)
+            emas.append(EMA(spec.check_ema_decay(a.decay), start=int(a.start), every=int(a.every)))
         elif isinstance(a, SWA):
-            swas.append(a)
+            swas.append(SWA(start=int(a.start), length=None if a.length is None else int(a.length),
+                            every=int(a.every)))
         elif isinstance(a, TwoPoint):
-            gaps.append(int(a.gap))
+            twos.append(TwoPoint(int(a.gap)))
         elif isinstance(a, NPoint):
-            npts.append(a)
+            npts.append(NPoint(int(a.n), int(a.gap)))
         elif not isinstance(a, NoAverage):   # NoAverage: the raw weights, always there as the variant 'raw'
             raise ValueError(f"not an averaging spec: {a!r}; give theory.spec EMA, SWA, TwoPoint or NPoint objects")
     if len({(e.start, e.every) for e in emas}) > 1:
-        raise ValueError(f"all EMAs must share start and every (the run directory records one EMA start and period "
-                         f"for compare.report), got {[(e.decay, e.start, e.every) for e in emas]}; use a second "
-                         f"WeightAverages for a second timing")
+        raise ValueError(f"all EMAs must share start and every (one EMA timing per WeightAverages), got "
+                         f"{[(e.decay, e.start, e.every) for e in emas]}; use a second WeightAverages for a second "
+                         f"timing")
     if len(swas) > 1:
         raise ValueError(f"at most one SWA per WeightAverages (its variant is named 'swa'), got {swas}")
     if len({p.gap for p in npts}) > 1:
         raise ValueError(f"all NPoint averages must share one gap, got {[(p.n, p.gap) for p in npts]}")
-    kw: dict[str, Any] = {"ema_decays": [e.decay for e in emas], "two_point_gaps": gaps,
-                          "n_points": [p.n for p in npts]}
-    if emas:
-        kw.update(ema_start=int(emas[0].start), ema_every=int(emas[0].every))
-    if swas:
-        kw.update(swa_start=int(swas[0].start), swa_every=int(swas[0].every), swa_length=swas[0].length)
-    if npts:
-        kw["n_point_gap"] = int(npts[0].gap)
-    return kw
+    spec.check_distinct("EMA decay", [e.decay for e in emas])
+    spec.check_distinct("two-point gap", [p.gap for p in twos])
+    spec.check_distinct("NPoint N", [p.n for p in npts])
+    return [*emas, *swas, *twos, *npts]
+
+
+def _specs_of_flat_keys(c: dict) -> dict[str, dict]:
+    """The ``specs`` record of a checkpoint saved while config() described the averages by flat keys
+    (ema_decay_per_step, ema_start, ema_every, swa_start, swa_every, swa_length, two_point_gaps, n_points,
+    n_point_gap) instead: rebuilt from them, so that the runs' existing checkpoints still resume and branch."""
+    old = [EMA(d, start=c["ema_start"], every=c["ema_every"]) for d in c["ema_decay_per_step"]]
+    if c["swa_start"] is not None:
+        old.append(SWA(start=c["swa_start"], length=c["swa_length"], every=c["swa_every"]))
+    old += [TwoPoint(k) for k in c["two_point_gaps"]] + [NPoint(n, c["n_point_gap"]) for n in c["n_points"]]
+    return {variant_name(a): a.to_dict() for a in _checked_specs(old)}
 
 
 class WeightAverages:
     """EMAs (several decays), SWA, two-point and N-point averages of one model's weights (module docstring).
 
-    Two ways to say which averages (the same object either way):
-
-    * a list of theory.spec averages, the definitions the theory predicts with (theory.md §3.3-3.5)::
+    ``averages``: the theory.spec averages, the definitions the theory predicts with (theory.md §3.3-3.5)::
 
           avg = WeightAverages(model, [EMA(0.999, start=200), SWA(start=600), TwoPoint(50), NPoint(4, 100)],
                                eval_every=100)
 
-    * keywords (``ema_decays=``, ``ema_start=``, ``swa_start=``, ``two_point_gaps=``, ...), as empirical.run does.
+    (empirical.run builds its list with ``RunConfig.averages()``). All EMAs share one start and period, at most one
+    SWA, all NPoints one gap, each decay and gap once.
 
     ``eval_every`` (steps) says when you will read the multi-point averages (TwoPoint, NPoint): only the iterates
     they need at multiples of it (and ``total_steps``, ``extra_eval_steps``, ``will_need``) are kept. The default 1
@@ -120,53 +129,27 @@ class WeightAverages:
 
     ``plan``: a recording plan (empirical.library.default_plan) that makes the run calibratable by compare.report:
     its two-point lags missing from the averages are added, its dense evaluation steps are kept like
-    ``extra_eval_steps``, ``total_steps`` defaults to its own, and with no averages given at all (neither list nor
-    keywords) its EMAs, SWA and lags are the averages. Without a plan nothing is added.
+    ``extra_eval_steps``, ``total_steps`` defaults to its own, and with no averages given its EMAs, SWA and lags are
+    the averages. Without a plan nothing is added.
     """
 
-    def __init__(self, model: nn.Module, averages: Sequence[Averaging] | None = None, *,
-                 ema_decays: Sequence[float] = (), ema_start: int = 0, ema_every: int = 1,
-                 swa_start: int | None = None, swa_every: int = 1, swa_length: int | None = None,
-                 two_point_gaps: Sequence[int] = (), n_points: Sequence[int] = (), n_point_gap: int = 0,
-                 eval_every: int = 1, average_buffers: bool = False, total_steps: int | None = None,
-                 extra_eval_steps: Sequence[int] = (), plan=None):
-        keywords_given = (tuple(ema_decays), ema_start, ema_every, swa_start, swa_every, swa_length,
-                          tuple(two_point_gaps), tuple(n_points), n_point_gap) != ((), 0, 1, None, 1, None, (), (), 0)
-        if averages is not None and keywords_given:
-            raise ValueError("give the averages either as a list of theory.spec objects or as keywords "
-                             "(ema_decays=, swa_start=, ...), not both")
+    def __init__(self, model: nn.Module, averages: Sequence[Averaging] = (), *, eval_every: int = 1,
+                 average_buffers: bool = False, total_steps: int | None = None, extra_eval_steps: Sequence[int] = (),
+                 plan=None):
         if plan is not None:
-            if averages is None and not keywords_given:
-                averages = plan.averages()
-            elif averages is not None:
-                averages = plan.complete(averages)
-            else:
-                two_point_gaps = [*two_point_gaps, *(k for k in plan.lags if k not in set(two_point_gaps))]
+            averages = plan.complete(averages) if averages else plan.averages()
             extra_eval_steps = [*extra_eval_steps, *plan.dense_steps()]
             total_steps = plan.total_steps if total_steps is None else total_steps
-        if averages is not None:
-            self.__init__(model, **_from_specs(averages), eval_every=eval_every, average_buffers=average_buffers,
-                          total_steps=total_steps, extra_eval_steps=extra_eval_steps)
-            self.plan = plan
-            return
-        self.decays = spec.check_distinct("EMA decay", [spec.check_ema_decay(d) for d in ema_decays])
-        self.ema_start, self.ema_every = _int("ema_start", ema_start), _int("ema_every", ema_every, 1)
-        self.swa_start = None if swa_start is None else _int("swa_start", swa_start)
-        self.swa_every = _int("swa_every", swa_every, 1)
-        self.swa_length = None if swa_length is None else _int("swa_length (iterates)", swa_length, 1)
-        self.gaps = [_int("two-point gap", k) for k in two_point_gaps]
-        self.n_points = [_int("n_points N", n, 1) for n in n_points]
-        self.n_point_gap = _int("n_point_gap", n_point_gap)
-        if len(set(self.gaps)) != len(self.gaps) or len(set(self.n_points)) != len(self.n_points):
-            raise ValueError(f"each two-point gap and each N at most once, got {list(two_point_gaps)}, "
-                             f"{list(n_points)}")
+        checked = _checked_specs(averages)
+        self._emas = [a for a in checked if isinstance(a, EMA)]
+        self._swa_spec = next((a for a in checked if isinstance(a, SWA)), None)
+        self._specs: dict[str, Averaging] = {variant_name(a): a for a in checked}
         self.eval_every = _int("eval_every (0 = only total_steps / will_need steps)", eval_every)
         self.average_buffers = bool(average_buffers)
         # multi-point variants: name -> lags (steps back from the evaluation step), defined once t >= max(lags)
-        self._multi = {variant_name(TwoPoint(k)): (0, k) for k in self.gaps}
-        self._multi.update({variant_name(NPoint(n, self.n_point_gap)): tuple(i * self.n_point_gap for i in range(n))
-                            for n in self.n_points})
-        self._ema_names = [variant_name(EMA(d)) for d in self.decays]
+        self._multi = {variant_name(a): (0, a.gap) if isinstance(a, TwoPoint) else tuple(i * a.gap for i in range(a.n))
+                       for a in checked if isinstance(a, (TwoPoint, NPoint))}
+        self._ema_names = [variant_name(e) for e in self._emas]
         ref = self._tensors(model)
         if not ref:
             raise ValueError("the model has no parameters to average")
@@ -175,8 +158,8 @@ class WeightAverages:
         self._acc = [_acc_dtype(t.dtype) for t in ref]
         self._devices = [t.device for t in ref]
         new = lambda: [torch.zeros_like(t, dtype=a) for t, a in zip(ref, self._acc)]  # noqa: E731
-        self._ema = [new() for _ in self.decays]
-        self._swa, self._swa_n = (new() if self.swa_start is not None else None), 0
+        self._ema = [new() for _ in self._emas]
+        self._swa, self._swa_n = (new() if self._swa_spec is not None else None), 0
         # fp32 staging copy of a low-precision model's weights (one per update, shared by all averages)
         self._stage = new() if any(t.dtype != a for t, a in zip(ref, self._acc)) else None
         self._nonfloat = [b.detach().clone() for b in self._other_buffers(model)] if self.average_buffers else []
@@ -187,7 +170,7 @@ class WeightAverages:
         self.step = 0
         # where each variant starts: its spec's defined_from (theory.spec, the one definition of "where an average
         # starts"), in the order of specs()
-        self._defined_from = {n: a.defined_from for n, a in self.specs().items()}
+        self._defined_from = {n: a.defined_from for n, a in self._specs.items()}
         # last step of the run: evaluation steps after it never come, so their snapshots are not kept
         self.total_steps = None if total_steps is None else _int("total_steps", total_steps)
         if self.total_steps is not None:
@@ -237,22 +220,33 @@ class WeightAverages:
                              f"(steps done so far + 1), got {step!r}")
         self._observe(model, int(step))
 
+    @staticmethod
+    def due(average: EMA | SWA, step: int) -> bool:
+        """Does ``average`` take in the iterate θ_step at ``step``: from its start, every ``every`` steps, and for an
+        SWA with a ``length`` only its first ``length`` iterates (theory.spec EMA.weights / SWA.weights; theory.md
+        §3.3-3.4). The one rule :meth:`update` follows for every EMA and the SWA."""
+        if not isinstance(average, (EMA, SWA)):
+            raise ValueError(f"due() is for an EMA or SWA, got {average!r} (multi-point averages are read from "
+                             f"kept iterates)")
+        start, every = int(average.start), int(average.every)
+        if step < start or (step - start) % every:
+            return False
+        return not isinstance(average, SWA) or average.length is None or (step - start) // every < average.length
+
     @torch.no_grad()   # also when called from __init__: snapshots and averages never join an autograd graph
     def _observe(self, model: nn.Module, t: int) -> None:
         ts = self._checked(model)
-        s, r = self.ema_start, self.swa_start
-        ema_event = t >= s and (t - s) % self.ema_every == 0 and bool(self.decays)
-        swa_event = r is not None and t >= r and (t - r) % self.swa_every == 0 and (
-            self.swa_length is None or self._swa_n < self.swa_length)
-        high = self._high(ts) if ema_event or swa_event else None
-        if ema_event:
-            for d, y in zip(self.decays, self._ema):
-                if t == s:
+        ema_due = bool(self._emas) and self.due(self._emas[0], t)      # the EMAs share start and every
+        swa_due = self._swa_spec is not None and self.due(self._swa_spec, t)
+        high = self._high(ts) if ema_due or swa_due else None
+        if ema_due:
+            for e, y in zip(self._emas, self._ema):
+                if t == e.start:
                     torch._foreach_copy_(y, high)
                 else:  # one multi-tensor kernel per decay: y ← y + (1 − γ^c)(θ − y)
-                    torch._foreach_lerp_(y, high, 1.0 - d ** self.ema_every)
-        if swa_event:
-            if t == r:
+                    torch._foreach_lerp_(y, high, 1.0 - e.decay ** e.every)
+        if swa_due:
+            if t == self._swa_spec.start:
                 torch._foreach_copy_(self._swa, high)
             else:  # running mean: S_{n+1} = S_n + (θ − S_n)/(n + 1)
                 torch._foreach_lerp_(self._swa, high, 1.0 / (self._swa_n + 1))
@@ -322,19 +316,12 @@ class WeightAverages:
     # ------------------------------------------------------------------------------------------ read-out
     def all_names(self) -> list[str]:
         """Every variant's name (format: theory.spec.variant_name), whether defined yet or not."""
-        return (list(self._ema_names) + (["swa"] if self.swa_start is not None else [])
-                + list(self._multi))
+        return list(self._specs)
 
     def specs(self) -> dict[str, Averaging]:
         """{variant name: the theory.spec average it computes, with its timing} — what theory.predict and
         theory.equivalence take (theory.md §3.3-3.5)."""
-        out: dict[str, Averaging] = {n: EMA(d, start=self.ema_start, every=self.ema_every)
-                                     for n, d in zip(self._ema_names, self.decays)}
-        if self.swa_start is not None:
-            out["swa"] = SWA(start=self.swa_start, length=self.swa_length, every=self.swa_every)
-        out.update({variant_name(TwoPoint(k)): TwoPoint(k) for k in self.gaps})
-        out.update({variant_name(NPoint(n, self.n_point_gap)): NPoint(n, self.n_point_gap) for n in self.n_points})
-        return out
+        return dict(self._specs)
 
     def names(self) -> list[str]:
         """Variants defined at the current step: those whose theory.spec ``defined_from`` has passed (before that each
@@ -446,17 +433,16 @@ class WeightAverages:
 
     # ------------------------------------------------------------------------------------------ semantics / state
     def config(self) -> dict:
-        """Resolved semantics for config.json (units: optimiser steps)."""
-        c = self.ema_every
+        """Resolved semantics for config.json (units: optimiser steps). ``specs`` is the record of the averages:
+        {variant: its theory.spec average's ``to_dict()``} (theory.md §3.3-3.5; read back by
+        theory.spec.averaging_from_dict); the rest describes how they are stored."""
         acc = sorted({str(a).replace("torch.", "") for a in self._acc})
         return {
             "variants": self.all_names(),
-            "ema_decay_per_step": list(self.decays), "ema_every": c,
-            "ema_decay_per_update": [d ** c for d in self.decays],
-            "ema_time_constant_steps": [math.inf if d == 0 else 1.0 / (1.0 - d) for d in self.decays],
-            "ema_start": self.ema_start, "ema_init": "iterate at ema_start (no zero init, no debiasing)",
-            "swa_start": self.swa_start, "swa_every": self.swa_every, "swa_length": self.swa_length,
-            "two_point_gaps": list(self.gaps), "n_points": list(self.n_points), "n_point_gap": self.n_point_gap,
+            "specs": {n: a.to_dict() for n, a in self._specs.items()},
+            "ema_time_constant_steps": {n: math.inf if e.decay == 0 else 1.0 / (1.0 - e.decay)
+                                        for n, e in zip(self._ema_names, self._emas)},
+            "ema_init": "iterate at the EMA's start (no zero init, no debiasing)",
             "eval_every": self.eval_every,
             "snapshots": "theta_s kept only for s = e - lag, e an evaluation step (multiple of eval_every, "
                          "total_steps, will_need), stored in the model dtype",
@@ -465,14 +451,13 @@ class WeightAverages:
             "keyed_by": "position in model.parameters() (then floating buffers)",
             "n_tensors": len(self._shapes), "shapes": [list(s) for s in self._shapes],
             "recording_plan": self.plan.config() if self.plan is not None else None,
-            # each variant as the theory.spec average it computes (theory.md §3.3-3.5; start/every in steps)
-            "specs": {n: a.to_dict() for n, a in self.specs().items()},
         }
 
     def state_dict(self) -> dict:
         """Tensors and plain Python only (``torch.load(weights_only=True)``). Like nn.Module.state_dict the tensors
         are the live ones: save (or clone) before the next update."""
-        return {"format": FORMAT, "config": {k: self.config()[k] for k in _SEMANTIC}, "step": self.step,
+        c = self.config()
+        return {"format": FORMAT, "config": {k: c[k] for k in SEMANTIC}, "step": self.step,
                 "ema": self._ema, "swa": self._swa, "swa_n": self._swa_n,
                 "snapshots": {int(s): v for s, v in self._snaps.items()}, "extra_steps": sorted(self._extra),
                 "nonfloat_buffers": self._nonfloat}
@@ -483,11 +468,13 @@ class WeightAverages:
         are kept, and ValueError is raised at once if one of them can no longer be served."""
         if not isinstance(sd, dict) or sd.get("format") != FORMAT:
             raise ValueError(f"not a WeightAverages state (format {FORMAT}); got keys {list(sd)[:8]}")
-        mine = self.config()
-        diff = [k for k in _SEMANTIC if sd["config"].get(k) != mine[k]]
+        mine, saved = self.config(), dict(sd["config"])
+        if "specs" not in saved:      # saved while the averages were recorded as flat keys (ema_start, ...)
+            saved["specs"] = _specs_of_flat_keys(saved)
+        diff = [k for k in SEMANTIC if saved.get(k) != mine[k]]
         if diff:
             raise ValueError(f"checkpoint averages differ from this configuration in {diff}: "
-                             + "; ".join(f"{k}: saved {sd['config'].get(k)!r} vs now {mine[k]!r}" for k in diff))
+                             + "; ".join(f"{k}: saved {saved.get(k)!r} vs now {mine[k]!r}" for k in diff))
         for dst, src in zip(self._ema, sd["ema"]):
             torch._foreach_copy_(dst, list(src))
         if self._swa is not None:

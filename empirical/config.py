@@ -15,6 +15,8 @@ import math
 import typing
 from dataclasses import dataclass, field, fields
 
+from theory.spec import EMA, SWA, Averaging, NPoint, TwoPoint
+
 DATASETS = ("digits", "mnist", "smoke", "synthetic-imagenet", "cifar10", "cifar100",
             "imagenet", "quadratic")  # = empirical.data.NAMES (tested)
 ARCHS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet18_cifar", "resnet18", "resnet34", "resnet50",
@@ -97,7 +99,7 @@ class RunConfig:
     wsd_shape: str = _f("linear", "wsd decay shape: linear or sqrt", "optimiser and schedule")
     diverge_factor: float = _f(1e3, "stop as diverged when the training loss exceeds this multiple of the "
                                     "first step's loss (or is NaN/inf)", "optimiser and schedule")
-    # ---- weight averaging (theory.md §3.3-3.5; semantics recorded from WeightAverages.config())
+    # ---- weight averaging (theory.md §3.3-3.5; as theory.spec objects: RunConfig.averages())
     ema_decays: typing.Tuple[float, ...] = _f((0.9, 0.98), "EMA decays gamma per optimiser step, each in [0, 1)",
                                               "averaging")
     ema_start: int = _f(0, "step at which every EMA is initialised to the iterate", "averaging")
@@ -198,6 +200,15 @@ class RunConfig:
     def bank_images(self) -> int:
         """Images of each bank batch whose loss is recorded: ceil(bank_fraction · B), at least 1."""
         return max(1, math.ceil(self.bank_fraction * self.batch_size - 1e-9))   # −1e-9: 0.1·30 = 3.0000000000000004
+
+    def averages(self) -> list[Averaging]:
+        """The run's averages as theory.spec objects (theory.md §3.3-3.5), the one translation of the averaging
+        fields: an EMA per ``ema_decays`` (all from ``ema_start``, every ``ema_every`` steps), the SWA from
+        ``swa_start`` every ``swa_every`` steps (none when swa_start is None), a TwoPoint per ``two_point_gaps`` and
+        an NPoint per ``n_points`` with gap ``n_point_gap``. What empirical.WeightAverages takes."""
+        return ([EMA(d, start=self.ema_start, every=self.ema_every) for d in self.ema_decays]
+                + ([SWA(start=self.swa_start, every=self.swa_every)] if self.swa_start is not None else [])
+                + [TwoPoint(k) for k in self.two_point_gaps] + [NPoint(n, self.n_point_gap) for n in self.n_points])
 
     def branch_points(self) -> tuple[int, ...]:
         """Steps in (0, stop) checkpointed and kept by default (``checkpoint_branch_points``): the EMA start (with

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from common import rundir
-from empirical.averaging import WeightAverages
+from empirical.averaging import SEMANTIC, WeightAverages
 from empirical.bank import FixedBatchBank
 from empirical.bn import RAW_RUNNING_BN, evaluated_variants
 from empirical.measure import evaluate
@@ -237,15 +237,22 @@ def default_plan(total_steps: int, lr: float, momentum: float | None = 0.0, cons
 
 
 def averaging_config(averages: WeightAverages | None) -> dict:
-    """The flat averaging keys compare/ reads from config.json (ema_start, swa_start, ...; steps) plus the full
-    ``averaging`` block (WeightAverages.config: each variant as its theory.spec average)."""
+    """What RunWriter records about the averages: ``averaging`` (WeightAverages.config(); its ``specs`` hold each
+    variant as its theory.spec average, the record compare/ reads), ``eval_every`` and ``average_buffers``
+    (``variants`` is RunWriter's own: the evaluated variants). ``averaging`` is None without averages."""
     if averages is None:
-        return {"ema_decays": [], "swa_start": None, "two_point_gaps": [], "n_points": []}
+        return {"averaging": None}
     c = averages.config()
-    return {"ema_decays": c["ema_decay_per_step"], "ema_start": c["ema_start"], "ema_every": c["ema_every"],
-            "swa_start": c["swa_start"], "swa_every": c["swa_every"], "swa_length": c["swa_length"],
-            "two_point_gaps": c["two_point_gaps"], "n_points": c["n_points"], "n_point_gap": c["n_point_gap"],
-            "eval_every": c["eval_every"], "average_buffers": c["average_buffers"], "averaging": c}
+    return {"averaging": c, "eval_every": c["eval_every"], "average_buffers": c["average_buffers"]}
+
+
+def _same_averages(block: Any) -> Any:
+    """What two ``averaging`` records must share for a resume: the averages (specs), the layout of their state and
+    the plan, not the wording of the storage description; so a state saved while the record also held the averages
+    as flat keys (ema_start, two_point_gaps, ...) still resumes."""
+    if not isinstance(block, Mapping):
+        return block
+    return {k: block.get(k) for k in (*SEMANTIC, "recording_plan")}
 
 
 _UNSET: Any = object()
@@ -333,7 +340,9 @@ class RunWriter:
         path = Path(resume["run_dir"] if out is None else out)
         saved = json.loads(rundir.to_json_text(dict(resume["config"])))
         mine = json.loads(rundir.to_json_text(self.config))
-        diff = sorted(k for k in ("variants", "bn_mode", "averaging") if saved.get(k) != mine.get(k))
+        saved_avg, mine_avg = (_same_averages(c.get("averaging")) for c in (saved, mine))
+        diff = sorted([k for k in ("variants", "bn_mode") if saved.get(k) != mine.get(k)]
+                      + (["averaging"] if saved_avg != mine_avg else []))
         if diff:
             raise ValueError(f"resuming {path}: this run's recording differs from the checkpoint's in {diff}; "
                              f"resume with the averages, bn_batches and plan it was started with")

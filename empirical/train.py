@@ -296,9 +296,7 @@ def setup(cfg: config.RunConfig, state: dict | None, kind: str, branch_at: int |
                           weight_decay=cfg.weight_decay, foreach=True)
     lrs = schedules.lr_table(cfg, (branch_at, cfg.branch_schedule) if branch_at is not None else None).tolist()
     dense_steps = cfg.dense_eval_steps()   # the dense test-split window (computed once; the averages keep its lags)
-    avg = WeightAverages(raw_model, ema_decays=cfg.ema_decays, ema_start=cfg.ema_start, ema_every=cfg.ema_every,
-                         swa_start=cfg.swa_start, swa_every=cfg.swa_every, two_point_gaps=cfg.two_point_gaps,
-                         n_points=cfg.n_points, n_point_gap=cfg.n_point_gap, eval_every=cfg.eval_every,
+    avg = WeightAverages(raw_model, cfg.averages(), eval_every=cfg.eval_every,
                          average_buffers=cfg.bn_mode == "averaged", total_steps=cfg.stop,
                          extra_eval_steps=dense_steps)
     variants = evaluated_variants(cfg.bn_mode, avg.all_names())

@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -331,8 +332,10 @@ def averages_vs_bare(preset: str = "digits", steps: int = 300, repeats: int = 3)
     n_passes = len(cfg.ema_decays) + (cfg.swa_start is not None)
     ours, bare = [], []
     for _ in range(repeats):
-        avg = WeightAverages(model, ema_decays=cfg.ema_decays, ema_start=1, swa_start=1,
-                             two_point_gaps=cfg.two_point_gaps, eval_every=cfg.eval_every, total_steps=cfg.stop,
+        # the preset's EMAs, SWA and two-point gaps, the EMAs and SWA updated every step from step 1 (as the bare
+        # passes below are)
+        live = replace(cfg, ema_start=1, ema_every=1, swa_start=1, swa_every=1, n_points=())
+        avg = WeightAverages(model, live.averages(), eval_every=cfg.eval_every, total_steps=cfg.stop,
                              extra_eval_steps=cfg.dense_eval_steps())
         bufs = [[p.detach().clone() for p in params] for _ in range(n_passes)]
         for side in ("ours", "bare"):

@@ -27,7 +27,7 @@ import numpy as np
 
 from common import prediction, rundir
 from theory.inverse import constant_kernel
-from theory.spec import EMA, NPoint, TwoPoint, variant_name
+from theory.spec import EMA, SWA, NPoint, TwoPoint, variant_name
 
 
 @dataclass(frozen=True)
@@ -99,13 +99,18 @@ def _mean_path(alpha: float, mu: float, T: int) -> np.ndarray:
     return m
 
 
+def averages(cfg: SynthSetup) -> list:
+    """The averages a synthetic run keeps, as theory.spec objects with their timing: EMAs from step 0, the SWA from
+    ``swa_start``, the two-point lags and one N-point average (what :func:`expected_excess` computes)."""
+    return ([EMA(g, start=0) for g in cfg.ema_decays] + [SWA(start=cfg.swa_start)]
+            + [TwoPoint(k) for k in cfg.two_point_gaps] + [NPoint(cfg.n_points, cfg.n_point_gap)])
+
+
 def expected_excess(cfg: SynthSetup, steps: np.ndarray) -> dict[str, np.ndarray]:
     """Expected excess loss ½Σh(m² + Var) of raw and every averaged variant at ``steps``; iterate stationary."""
     T = cfg.steps
     out: dict[str, np.ndarray] = {}
-    names = (["raw"] + [variant_name(EMA(g)) for g in cfg.ema_decays] + ["swa"]
-             + [variant_name(TwoPoint(k)) for k in cfg.two_point_gaps]
-             + [variant_name(NPoint(cfg.n_points, cfg.n_point_gap))])
+    names = ["raw"] + [variant_name(a) for a in averages(cfg)]
     for nm in names:
         out[nm] = np.zeros(steps.size)
     for h, s, b in zip(cfg.h, cfg.s, cfg.b):
@@ -252,6 +257,9 @@ def write_run(path, cfg: SynthSetup, seed: int = 0, *, branch: dict | None = Non
             "schedule": "constant" if branch is None else branch.get("name", "branch"), "steps": T,
             "ema_decays": list(cfg.ema_decays), "swa_start": cfg.swa_start, "two_point_gaps": list(cfg.two_point_gaps),
             "n_points": cfg.n_points, "n_point_gap": cfg.n_point_gap, "bn_mode": "none", "seed": seed,
+            # the record compare reads each average from, as empirical/averaging.py writes it (a branch keeps its
+            # parent's record: the same setup)
+            "averaging": {"specs": {variant_name(a): a.to_dict() for a in averages(cfg)}},
             "eval_every": cfg.eval_every, "probe_every": cfg.probe_every, "bank_every": cfg.bank_every,
             "branch_from": None if branch is None else f"synthetic-parent-s{seed}@{branch['t0']}",
             "branch_step": None if branch is None else int(branch["t0"]),

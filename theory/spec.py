@@ -521,8 +521,9 @@ def averaging_from_dict(d: dict) -> Averaging:
 
 # ================================================================================================== variant names
 # The one definition of how an average is named in a run (trajectory series eval/<split>_loss_<name>, config.json
-# "variants", docs/run-series.md): written by empirical/averaging.py, parsed by compare/load.py. A name carries the
-# average's shape (decay, gap, N), not its timing: start / every / length live in config.json ("averaging").
+# "variants", docs/run-series.md): written by empirical/averaging.py, and the key compare/load.py reads each recorded
+# average under. A name carries the average's shape (decay, gap, N), not its timing: start / every / length live in
+# config.json ("averaging.specs").
 
 VARIANT_NAME_RE = re.compile(r"^(?:(?P<raw>raw)|(?P<swa>swa)|ema_(?P<decay>[0-9.eE+-]+)|two_point_k(?P<gap>\d+)"
                              r"|points_n(?P<n>\d+)_g(?P<g>\d+))$")

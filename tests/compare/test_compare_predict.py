@@ -28,11 +28,11 @@ def test_prediction_with_true_parameters_matches_generator(synth_runs, synth_cfg
     cal = calibrate(setup)
     steps = setup.base[0].trajectory["eval/step"]
     truth = synthetic_runs.expected_excess(CFG, steps)
-    for v in setup.variants():
-        p = predict.variant_excess(cal, v, setup.config, steps, h=np.array(CFG.h), s=np.array(CFG.s))
+    for name, avg in setup.averages().items():
+        p = predict.variant_excess(cal, avg, steps, h=np.array(CFG.h), s=np.array(CFG.s))
         ok = np.isfinite(p)
         assert ok.any()
-        np.testing.assert_allclose(p[ok], truth[v.name][ok], rtol=2e-3, err_msg=v.name)
+        np.testing.assert_allclose(p[ok], truth[name][ok], rtol=2e-3, err_msg=name)
 
 
 def test_gains_predicted(an):

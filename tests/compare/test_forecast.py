@@ -9,8 +9,7 @@ import pytest
 
 from compare import forecast as FC
 from compare import report
-from compare.load import Variant
-from theory import stationary
+from theory import spec, stationary
 
 CAL = SimpleNamespace(lr=0.05, momentum=0.9, h=np.array([0.2, 2.0]), s=np.array([1.0, 0.5]),
                       alpha_eff=np.array([0.1, 1.0]))
@@ -32,7 +31,7 @@ def test_lr_phases_follow_the_recorded_lr_after_the_burn_in():
 
 def test_the_raw_excess_at_a_constant_lr_is_the_stationary_one():
     run = _run(range(3000), [0.05] * 3000)
-    got = FC.excess_along_run(CAL, Variant("raw", "raw"), {}, run, np.array([2999]))[0]
+    got = FC.excess_along_run(CAL, spec.NoAverage(), run, np.array([2999]))[0]
     # ½ Σ h·v with v the stationary iterate variance of heavy-ball SGD (theory.md §3.3, closed form)
     want = 0.5 * np.sum(CAL.h * stationary.iterate_variance(0.05 * CAL.h, CAL.s, 0.9))
     assert got == pytest.approx(want, rel=1e-6)
@@ -41,7 +40,7 @@ def test_the_raw_excess_at_a_constant_lr_is_the_stationary_one():
 def test_an_lr_halving_lowers_the_predicted_excess_towards_the_new_level():
     run = _run(range(4000), [0.05] * 2000 + [0.025] * 2000)
     steps = np.array([1999, 3999])
-    before, after = FC.excess_along_run(CAL, Variant("raw", "raw"), {}, run, steps)
+    before, after = FC.excess_along_run(CAL, spec.NoAverage(), run, steps)
     want = 0.5 * np.sum(CAL.h * stationary.iterate_variance(0.025 * CAL.h, CAL.s, 0.9))
     assert after == pytest.approx(want, rel=1e-6) and after < before
 

@@ -134,7 +134,7 @@ def _nqm_run(seed: int, steps: int = 6000, every: int = 10):
         y = y if t == 0 else 0.99 * y + 0.01 * x[t]
         ema[t] = y
     tr["eval/test_loss_ema_0.99"] = L(ema[ev])
-    return SimpleNamespace(trajectory=_traj(tr), config={"config": {"ema_start": 0}}, path=f"nqm{seed}")
+    return SimpleNamespace(trajectory=_traj(tr), path=f"nqm{seed}")
 
 
 @pytest.mark.slow
@@ -142,14 +142,14 @@ def test_gain_prediction_se_covers_the_observed_gain_at_its_nominal_rate():
     """On 12 simulated seeds the predicted EMA-0.99 gain ± 2 combined s.e. must hold the observed one in at least 9
     (nominal 95 %: 9 or fewer of 12 has probability < 2 %), and the s.e. must not be vacuous (median 2·s.e. below
     half the gain)."""
-    from compare.load import parse_variant
+    from theory import spec
 
     window, hits, rel = (1200, 6000), 0, []
     for seed in range(12):
         run = _nqm_run(seed)
         ls = pairs.structure(run, window)
         fit = pairs.select_fit(ls, 0.05, 0.0, 2)
-        gp = pairs.predict_gain(run, parse_variant("ema_0.99"), run.config["config"], ls, fit, 0.05, 0.0, window)
+        gp = pairs.predict_gain(run, spec.EMA(0.99, start=0), ls, fit, 0.05, 0.0, window)
         se = np.hypot(gp.pred_se, gp.obs_se)
         hits += abs(gp.pred - gp.obs) <= 2 * se
         rel.append(2 * se / abs(gp.obs))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compare import pairs
-from compare.load import Variant, parse_variant
+from theory import spec
 
 LAGS = (10, 20, 50, 100, 200, 300, 500)
 
@@ -20,21 +20,21 @@ def test_block_mean_se_by_hand():
 
 def test_ema_weights_by_hand():
     # y_2 = θ_2; y_3 = .5y + .5θ_3; y_4 = ...; at t = 5: θ_2/8 + θ_3/8 + θ_4/4 + θ_5/2
-    j, w = pairs.variant_weights(Variant("ema_0.5", "ema", decay=0.5), {"ema_start": 2}, 5)
+    j, w = pairs.variant_weights(spec.EMA(0.5, start=2), 5)
     assert j.tolist() == [2, 3, 4, 5] and w == pytest.approx([0.125, 0.125, 0.25, 0.5])
     # every 2 steps (decay per update 0.25): updates at 4 and 6; at t = 7 the average still holds y_6
-    j, w = pairs.variant_weights(Variant("ema_0.5", "ema", decay=0.5), {"ema_start": 2, "ema_every": 2}, 7)
+    j, w = pairs.variant_weights(spec.EMA(0.5, start=2, every=2), 7)
     assert j.tolist() == [2, 4, 6] and w == pytest.approx([0.0625, 0.1875, 0.75])
     with pytest.raises(ValueError, match="not defined"):
-        pairs.variant_weights(Variant("ema_0.5", "ema", decay=0.5), {"ema_start": 9}, 5)
+        pairs.variant_weights(spec.EMA(0.5, start=9), 5)
 
 
 def test_swa_and_points_weights_by_hand():
-    j, w = pairs.variant_weights(parse_variant("swa"), {"swa_start": 3, "swa_every": 2}, 9)
+    j, w = pairs.variant_weights(spec.SWA(start=3, every=2), 9)
     assert j.tolist() == [3, 5, 7, 9] and w == pytest.approx([0.25] * 4)
-    j, w = pairs.variant_weights(parse_variant("points_n3_g4"), {}, 10)
+    j, w = pairs.variant_weights(spec.NPoint(3, 4), 10)
     assert j.tolist() == [2, 6, 10] and w == pytest.approx([1 / 3] * 3)
-    j, w = pairs.variant_weights(parse_variant("two_point_k5"), {}, 5)
+    j, w = pairs.variant_weights(spec.TwoPoint(5), 5)
     assert j.tolist() == [0, 5]
 
 
@@ -109,7 +109,7 @@ def _simulated_run(seed: int, steps: int = 6000, every: int = 10, offset: float 
         y = y if t == ema_start else 0.995 * y + 0.005 * x[t]
         ema[t] = y
     tr["eval/test_loss_ema_0.995"] = np.where(ev >= ema_start, L(np.nan_to_num(ema[ev])), np.nan)
-    return SimpleNamespace(trajectory=tr, config={"config": {"ema_start": ema_start}}, path=f"sim{seed}")
+    return SimpleNamespace(trajectory=tr, path=f"sim{seed}")
 
 
 def test_identity_predicts_the_ema_gain_on_a_simulated_nqm():
@@ -121,8 +121,7 @@ def test_identity_predicts_the_ema_gain_on_a_simulated_nqm():
     ls = pairs.structure(run, window)
     assert ls.lags.tolist() == list(LAGS)
     fit = pairs.fit_spectrum(ls, 0.05, 0.0, 2)
-    g = pairs.gain_series(run, parse_variant("ema_0.995"), run.config["config"],
-                          pairs.StructureFunction(ls, fit, 0.05, 0.0), window)
+    g = pairs.gain_series(run, spec.EMA(0.995, start=1000), pairs.StructureFunction(ls, fit, 0.05, 0.0), window)
     obs, se = pairs.block_mean_se(g.obs)
     assert obs > 0 and abs(np.mean(g.pred) - obs) <= max(0.1 * obs, 3 * se)
 
@@ -138,7 +137,7 @@ def test_transient_term_accounts_for_an_ema_that_remembers_the_decay_before_the_
     window = (700, 2500)
     ls = pairs.structure(run, window)
     D = pairs.StructureFunction(ls, pairs.fit_spectrum(ls, 0.05, 0.0, 2), 0.05, 0.0)
-    g = pairs.gain_series(run, parse_variant("ema_0.995"), run.config["config"], D, window)
+    g = pairs.gain_series(run, spec.EMA(0.995, start=300), D, window)
     obs, se = pairs.block_mean_se(g.obs)
     pred, plain = np.mean(g.pred), np.mean(g.plain)
     assert 0 < np.mean(g.transient) < 0.01 * abs(obs)

@@ -58,6 +58,21 @@ def test_bad_input(tmp_path, capsys, make, fragment):
     assert not out.exists()
 
 
+def test_a_run_without_its_averaging_record_is_bad_input(synth_runs, tmp_path, capsys):
+    """compare reads each average from config.json's averaging.specs alone: without it the report refuses the run in
+    one line that names the file and how to re-record it."""
+    import shutil
+    run = shutil.copytree(synth_runs[0], tmp_path / "old")
+    doc = json.loads((run / "config.json").read_text())
+    del doc["config"]["averaging"]               # the flat keys (ema_decays, swa_start, ...) stay
+    (run / "config.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    assert report.main([str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{run}/config.json has no averaging.specs" in err and "re-record the run" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
 def test_branch_without_parent_is_bad_input(synth_branches, tmp_path, capsys):
     assert report.main([str(synth_branches[0]), "--out", str(tmp_path / "o")]) == 2
     assert "parent" in capsys.readouterr().err

@@ -207,15 +207,14 @@ def test_ema_branch_without_h_runs_at_the_equivalent_lr(synth_runs):
     EMA's under the calibration."""
     from compare import branch_prediction, predict
     from compare.calibrate import calibrate
-    from compare.load import Variant, group_runs, load_runs
+    from compare.load import group_runs, load_runs
     from theory.branchspec import BranchSchedule
 
     setup = group_runs(load_runs(synth_runs))[0]
     cal = calibrate(setup)
     for g in setup.config["ema_decays"]:
         br = branch_prediction.plan_branch(f"ema:{g}", cal, setup, 1500, 3000)
-        lam_eq = predict.equivalent_lr(cal, predict.stationary_excess(cal, Variant(f"ema_{g!r}", "ema", decay=g),
-                                                                      setup.config))
+        lam_eq = predict.equivalent_lr(cal, predict.stationary_excess(cal, setup.averages()[f"ema_{g!r}"]))
         got = float(BranchSchedule.parse(br.schedule).lr_schedule(cal.lr, cal.momentum, 0).lr_at(0))
         assert got == pytest.approx(lam_eq, rel=1e-9)
         assert br.equivalent_of == f"ema_{g!r}"

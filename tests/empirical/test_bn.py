@@ -6,6 +6,7 @@ from torch import nn
 from empirical import config
 from empirical.averaging import WeightAverages
 from empirical.bn import BN_MODES, prepare_variant, recompute_bn
+from theory.spec import EMA
 
 
 class Net(nn.Module):
@@ -83,7 +84,7 @@ def test_recompute_bn_edge_cases():
 
 def _trained_pair():
     raw = _net()
-    avg = WeightAverages(raw, ema_decays=(0.5,), average_buffers=True)
+    avg = WeightAverages(raw, [EMA(0.5)], average_buffers=True)
     with torch.no_grad():
         for p in raw.parameters():
             p.add_(1.0)
@@ -136,7 +137,7 @@ def test_prepare_variant_modes():
 
 def test_prepare_variant_bad_input():
     raw = _net()
-    avg = WeightAverages(raw, ema_decays=(0.5,))
+    avg = WeightAverages(raw, [EMA(0.5)])
     with pytest.raises(ValueError, match="choose one of"):
         prepare_variant(avg, "ema_0.5", _net(), raw, "ema_buffers", [])
     with pytest.raises(ValueError, match="average_buffers=True"):

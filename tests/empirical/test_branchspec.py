@@ -173,5 +173,5 @@ def test_repeated_decay_refused_with_the_same_message_on_the_command_line_and_in
     torch = pytest.importorskip("torch")
     from empirical.averaging import WeightAverages
     with pytest.raises(ValueError) as e2:
-        WeightAverages(torch.nn.Linear(2, 1), ema_decays=(0.9, 0.9))
+        WeightAverages(torch.nn.Linear(2, 1), [spec.EMA(0.9), spec.EMA(0.9)])
     assert str(e2.value) == "each EMA decay at most once, got [0.9, 0.9]"

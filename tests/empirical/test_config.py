@@ -30,6 +30,18 @@ def test_digits_preset_has_a_constant_phase_and_averaging_on():
     assert d.ema_decays and d.swa_start is not None and d.two_point_gaps
 
 
+def test_run_config_averages_are_the_specs_of_its_averaging_fields():
+    from theory.spec import EMA, SWA, NPoint, TwoPoint
+
+    cfg = C.RunConfig(ema_decays=(0.99, 0.9), ema_start=30, ema_every=2, swa_start=50, swa_every=5,
+                      two_point_gaps=(10, 4), n_points=(3, 2), n_point_gap=7)
+    assert cfg.averages() == [EMA(0.99, start=30, every=2), EMA(0.9, start=30, every=2), SWA(start=50, every=5),
+                              TwoPoint(10), TwoPoint(4), NPoint(3, 7), NPoint(2, 7)]
+    # no SWA start: no SWA; no decays, gaps or N: none of those
+    bare = C.RunConfig(ema_decays=(), swa_start=None, two_point_gaps=(), n_points=(), n_point_gap=7)
+    assert bare.averages() == []
+
+
 def test_imagenet_preset_recipe():
     i = presets.PRESETS["imagenet"]
     assert (i.arch, i.batch_size, i.momentum, i.weight_decay) == ("resnet34", 256, 0.9, 1e-4)

@@ -58,15 +58,6 @@ def test_averages_from_specs_equal_hand_computed_values():
                            "points_n3_g1": NPoint(3, 1)}
 
 
-def test_spec_path_is_the_keyword_path():
-    m = Vec([0.0, 0.0])
-    a = WeightAverages(m, [EMA(0.9, start=3, every=2), EMA(0.99, start=3, every=2), SWA(start=5, every=2, length=4),
-                           TwoPoint(4), NPoint(3, 2)], eval_every=2)
-    b = WeightAverages(m, ema_decays=(0.9, 0.99), ema_start=3, ema_every=2, swa_start=5, swa_every=2, swa_length=4,
-                       two_point_gaps=(4,), n_points=(3,), n_point_gap=2, eval_every=2)
-    assert a.config() == b.config()
-
-
 @pytest.mark.parametrize("averages, fragment", [
     ([EMA(0.9, start=0), EMA(0.99, start=5)], "share start"),
     ([SWA(start=1), SWA(start=2)], "at most one SWA"),
@@ -76,11 +67,6 @@ def test_spec_path_is_the_keyword_path():
 def test_specs_refused_with_a_reason(averages, fragment):
     with pytest.raises(ValueError, match=fragment):
         WeightAverages(Vec([0.0]), averages)
-
-
-def test_specs_and_keywords_not_both():
-    with pytest.raises(ValueError, match="not both"):
-        WeightAverages(Vec([0.0]), [EMA(0.9)], ema_decays=(0.5,))
 
 
 def test_module_has_the_average_and_recomputed_bn():
@@ -161,10 +147,31 @@ def test_run_writer_records_what_compare_reads(tmp_path):
     avg = WeightAverages(m, [EMA(0.9, start=2), SWA(start=3)])
     run = RunWriter(tmp_path / "run", lr=0.1, momentum=0.9, averages=avg, config={"batch_size": 8})
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
-    assert (cfg["lr"], cfg["momentum"], cfg["ema_start"], cfg["swa_start"], cfg["source_api"]) == (
-        0.1, 0.9, 2, 3, "library")
-    assert cfg["averaging"]["specs"]["ema_0.9"] == {"kind": "EMA", "decay": 0.9, "start": 2, "every": 1}
+    assert (cfg["lr"], cfg["momentum"], cfg["source_api"]) == (0.1, 0.9, "library")
+    assert cfg["averaging"]["specs"] == {"ema_0.9": {"kind": "EMA", "decay": 0.9, "start": 2, "every": 1},
+                                         "swa": {"kind": "SWA", "start": 3, "length": None, "every": 1}}
+    # the averages are recorded once, as their specs: no flat copies of them beside the block
+    assert not {"ema_decays", "ema_start", "swa_start", "two_point_gaps", "n_points"} & set(cfg)
+    assert (cfg["eval_every"], cfg["average_buffers"], cfg["variants"]) == (1, False, ["raw", "ema_0.9", "swa"])
     assert run.close().name == "run"
+
+
+def test_a_run_writer_state_whose_averaging_block_has_the_flat_keys_resumes(tmp_path):
+    # a state saved while the `averaging` block also held the averages as flat keys: the same averages, so it resumes;
+    # other averages are refused
+    m = Vec([0.0, 0.0])
+    avg = WeightAverages(m, [EMA(0.9, start=2), SWA(start=3)])
+    state = RunWriter(tmp_path / "run", lr=0.1, momentum=0.9, averages=avg).state_dict()
+    block = state["config"]["averaging"]
+    old = {**block, "ema_decay_per_step": [0.9], "ema_start": 2, "ema_every": 1, "swa_start": 3, "swa_every": 1,
+           "swa_length": None, "two_point_gaps": [], "n_points": [], "n_point_gap": 0,
+           "ema_time_constant_steps": [10.0]}
+    state["config"] = {**state["config"], "averaging": old, "ema_decays": [0.9], "ema_start": 2, "swa_start": 3}
+    run = RunWriter(tmp_path / "run2", lr=0.1, momentum=0.9, averages=avg, resume=state)
+    assert run.config["averaging"] == old
+    with pytest.raises(ValueError, match=r"differs from the checkpoint's in \['averaging'\]"):
+        RunWriter(tmp_path / "run3", lr=0.1, momentum=0.9, resume=state,
+                  averages=WeightAverages(m, [EMA(0.9, start=2), SWA(start=4)]))
 
 
 def test_example_trains_records_and_compare_report_reads_it(tmp_path):
@@ -182,7 +189,8 @@ def test_example_trains_records_and_compare_report_reads_it(tmp_path):
         assert np.isfinite(tr[f"eval/test_loss_{name}"][-1]), name
     assert tr["bank/train_loss"].shape == (30, 3) and list(tr["static/bank_used_at"]) == [40, 80, 120]
     assert tr["probe/step"].tolist() == list(range(0, 150, 10))
-    assert (cfg["probe_every"], cfg["bank_every"], cfg["ema_start"], cfg["swa_start"]) == (10, 5, 50, 75)
+    specs = cfg["averaging"]["specs"]
+    assert (cfg["probe_every"], cfg["bank_every"], specs["ema_0.98"]["start"], specs["swa"]["start"]) == (10, 5, 50, 75)
     p = subprocess.run([sys.executable, "-m", "compare.report", str(run_dir), "--out", str(report)], cwd=ROOT,
                        env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -295,7 +303,8 @@ def test_weight_averages_with_a_plan_add_its_lags_and_keep_its_dense_steps():
     plan = default_plan(300, 0.05, 0.9)
     m = Vec([0.0, 0.0])
     a = WeightAverages(m, [EMA(0.99), TwoPoint(50)], eval_every=plan.eval_every, plan=plan)
-    assert sorted(a.gaps) == sorted({50, *plan.lags}) and a.total_steps == 300
+    gaps = [s.gap for s in a.specs().values() if isinstance(s, TwoPoint)]
+    assert sorted(gaps) == sorted({50, *plan.lags}) and a.total_steps == 300
     assert a.config()["recording_plan"] == plan.config()
     for t in range(1, plan.dense_from + 1):
         with torch.no_grad():
@@ -305,7 +314,8 @@ def test_weight_averages_with_a_plan_add_its_lags_and_keep_its_dense_steps():
     b = WeightAverages(m, plan=plan)                  # nothing given: the plan's own averages
     assert b.all_names() == ([f"ema_{d:g}" for d in plan.ema_decays] + ["swa"]
                              + [f"two_point_k{k}" for k in plan.lags])
-    assert b.ema_start == plan.ema_start and b.swa_start == plan.swa_start
+    assert b.specs()["swa"] == SWA(start=plan.swa_start)
+    assert all(e == EMA(e.decay, start=plan.ema_start) for e in b.specs().values() if isinstance(e, EMA))
 
 
 # ------------------------------------------------------------------------------------------ the optimiser

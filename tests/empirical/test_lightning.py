@@ -49,7 +49,8 @@ def test_callback_writes_a_run_compare_report_reads(tmp_path):
     for name in ("raw", "raw_running_bn", "ema_0.95", "swa", "points_n3_g10", "two_point_k40"):
         assert np.isfinite(tr[f"eval/test_loss_{name}"][-1]), name
     assert list(tr["static/bank_used_at"]) == [30, 70] and tr["probe/step"].tolist() == list(range(0, 100, 10))
-    assert (cfg["lr"], cfg["momentum"], cfg["ema_start"], cfg["trainer"]) == (0.05, 0.9, 30, "pytorch_lightning")
+    assert (cfg["lr"], cfg["momentum"], cfg["trainer"]) == (0.05, 0.9, "pytorch_lightning")
+    assert cfg["averaging"]["specs"]["ema_0.95"] == {"kind": "EMA", "decay": 0.95, "start": 30, "every": 1}
     ema = cb.module("ema_0.95")                      # an nn.Module holding the average, the trained one untouched
     torch.testing.assert_close(ema.net[5].weight, cb.averages.parameters_of("ema_0.95")[-2], rtol=0, atol=0)
     assert ema is not module and not torch.equal(ema.net[5].weight, module.net[5].weight)
@@ -139,7 +140,8 @@ def test_default_plan_makes_a_first_run_calibratable(tmp_path):
     assert cb.plan == plan and len(plan.lags) >= 5 and max(plan.lags) <= (plan.window[1] - plan.window[0]) / 3
     run = load_run(tmp_path / "run")
     tr, cfg = run.trajectory, run.config["config"]
-    assert sorted(cfg["two_point_gaps"]) == sorted({50, *plan.lags}) and cfg["recording_plan"] == plan.config()
+    gaps = [s["gap"] for s in cfg["averaging"]["specs"].values() if s["kind"] == "TwoPoint"]
+    assert sorted(gaps) == sorted({50, *plan.lags}) and cfg["recording_plan"] == plan.config()
     steps = set(tr["eval/step"].tolist())
     assert set(plan.dense_steps()) <= steps and set(range(0, 301, plan.eval_every)) <= steps
     dense_only = sorted(set(plan.dense_steps()) - set(range(0, 301, plan.eval_every)))

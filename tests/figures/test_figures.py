@@ -16,6 +16,7 @@ from compare import figure_data as fd
 from compare.analysis import Curve
 from figures import (build, ellipsoid, ema_equivalence, fixed_batch_along_trajectory, gradient_alignment,
                      nqm_equivalence_grid, one_step_probe, structure_function, swa_equivalence, two_point_vs_distance)
+from theory import spec
 
 T = np.arange(0, 1000, 100)
 
@@ -163,14 +164,14 @@ def test_equivalence_data_branch_starts_at_branch_step(a_branch):
     grown = Curve(steps, np.concatenate([np.full((1, early.size), 9.0), np.atleast_2d(c.obs)], axis=1),
                   np.concatenate([np.full(early.size, 9.0), c.pred]))
     fake = SimpleNamespace(**{**vars(a_branch), "branches": [{**b, "curve": grown}]})
-    d = fd.equivalence_data(fake, ("ema",))
+    d = fd.equivalence_data(fake, (spec.EMA,))
     (db,) = d["branches"]
     assert db["t0"] == b["t0"] and db["steps"][0] >= b["t0"] and db["obs"].shape[1] == db["steps"].size
     assert "predicted before" in ema_equivalence.plot(d).axes[0].get_title()
 
 
 def test_equivalence_data_without_branch(a_plain):
-    d = fd.equivalence_data(a_plain, ("swa",))
+    d = fd.equivalence_data(a_plain, (spec.SWA,))
     assert d["branches"] == []
     fig = swa_equivalence.plot(d)
     assert swa_equivalence.MISSING in _texts(fig)

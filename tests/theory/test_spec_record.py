@@ -1,12 +1,13 @@
 """An average's spec is its record: it serialises itself, says where it starts and which iterates make it; the run's
-config.json keeps the spec list and compare reads it back instead of rebuilding averages from flat keys."""
+config.json keeps the spec list and compare reads it back (compare.load.recorded_averages), with no other source."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from compare import pairs, predict
-from compare.load import parse_variant, variant_spec
+from common.rundir import RunDirError
+from compare.load import recorded_averages
 from theory import spec as S
 
 SPECS = [S.NoAverage(), S.EMA(0.9, start=3, every=2), S.SWA(start=2, length=3, every=2), S.TwoPoint(4),
@@ -44,15 +45,22 @@ def test_bad_record_is_refused_with_the_kinds():
 
 
 def test_compare_reads_the_recorded_spec_and_honours_the_swa_length():
-    cfg = {"swa_start": 10, "averaging": {"specs": {"swa": S.SWA(start=10, length=5).to_dict()}}}
-    v = parse_variant("swa")
-    assert variant_spec(v, cfg) == S.SWA(start=10, length=5)
-    assert predict.avg_spec(v, cfg, 100) == S.SWA(start=110, length=5)     # burn-in shift moves the start only
-    j, w = pairs.variant_weights(v, cfg, 40)
+    cfg = {"swa_start": 3, "averaging": {"specs": {"swa": S.SWA(start=10, length=5).to_dict()}}}
+    swa = recorded_averages(cfg)["swa"]
+    assert swa == S.SWA(start=10, length=5)                                # the record, not the flat swa_start
+    assert predict.shifted(swa, 100) == S.SWA(start=110, length=5)         # burn-in shift moves the start only
+    j, w = pairs.variant_weights(swa, 40)
     assert j.tolist() == [10, 11, 12, 13, 14]                              # five iterates, not 31
-    # a run written before the spec record: the flat keys, length included
-    flat = {"swa_start": 10, "swa_length": 5}
-    assert predict.avg_spec(v, flat, 0) == S.SWA(start=10, length=5)
+
+
+def test_a_config_without_the_record_is_refused_with_the_fix():
+    """Flat keys (ema_start, swa_start, ...) are no source of an average: a config without averaging.specs is
+    refused in one line that says what is missing and how to get it."""
+    for cfg in ({"swa_start": 10, "ema_decays": [0.99]}, {"averaging": {"ema_start": 0}}):
+        with pytest.raises(RunDirError, match=r"no averaging\.specs.*re-record the run with the current "
+                                              r"empirical\.run") as e:
+            recorded_averages(cfg)
+        assert len(str(e.value).splitlines()) == 1
 
 
 def test_the_stationary_swa_excess_honours_the_recorded_length():
@@ -62,18 +70,15 @@ def test_the_stationary_swa_excess_honours_the_recorded_length():
     from types import SimpleNamespace
     from theory import stationary
     cal = SimpleNamespace(lr=0.05, momentum=0.9, h=np.array([2.0]), s=np.array([0.01]), window=(0, 1000))
-    v = parse_variant("swa")
-    rec = {"swa_start": 10, "averaging": {"specs": {"swa": S.SWA(start=10, length=5).to_dict()}}}
-    whole = {"swa_start": 10, "averaging": {"specs": {"swa": S.SWA(start=10).to_dict()}}}
     five = 0.5 * 2.0 * stationary.averaged_variance(0.05 * cal.h, S.SWA(start=0, length=5), cal.s, 0.9)[0]
-    assert predict.stationary_excess(cal, v, rec) == pytest.approx(five, rel=1e-12)
-    assert predict.stationary_excess(cal, v, whole) < 0.5 * five          # 991 iterates average far more noise away
+    assert predict.stationary_excess(cal, S.SWA(start=10, length=5)) == pytest.approx(five, rel=1e-12)
+    assert predict.stationary_excess(cal, S.SWA(start=10)) < 0.5 * five   # 991 iterates average far more noise away
 
 
 def test_the_run_records_each_average_by_its_spec():
     torch = pytest.importorskip("torch")
     from empirical.averaging import WeightAverages
 
-    avg = WeightAverages(torch.nn.Linear(2, 1), ema_decays=[0.9], ema_start=3, swa_start=5, two_point_gaps=[4])
+    avg = WeightAverages(torch.nn.Linear(2, 1), [S.EMA(0.9, start=3), S.SWA(start=5), S.TwoPoint(4)])
     specs = avg.config()["specs"]
     assert {n: S.averaging_from_dict(d) for n, d in specs.items()} == avg.specs()

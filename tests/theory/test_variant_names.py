@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from theory import spec, stationary
-from compare.load import parse_variant
+from common.rundir import RunDirError
+from compare.load import recorded_averages
 
 SPECS = [spec.NoAverage(), spec.EMA(0.999), spec.EMA(0.0), spec.EMA(1e-05), spec.SWA(), spec.TwoPoint(0),
          spec.TwoPoint(50), spec.NPoint(4, 100), spec.NPoint(1, 0)]
@@ -36,13 +37,13 @@ def test_other_names_are_refused(name):
         spec.parse_variant_name(name)
 
 
-def test_compare_reads_names_through_the_spec():
-    v = parse_variant("points_n4_g100")
-    assert (v.kind, v.n, v.gap) == ("points", 4, 100)
-    v = parse_variant("ema_0.999")
-    assert (v.kind, v.decay) == ("ema", 0.999)
-    with pytest.raises(ValueError, match="unknown variant"):
-        parse_variant("raw_running_bn")
+def test_compare_reads_each_average_under_its_name():
+    recorded = [spec.NPoint(4, 100), spec.EMA(0.999, start=200)]
+    cfg = {"averaging": {"specs": {spec.variant_name(a): a.to_dict() for a in recorded}}}
+    assert recorded_averages(cfg) == {"raw": spec.NoAverage(), "points_n4_g100": spec.NPoint(4, 100),
+                                      "ema_0.999": spec.EMA(0.999, start=200)}
+    with pytest.raises(RunDirError, match="records the average named 'ema_0.999'"):
+        recorded_averages({"averaging": {"specs": {"ema_0.99": spec.EMA(0.999).to_dict()}}})
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, math.nan, math.inf, "0.9", True])
