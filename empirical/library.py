@@ -261,7 +261,7 @@ _UNSET: Any = object()
 class RunWriter:
     """Writes one run directory for a training loop that is not ``empirical.run`` (module docstring).
 
-    ``out``: the directory (created; must be empty or absent), or None for ``runs/empirical/<stamp>-<name>``.
+    ``out``: the directory (created; must be empty or absent), or None for ``runs/empirical/<stamp>-library-<rand>``.
     ``lr``: the peak LR (LR units) and ``momentum`` μ of torch.optim.SGD — log the LR of every step with
     :meth:`train` when it changes. ``optimizer``: your optimiser, recorded by :func:`optimizer_config` (type and
     every hyperparameter); ``lr`` and ``momentum`` then default to its base LR and μ (None, recorded as null, for
@@ -271,8 +271,8 @@ class RunWriter:
     probe / alignment / curvature objects; they get this writer's recorder, so their ``measure`` results land in the
     run. ``bn_batches``: a few un-augmented training batches; every variant, raw included, is evaluated with
     BatchNorm statistics recomputed on them (docs/run-series.md), and the raw weights with their own running
-    statistics are the variant ``raw_running_bn``. ``config``: anything else to record (batch size, model name,
-    ...). ``tensorboard``: also write the series as TensorBoard scalars (extra ``tensorboard``). ``loss_fn(logits,
+    statistics are the variant ``raw_running_bn``. ``config``: anything else to record (the seed, batch size, model name,
+    ...; its keys override the recorded ones). ``tensorboard``: also write the series as TensorBoard scalars (extra ``tensorboard``). ``loss_fn(logits,
     targets)``: the mean loss :meth:`evaluate` reports (default cross-entropy; accuracy is argmax agreement).
 
     ``resume``: a :meth:`state_dict` saved with a checkpoint. The run continues in ``out`` (default: the directory
@@ -284,8 +284,7 @@ class RunWriter:
     def __init__(self, out: str | Path | None, *, lr: float | None = None, momentum: float | None = _UNSET,
                  optimizer: torch.optim.Optimizer | None = None,
                  averages: WeightAverages | None = None, measurements: Sequence[Measurement] = (),
-                 bn_batches: Sequence | None = None, seed: int | None = None, name: str = "library",
-                 config: Mapping[str, Any] | None = None, command: Sequence[str] | None = None,
+                 bn_batches: Sequence | None = None, config: Mapping[str, Any] | None = None,
                  call_fn: Callable | None = None, device=None, tensorboard: bool = False,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  resume: Mapping[str, Any] | None = None):
@@ -304,7 +303,7 @@ class RunWriter:
         self.variants = evaluated_variants(self.bn_mode, averages.all_names() if averages is not None else [])
         plan = getattr(averages, "plan", None)
         self.config = {"source_api": "library", "lr": float(lr),
-                       "momentum": None if momentum is None else float(momentum), "seed": seed,
+                       "momentum": None if momentum is None else float(momentum), "seed": None,   # config may say
                        **{k: v for k, v in opt.items() if k not in ("lr", "momentum")},
                        "bn_mode": self.bn_mode, "bn_batches": None if self.bn_batches is None else len(self.bn_batches),
                        **averaging_config(averages), "variants": self.variants,
@@ -313,7 +312,7 @@ class RunWriter:
         if resume is not None:
             self.run_dir = self._reopen(out, resume)
         else:
-            self.run_dir = rundir.new_run_dir("empirical", name, out=out)
+            self.run_dir = rundir.new_run_dir("empirical", "library", out=out)
         columns = [f"{s}_{m}_{v}" for v in self.variants for s in SPLITS for m in ("loss", "acc")]
         self.recorder = (Recorder(self.run_dir, columns, tensorboard=True) if tensorboard   # the extra tensorboard
                          else Recorder(self.run_dir, columns))
@@ -330,7 +329,7 @@ class RunWriter:
             if hasattr(m, "publish"):
                 m.publish()                       # the bank's static/bank_used_at from the start
         if resume is None or not (self.run_dir / "config.json").exists():
-            self.recorder.write_start(self.config, list(sys.argv if command is None else command),
+            self.recorder.write_start(self.config, list(sys.argv),
                                       {"torch": torch.__version__, "api": "empirical library (RunWriter)"})
 
     def _reopen(self, out, resume: Mapping[str, Any]) -> Path:

@@ -6,8 +6,8 @@ directory that ``compare.report`` and ``figures.build`` read (docs/lightning.md;
 
     cb = AveragingCallback([EMA(0.999, start=200), SWA(start=600), TwoPoint(50)], out="runs/mine",
                            test_batches=test_batches, bn_batches=bn_batches, validate_with="ema_0.999",
-                           bank=FixedBatchBank(train_batches, heldout_batches, train_at=[100, 300], every=10),
-                           probes=[OneStepProbe(b, hb, lr=0.05, momentum=0.9, every=50)])
+                           measurements=[FixedBatchBank(train_batches, heldout_batches, train_at=[100, 300], every=10),
+                                         OneStepProbe(b, hb, lr=0.05, momentum=0.9, every=50)])
     pl.Trainer(max_steps=1000, callbacks=[cb]).fit(module, loader)
 
 Needs the optional extra ``lightning`` (pytorch-lightning; its tested version is pinned in constraints.txt); this is
@@ -66,7 +66,6 @@ from empirical.recorder import tensorboard_tag
 from theory.spec import EMA, SWA, Averaging, parse_variant_name
 
 STATE_FORMAT = 1
-_UNSET: Any = object()
 
 
 def _warn(trainer, message: str) -> None:
@@ -83,15 +82,17 @@ def _log_step(trainer, step: int) -> int:
 
 class AveragingCallback(pl.Callback):
     """Keeps ``averages`` (theory.spec EMA / SWA / TwoPoint / NPoint, several at once; None: the recording plan's)
-    of the LightningModule, the bank and the probes, and writes the run directory ``out`` (module docstring).
+    of the LightningModule and the ``measurements``, and writes the run directory ``out`` (module docstring).
 
     ``test_batches``: held-out (inputs, targets) batches every variant is evaluated on; ``train_batches``: optional
     training-set batches for eval/train_*; ``bn_batches``: un-augmented training batches for the BatchNorm
     recomputation (None: the running statistics); ``eval_every``: steps between evaluations (also when the
-    multi-point averages are read; default the plan's, else 100); ``lr``, ``momentum``: recorded for compare.report
-    (default: the optimiser's base LR and, for torch.optim.SGD, its μ; any other optimiser records momentum null,
-    its type and hyperparameters, and why: empirical.library.optimizer_config); ``config``: anything else to record
-    in config.json; ``loss_fn(logits, targets)``: the mean loss of the evaluation (default cross-entropy).
+    multi-point averages are read; default the plan's, else 100); ``measurements``: a FixedBatchBank (at most one:
+    every rank trains on its batch at its steps) and probe / alignment / curvature objects, as RunWriter takes them;
+    ``config``: anything else to record in config.json; ``loss_fn(logits, targets)``: the mean loss of the
+    evaluation (default cross-entropy). The LR and momentum compare.report calibrates with are the optimiser's
+    (its base LR and, for torch.optim.SGD, its μ; any other optimiser records momentum null, its type and
+    hyperparameters, and why: empirical.library.optimizer_config).
 
     ``plan``: None (default) = ``default_plan(total steps, lr, μ, constant_until)`` made at the start of the fit
     (``constant_until``: the first update with a lower LR, default none before the end; a warning and no plan when
@@ -105,8 +106,7 @@ class AveragingCallback(pl.Callback):
 
     def __init__(self, averages: Sequence[Averaging] | None = None, *, out: str | Path | None = None,
                  test_batches: Sequence, train_batches: Sequence | None = None, bn_batches: Sequence | None = None,
-                 eval_every: int | None = None, bank: FixedBatchBank | None = None, probes: Sequence[Measurement] = (),
-                 lr: float | None = None, momentum: float | None = _UNSET, average_buffers: bool = False,
+                 eval_every: int | None = None, measurements: Sequence[Measurement] = (), average_buffers: bool = False,
                  config: dict[str, Any] | None = None, loss_fn: Callable | None = None,
                  plan: RecordingPlan | bool | None = None, constant_until: int | None = None,
                  validate_with: str | None = None, log: bool = True):
@@ -126,8 +126,13 @@ class AveragingCallback(pl.Callback):
         self.test_batches = list(test_batches)
         self.train_batches = None if train_batches is None else list(train_batches)
         self.bn_batches = None if bn_batches is None else list(bn_batches)
-        self.bank, self.probes = bank, list(probes)
-        self.lr, self.momentum, self.average_buffers = lr, momentum, average_buffers
+        self.measurements = list(measurements)
+        banks = [m for m in self.measurements if isinstance(m, FixedBatchBank)]
+        if len(banks) > 1:
+            raise ValueError(f"at most one FixedBatchBank among the measurements (it decides which batch every rank "
+                             f"trains on), got {len(banks)}")
+        self.bank = banks[0] if banks else None
+        self.average_buffers = average_buffers
         self.config, self.loss_fn = dict(config or {}), loss_fn
         self._plan_arg, self.constant_until = plan, constant_until
         self.validate_with, self.log = validate_with, bool(log)
@@ -163,8 +168,7 @@ class AveragingCallback(pl.Callback):
             if not trainer.optimizers:
                 raise ValueError("AveragingCallback needs an optimiser (configure_optimizers)")
             opt = optimizer_config(trainer.optimizers[0])
-            lr = self.lr if self.lr is not None else opt["lr"]
-            mom = opt["momentum"] if self.momentum is _UNSET else self.momentum
+            lr, mom = opt["lr"], opt["momentum"]
             self.plan = self._make_plan(trainer, total, lr, mom)
             self.eval_every = self._eval_every or (self.plan.eval_every if self.plan is not None else 100)
             run_config = {"trainer": "pytorch_lightning", "max_steps": total, "eval_every": self.eval_every,
@@ -183,20 +187,19 @@ class AveragingCallback(pl.Callback):
             if self.bank is not None and state.get("bank_used_at") is not None:
                 self.bank.used_at = [int(u) for u in state["bank_used_at"]]
         device = pl_module.device
-        for m in (self.bank, *self.probes):   # their batches where the module is
-            if m is not None:
-                m.to(device)
+        for m in self.measurements:           # their batches where the module is
+            m.to(device)
         run_dir = None
         if trainer.is_global_zero:            # rank 0 alone measures, evaluates, logs and writes
-            measurements = [m for m in (self.bank, *self.probes) if m is not None]
+            measurements = self.measurements
             if state is not None and state.get("run") is not None:
                 self.run = RunWriter(self.out, lr=state["run"]["config"]["lr"], momentum=None,
                                      averages=self.averages, measurements=measurements, bn_batches=self.bn_batches,
-                                     name="lightning", device=device, loss_fn=self.loss_fn, resume=state["run"])
+                                     device=device, loss_fn=self.loss_fn, resume=state["run"])
             else:
                 self.run = RunWriter(self.out, lr=lr, momentum=mom, optimizer=trainer.optimizers[0] if opt else None,
                                      averages=self.averages, measurements=measurements, bn_batches=self.bn_batches,
-                                     name="lightning", device=device, loss_fn=self.loss_fn, config=run_config)
+                                     device=device, loss_fn=self.loss_fn, config=run_config)
             run_dir = str(self.run.run_dir)
         self._run_config = run_config
         run_dir = trainer.strategy.broadcast(run_dir, src=0)   # every rank knows where rank 0 writes

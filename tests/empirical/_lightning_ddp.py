@@ -28,7 +28,7 @@ def main(dump: Path) -> None:
     bn = [(xs[:32], ys[:32])]
     torch.manual_seed(0)
     cb = AveragingCallback([EMA(0.9, start=2), SWA(start=20), TwoPoint(4)], test_batches=test, bn_batches=bn,
-                           validate_with="ema_0.9")            # out=None: runs/empirical/<stamp>-lightning
+                           validate_with="ema_0.9")            # out=None: runs/empirical/<stamp>-library-<rand>
     trainer = pl.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=40, callbacks=[cb],
                          logger=pl.loggers.CSVLogger("logs"), enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -34,8 +34,8 @@ def test_callback_writes_a_run_compare_report_reads(tmp_path):
     bank = FixedBatchBank(fixed[:2], test[:2], train_at=[30, 70], every=5)
     probe = OneStepProbe(fixed[2], test[0], lr=0.05, momentum=0.9, every=10, n_etas=9)
     cb = AveragingCallback([EMA(0.95, start=30), SWA(start=50), NPoint(3, 10), *map(TwoPoint, (10, 20, 30, 40))],
-                           out=tmp_path / "run", test_batches=test, bn_batches=fixed[3:], eval_every=10, bank=bank,
-                           probes=[probe], plan=False)     # its own lag grid: exactly these evaluation steps
+                           out=tmp_path / "run", test_batches=test, bn_batches=fixed[3:], eval_every=10,
+                           measurements=[bank, probe], plan=False)     # its own lag grid: exactly these evaluation steps
     trainer = pl.Trainer(max_steps=100, accelerator="cpu", devices=1, callbacks=[cb], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     module = Tiny()
@@ -80,8 +80,8 @@ def test_bank_batch_is_the_batch_trained_on(tmp_path):
 
     from torch.utils.data import DataLoader, TensorDataset
     bank = FixedBatchBank([bank_b], [bank_b], train_at=[3], every=0)
-    cb = AveragingCallback([EMA(0.9)], out=tmp_path / "run", test_batches=[bank_b], eval_every=5, bank=bank,
-                           plan=False)
+    cb = AveragingCallback([EMA(0.9)], out=tmp_path / "run", test_batches=[bank_b], eval_every=5,
+                           measurements=[bank], plan=False)
     trainer = pl.Trainer(max_steps=5, accelerator="cpu", devices=1, callbacks=[cb], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(Spy(), DataLoader(TensorDataset(xs, ys), 16, drop_last=True))
@@ -96,7 +96,7 @@ def test_gradient_accumulation_updates_and_measures_once_per_optimiser_step(tmp_
     b = (xs[:16], ys[:16])
     probe = OneStepProbe(b, b, lr=0.05, momentum=0.9, every=1, n_etas=5)
     cb = AveragingCallback([EMA(0.9), TwoPoint(2)], out=tmp_path / "run", test_batches=[b], eval_every=2,
-                           probes=[probe], plan=False)
+                           measurements=[probe], plan=False)
     trainer = pl.Trainer(max_steps=4, accumulate_grad_batches=2, accelerator="cpu", devices=1, callbacks=[cb],
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
@@ -183,7 +183,7 @@ def _resumable(out, bank_batches, test):
     bank = FixedBatchBank(bank_batches[:1], test, train_at=[26], every=2)
     probe = OneStepProbe(bank_batches[1], test[0], lr=0.05, momentum=0.9, every=8, n_etas=5)
     return AveragingCallback([EMA(0.9, start=3), SWA(start=5), TwoPoint(4), NPoint(3, 2)], out=out, test_batches=test,
-                             bn_batches=bank_batches, eval_every=8, bank=bank, probes=[probe])   # + the default plan
+                             bn_batches=bank_batches, eval_every=8, measurements=[bank, probe])   # + the default plan
 
 
 def _same_tensors(a, b):
