@@ -23,9 +23,19 @@ ARGS = ["smoke", "--steps", "160", "--eval-every", "20", "--checkpoint-every", "
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def _signals_at_default() -> None:
+    """The child's SIGINT and SIGHUP at their defaults, whatever the test session inherited: a suite started in the
+    background (`cmd &` ignores SIGINT) or under nohup (ignores SIGHUP) would otherwise hand the run ignored
+    signals, which it rightly keeps ignoring."""
+    for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if s is not None:
+            signal.signal(s, signal.SIG_DFL)
+
+
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "empirical.run", *ARGS, "--out", str(out), *extra], cwd=REPO,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_signals_at_default)
 
 
 def _wait_for_checkpoint(p: subprocess.Popen, out: Path) -> None:
@@ -192,7 +202,7 @@ def test_interrupted_branch_resumes_with_its_own_schedule(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     assert run.main(["--out", str(full), *branch]) == full
     p = subprocess.Popen([sys.executable, "-m", "empirical.run", "--out", str(part), *branch], cwd=REPO, env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_signals_at_default)
     deadline = time.time() + 120
     while not [c for c in checkpoint.list_checkpoints(part) if int(c.name[5:14]) > 40] if part.exists() else True:
         assert p.poll() is None and time.time() < deadline, "branch ended before its first checkpoint"
