@@ -271,9 +271,10 @@ class RunWriter:
     probe / alignment / curvature objects; they get this writer's recorder, so their ``measure`` results land in the
     run. ``bn_batches``: a few un-augmented training batches; every variant, raw included, is evaluated with
     BatchNorm statistics recomputed on them (docs/run-series.md), and the raw weights with their own running
-    statistics are the variant ``raw_running_bn``. ``config``: anything else to record (the seed, batch size, model name,
-    ...; its keys override the recorded ones). ``tensorboard``: also write the series as TensorBoard scalars (extra ``tensorboard``). ``loss_fn(logits,
-    targets)``: the mean loss :meth:`evaluate` reports (default cross-entropy; accuracy is argmax agreement).
+    statistics are the variant ``raw_running_bn``. ``config``: anything else to record (the seed, batch size, model
+    name, ...; its keys override the recorded ones). ``tensorboard``: also write the series as TensorBoard scalars
+    (extra ``tensorboard``). ``loss_fn(logits, targets)``: the mean loss :meth:`evaluate` reports (default
+    cross-entropy; accuracy is argmax agreement).
 
     ``resume``: a :meth:`state_dict` saved with a checkpoint. The run continues in ``out`` (default: the directory
     it was written to), which may already hold this run's files (its config.json must be this run's; it is kept),
@@ -303,7 +304,7 @@ class RunWriter:
         self.variants = evaluated_variants(self.bn_mode, averages.all_names() if averages is not None else [])
         plan = getattr(averages, "plan", None)
         self.config = {"source_api": "library", "lr": float(lr),
-                       "momentum": None if momentum is None else float(momentum), "seed": None,   # config may say
+                       "momentum": None if momentum is None else float(momentum), "seed": None,   # ``config={"seed": ...}`` records it
                        **{k: v for k, v in opt.items() if k not in ("lr", "momentum")},
                        "bn_mode": self.bn_mode, "bn_batches": None if self.bn_batches is None else len(self.bn_batches),
                        **averaging_config(averages), "variants": self.variants,
