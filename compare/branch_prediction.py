@@ -32,9 +32,12 @@ Labels that resolve to the same schedule (on a one-scale calibration every avera
 prediction file and one branch run; the file lists every label and the average each stands in for, and the report
 judges the run once per label.
 
-The drift term of the D(τ) fit (c = h_d·r², compare/pairs.py) does not enter these predictions: how a lower LR
-changes the lag behind a moving optimum depends on the curvature h_d along the motion, which D(τ) does not identify;
-the file records c and whether it is identified.
+The drift term of the D(τ) fit (c = h_d·r², compare/pairs.py) enters as a minimum moving at constant speed
+(theory/drift.py, theory.md §3.12): a lower LR lags further behind it. D(τ) gives c but not the curvature h_d along
+the motion, so the prediction takes h_d = the slowest calibrated scale (``--drift-curvature``: a number, or ``none``
+to leave the drift out), adds the s.e. that c's s.e. carries, and records beside it the range of the drift's share
+of the gain over every h_d and c the data allow (:func:`drift_bounds`). A branch whose range is wider than its
+prediction's 2 s.e. is *drift-sensitive*: the data cannot say what the drift will cost it.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ from compare import checks, predict, verdicts
 from compare.calibrate import Calibration, calibrate
 from compare.load import Setup, constant_phase, group_runs, load_runs, stack
 from compare.pairs import block_mean_se
-from theory import spec, stationary
+from theory import drift as lag, spec, stationary
 from theory.branchspec import BranchSchedule
 from theory.matching import match_switch
 
@@ -134,16 +137,103 @@ def branch_excess(cal: Calibration, br: PlannedBranch, t0: int, steps: np.ndarra
     return predict.branch_excess(cal, t0, lr_steps, lrs, steps, h, s)
 
 
-def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int, parents: list | None = None) -> dict:
+# ------------------------------------------------------------------------------------------------- the drift
+
+SETTLED_RELAXATIONS = 3.0   # a lag counts as settled after 3 relaxation times 1/α_eff at the constant LR (5 % left)
+CURVATURE_GRID = 41         # log-spaced drift curvatures h_d scanned over the range the data allow
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftBounds:
+    """What the calibration says about the drift c·τ² of D(τ) (loss/step², compare/pairs.py): the fitted c and its
+    s.e., the range of c (±2 s.e., clipped at 0), the curvature h_d the prediction assumes and the range of h_d the
+    data allow (1/LR units; module docstring, :func:`drift_bounds`)."""
+    c: float
+    c_se: float
+    c_range: tuple[float, float]
+    curvature: float
+    curvature_range: tuple[float, float]
+    assumption: str
+
+    def to_dict(self) -> dict:
+        return {"c": self.c, "c_se": self.c_se, "c_range": list(self.c_range), "curvature": self.curvature,
+                "curvature_range": list(self.curvature_range), "assumption": self.assumption}
+
+
+def drift_bounds(cal: Calibration, settled_for: int, curvature: str | float = "slowest") -> DriftBounds | None:
+    """The drift's c and the curvatures h_d it may lie along (theory.md §3.12); None when the calibration has no
+    D(τ) fit or ``curvature`` is ``"none"``.
+
+    D(τ) fixes c = h_d r² only. The h_d the data allow: the lag behind the optimum must have settled during the
+    ``settled_for`` steps the parent ran at its constant LR before the branch (α_eff·settled_for ≥ 3, else D(τ)
+    would not rise as c τ²), and its cost c/(2α_eff²) may not exceed the floor the calibration leaves (the observed
+    raw loss less the noise excess, + 2 s.e.); above, the stability edge α < 2(1 + μ). ``curvature``: ``"slowest"``
+    (the slowest calibrated scale, clipped into that range) or a number (1/LR units).
+    """
+    fit = cal.fit
+    if fit is None or (isinstance(curvature, str) and curvature == "none"):
+        return None
+    c, c_se = float(fit.drift), float(fit.drift_se)
+    spread = 2.0 * c_se if np.isfinite(c_se) else 0.0
+    c_lo, c_hi = max(0.0, c - spread), max(0.0, c + spread)
+    lam, mu = cal.lr, cal.momentum
+    h_max = 0.99 * stationary.max_stable_alpha(mu) / lam
+    alpha_min = SETTLED_RELAXATIONS / max(int(settled_for), 1)
+    room = cal.floor + 2.0 * (cal.floor_se if np.isfinite(cal.floor_se) else 0.0)   # loss the lag may cost
+    if c_hi > 0:
+        alpha_min = max(alpha_min, np.sqrt(c_hi / (2.0 * room)) if room > 0 else np.inf)
+    h_min = min(alpha_min * (1.0 - mu) / lam, h_max)
+    if isinstance(curvature, str):
+        if curvature != "slowest":
+            raise ValueError(f"--drift-curvature {curvature!r}: give slowest, none or a curvature h_d > 0")
+        h_d, how = float(np.clip(np.min(cal.h), h_min, h_max)), "along the slowest calibrated scale"
+    else:
+        h_d, how = float(curvature), "along the curvature given"
+        if not (np.isfinite(h_d) and h_d > 0):
+            raise ValueError(f"--drift-curvature {curvature}: give slowest, none or a curvature h_d > 0")
+    return DriftBounds(c, c_se, (c_lo, c_hi), h_d, (float(h_min), float(h_max)), how)
+
+
+def drift_excess(cal: Calibration, lr_schedule, t0: int, steps: np.ndarray, h_d, c: float) -> np.ndarray:
+    """The lag's cost ½h_d m_t² at ``steps`` ≥ t0 (loss units; one column per h_d): settled at the parent's LR
+    before t0, then the LR ``lr_schedule(step)`` for the update at each step from t0 (theory.drift.lag_excess)."""
+    lrs = lr_schedule(np.arange(t0, int(steps.max())))
+    return lag.lag_excess(cal.lr, lrs, np.atleast_1d(h_d), c, cal.momentum)[np.asarray(steps) - t0]
+
+
+def branch_drift(cal: Calibration, br: PlannedBranch, t0: int, steps: np.ndarray, bounds: DriftBounds) -> dict:
+    """The drift's share of the branch gain: its curves and gain at the assumed h_d, the s.e. c's s.e. carries, and
+    the range over every (h_d, c) the data allow (loss units). The cost is linear in c, so it is computed per unit c."""
+    sched = BranchSchedule.parse(br.schedule).lr_schedule(cal.lr, cal.momentum, t0)
+    grid = np.append(np.geomspace(*bounds.curvature_range, CURVATURE_GRID), bounds.curvature)
+    parent = drift_excess(cal, lambda st: np.full(st.size, cal.lr), t0, steps, grid, 1.0)
+    branch = drift_excess(cal, sched.lr_at, t0, steps, grid, 1.0)
+    per_c = np.mean(parent - branch, axis=0)          # the drift's gain per unit c, per h_d
+    c = max(bounds.c, 0.0)
+    ends = np.concatenate([per_c * bounds.c_range[0], per_c * bounds.c_range[1]])
+    return {"parent": c * parent[:, -1], "branch": c * branch[:, -1], "gain": float(c * per_c[-1]),
+            "gain_se": float(abs(per_c[-1]) * bounds.c_se) if np.isfinite(bounds.c_se) else 0.0,
+            "gain_range": [float(ends.min()), float(ends.max())]}
+
+
+def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int, parents: list | None = None,
+                   drift: DriftBounds | None = None) -> dict:
     """The prediction of one branch over steps t0..until: per-step curves, the gain and their s.e. (a quarter of
-    the range over the parameter sets the D(τ) data allow, compare.checks). ``parents``: the parent's curve for
-    each of checks.parameter_sets(cal), if already computed (it is the same for every branch)."""
+    the range over the parameter sets the D(τ) data allow, compare.checks, with the s.e. c carries in quadrature).
+    ``parents``: the parent's curve for each of checks.parameter_sets(cal), if already computed (it is the same for
+    every branch); ``drift``: :func:`drift_bounds` (None: the drift is left out)."""
     steps = np.arange(t0, until + 1)
     sets = checks.parameter_sets(cal)
     if parents is None:
         parents = [parent_excess(cal, t0, steps, h, s) for h, s in sets]
     band = np.array([branch_excess(cal, br, t0, steps, h, s) for h, s in sets])
     parent, branch = parents[0], band[0]
+    gain_se = checks.quarter_range([np.mean(p - b) for p, b in zip(parents, band)])
+    moved = branch_drift(cal, br, t0, steps, drift) if drift is not None else None
+    noise_only_se = gain_se
+    if moved is not None:
+        parent, branch = parent + moved["parent"], branch + moved["branch"]
+        gain_se = float(np.hypot(gain_se, moved["gain_se"]))
     fit = cal.fit
     return {"kind": prediction_file.KIND, "schema_version": SCHEMA_VERSION, "label": br.label,
             "schedule": br.schedule, "equivalent_of": br.equivalent_of, "match": br.match,
@@ -156,19 +246,22 @@ def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int, par
                             "drift": fit.drift if fit is not None else 0.0,
                             "drift_se": fit.drift_se if fit is not None else float("nan"),
                             "drift_identified": bool(fit.drift_identified()) if fit is not None else False},
-            "drift_note": "not in the prediction: the drift's effect on a branch depends on the curvature along the "
-                          "motion, which D(τ) does not identify",
+            "drift": None if moved is None else {
+                **drift.to_dict(), "gain": moved["gain"], "gain_se": moved["gain_se"],
+                "gain_range": moved["gain_range"], "gain_pred_se_without": float(noise_only_se),
+                "sensitive": bool(moved["gain_range"][1] - moved["gain_range"][0] > 2.0 * gain_se),
+                "gain_per_step": (moved["parent"] - moved["branch"]).tolist()},
             "steps": steps.tolist(), "parent_raw_excess": parent.tolist(), "branch_excess": branch.tolist(),
             "branch_excess_se": checks.quarter_range(band, axis=0).tolist(),
-            "gain_pred": float(np.mean(parent - branch)),
-            "gain_pred_se": checks.quarter_range([np.mean(p - b) for p, b in zip(parents, band)])}
+            "gain_pred": float(np.mean(parent - branch)), "gain_pred_se": float(gain_se)}
 
 
 def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out: Path,
                       labels: list[str] | None = None, until: int | None = None, split: str = "test",
-                      scales: int | None = None) -> dict:
+                      scales: int | None = None, drift_curvature: str | float = "slowest") -> dict:
     """Calibrate on ``fit_window`` (≤ t0) of the parent runs ``dirs`` (one setup), write one prediction file per
-    (parent, branch) and out/plan.json; returns the plan. ValueError (one line) on a bad range or label."""
+    (parent, branch) and out/plan.json; returns the plan. ``drift_curvature``: :func:`drift_bounds`. ValueError
+    (one line) on a bad range or label."""
     a, b = fit_window
     if not 0 <= a < b <= t0:
         raise ValueError(f"--calibrate {a}:{b} --branch-at {t0}: need A < B ≤ T0 (nothing after the branch step may "
@@ -182,6 +275,7 @@ def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out
         raise ValueError(f"--branch-at {t0} --until {end}: the comparison needs T0 < D (D defaults to the end of "
                          f"the parents' constant-LR phase)")
     cal = calibrate(setup, scales=scales, split=split, window_steps=(a, b))
+    drift = drift_bounds(cal, t0 - constant_phase(setup.base[0])[0], drift_curvature)
     branches = [plan_branch(x, cal, setup, t0, end) for x in (labels or default_labels(setup))]
     # labels that resolve to the same schedule (e.g. every average matched to one λ_b) share one prediction and one
     # branch run: the file lists every label and the average each stands in for
@@ -192,7 +286,7 @@ def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out
     parents = [parent_excess(cal, t0, steps, h, s) for h, s in checks.parameter_sets(cal)]   # shared by every branch
     rows = []
     for sched, same in groups.items():
-        doc = predict_branch(cal, same[0], t0, end, parents)
+        doc = predict_branch(cal, same[0], t0, end, parents, drift)
         doc.update({"labels": [br.label for br in same],
                     "stands_in_for": {br.label: br.equivalent_of for br in same},
                     "matches": {br.label: br.match for br in same if br.match}})
@@ -203,11 +297,12 @@ def write_predictions(dirs: list[str], fit_window: tuple[int, int], t0: int, out
             rows.append({"parent": str(run.path), "seed": seed, "label": same[0].label, "labels": doc["labels"],
                          "schedule": sched, "equivalent_of": same[0].equivalent_of, "file": str(path),
                          "sha256": prediction_file.sha256_of(path), "gain_pred": doc["gain_pred"],
-                         "gain_pred_se": doc["gain_pred_se"],
+                         "gain_pred_se": doc["gain_pred_se"], "drift": doc["drift"],
                          "match": {k: same[0].match[k] for k in ("exists", "lr_branch", "reached_fraction",
                                                                  "unreachable_share", "lr_eq_stationary", "gain")}
                          if same[0].match else None})
-    plan = {"calibrated_on": [a, b], "branch_step": t0, "compared_on": [t0, end], "split": split, "branches": rows}
+    plan = {"calibrated_on": [a, b], "branch_step": t0, "compared_on": [t0, end], "split": split,
+            "drift": drift.to_dict() if drift is not None else None, "branches": rows}
     atomic_write_json(out / "plan.json", plan)
     return plan
 
@@ -257,6 +352,11 @@ def branch_cells(setup: Setup, run, split: str = "test") -> list[dict]:
     pred = float(np.mean(np.asarray(doc["parent_raw_excess"])[i] - np.asarray(doc["branch_excess"])[i]))
     cell.update({"gain_pred": pred, "gain_pred_se": float(doc["gain_pred_se"]), "gain_obs": obs,
                  "gain_obs_se": obs_se, "n_steps": int(steps.size), "compared_on": [int(steps[0]), int(steps[-1])]})
+    moved = doc.get("drift")
+    if moved:          # the drift's share of gain_pred and the range the data allow it (files before it: absent)
+        cell.update({"gain_pred_drift": float(np.mean(np.asarray(moved["gain_per_step"])[i])),
+                     "gain_pred_se_without_drift": moved["gain_pred_se_without"],
+                     "gain_pred_drift_range": moved["gain_range"], "drift_sensitive": moved["sensitive"]})
     out = []
     for label in doc.get("labels", [doc["label"]]):
         eq = doc.get("stands_in_for", {}).get(label, doc.get("equivalent_of"))
@@ -292,12 +392,19 @@ def per_branch_text(res: dict) -> list[str]:
     L = ["Branches predicted before they ran (compare/branch_prediction.py; rule: " + verdicts.RULE + "):", ""]
     for label, sc in res["by_label"].items():
         nulls = ", ".join(f"{k} {v:.0%}" for k, v in sc["null"].items())
+        mine = [c for c in res["per_branch"] if c["label"] == label]
+        sensitive = sum(bool(c.get("drift_sensitive")) for c in mine)
+        drift = (f"; {sensitive} of {len(mine)} drift-sensitive (the drift the data allow could move the "
+                 f"prediction by more than its 2 s.e.)" if sensitive else "")
         L.append(f"* `{label}`: {sc['share']:.0%} of {sc['n_cells']} cells agree (nulls: {nulls}); median "
-                 f"2·s.e./|obs| {sc['median_2se_rel']:.2f} → **{sc['verdict']}**")
+                 f"2·s.e./|obs| {sc['median_2se_rel']:.2f} → **{sc['verdict']}**{drift}")
     L.append("")
     for c in res["per_branch"]:
         extra = (f"; the parent's {c['equivalent_of']} gains {c['average_gain_obs']:.4g} ± "
                  f"{c['average_gain_obs_se']:.2g}" if "average_gain_obs" in c else "")
+        if "gain_pred_drift" in c:
+            lo, hi = c["gain_pred_drift_range"]
+            extra += f"; drift {c['gain_pred_drift']:.2g} of it (the data allow {lo:.2g} to {hi:.2g})"
         L.append(f"  * `{Path(c['run']).name}` ({c['schedule']}): gain L_raw − L_branch predicted "
                  f"{c['gain_pred']:.4g} ± {c['gain_pred_se']:.2g}, observed {c['gain_obs']:.4g} ± "
                  f"{c['gain_obs_se']:.2g} over steps {c['compared_on'][0]}–{c['compared_on'][1]}"
@@ -333,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the prediction files and plan.json (new or empty)")
     p.add_argument("--split", default="test", choices=("test", "train"), help="which evaluation split to predict")
     p.add_argument("--scales", type=int, default=None, help="curvature scales of the D(τ) fit (default: chosen)")
+    p.add_argument("--drift-curvature", default="slowest", metavar="H",
+                   help="the curvature h_d (1/LR units) the fitted drift c = h_d r² moves along: slowest (the "
+                        "slowest calibrated scale), a number, or none to leave the drift out")
     return p
 
 
@@ -345,7 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a, b = _range(args.calibrate, "--calibrate")
         t0 = b if args.branch_at is None else args.branch_at
-        plan = write_predictions(args.runs, (a, b), t0, out, args.branch, args.until, args.split, args.scales)
+        curvature = args.drift_curvature
+        if curvature not in ("slowest", "none"):
+            try:
+                curvature = float(curvature)
+            except ValueError:
+                raise ValueError(f"--drift-curvature {curvature!r}: give slowest, none or a number > 0") from None
+        plan = write_predictions(args.runs, (a, b), t0, out, args.branch, args.until, args.split, args.scales,
+                                 curvature)
     except (RunDirError, ValueError, KeyError) as e:
         print(f"compare.branch_prediction: {e}", file=sys.stderr)
         return 2
@@ -362,9 +479,17 @@ def main(argv: list[str] | None = None) -> int:
                f"; no exact match: the best λ_b reaches {m['reached_fraction']:.2f} of its gain") + ")")
         print(f"{', '.join(r['labels'])}: --branch-schedule {r['schedule']}{how}; predicted gain L_raw − L_branch "
               f"over {plan['compared_on'][0]}–{plan['compared_on'][1]}: {r['gain_pred']:.4g} ± "
-              f"{r['gain_pred_se']:.2g}")
+              f"{r['gain_pred_se']:.2g}" + _drift_text(r["drift"]))
     print(out / "plan.json")
     return 0
+
+
+def _drift_text(d: dict | None) -> str:
+    if not d:
+        return " (drift left out)"
+    lo, hi = d["gain_range"]
+    return (f" (drift {d['gain']:.2g} of it at h_d {d['curvature']:.3g}; the data allow {lo:.2g} to {hi:.2g}"
+            + ("; drift-sensitive" if d["sensitive"] else "") + ")")
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -6,8 +6,9 @@ with block s.e. ``obs_se``. It agrees when
     |pred − obs| ≤ max(CELL_REL_TOL·|obs|, CELL_SE·√(pred_se² + obs_se²)).
 
 The same rule scores predictors that know nothing of the model: zero gain; the mean gain of the other seeds (no
-model at all); for the pair identity, the identity without its drift term; and for a forecast (compare/forecast.py),
-the gain the cell had where the model was calibrated. A claim is reproduced only when at
+model at all); for the pair identity, the identity without its drift term; for a branch prediction, the prediction
+without its drift term; and for a forecast (compare/forecast.py), the gain the cell had where the model was
+calibrated. A claim is reproduced only when at
 least CELL_SHARE of the cells agree AND the model's share beats the best null's by NULL_MARGIN; a model that agrees
 no more often than a null "is not distinguishable from" it. Where the median of CELL_SE·s.e./|obs| exceeds
 TEST_POWER_MAX the tolerance is set by the noise, not by the 15 % claim, and the report says the run cannot test it.
@@ -26,6 +27,7 @@ TEST_POWER_MAX = 0.5       # median CELL_SE·s.e./|obs| above this: the run cann
 NULL_ZERO = "zero gain"
 NULL_OTHER_SEEDS = "mean of the other seeds"
 NULL_NO_DRIFT = "identity without its drift term"
+NULL_BRANCH_NO_DRIFT = "the prediction without its drift term"
 NULL_PERSISTENCE = "the gain where calibrated"    # a forecast's null: the gain observed over the calibration range
 
 RULE = (f"|pred − obs| ≤ max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·√(se_pred² + se_obs²)) on ≥ {CELL_SHARE:.0%} of "
@@ -51,7 +53,8 @@ def cell_agrees(pred: float, pred_se: float, obs: float, obs_se: float) -> bool:
 def null_predictions(cells: list[dict], key: str = "variant") -> dict[str, list[tuple[float, float]]]:
     """(pred, pred_se) of each null predictor for each cell, in the order of ``cells``. A cell is a dict with
     gain_obs, gain_obs_se, ``key`` (what groups cells across seeds) and, where the identity's drift term is known,
-    gain_pred, gain_pred_se and ``drift``."""
+    gain_pred, gain_pred_se and ``drift``; where a branch prediction's drift share is known, gain_pred_drift and
+    gain_pred_se_without_drift."""
     out = {NULL_ZERO: [(0.0, 0.0) for _ in cells], NULL_OTHER_SEEDS: []}
     for i, c in enumerate(cells):
         others = np.array([_f(o["gain_obs"]) for j, o in enumerate(cells) if j != i and o.get(key) == c.get(key)])
@@ -65,6 +68,9 @@ def null_predictions(cells: list[dict], key: str = "variant") -> dict[str, list[
         out[NULL_PERSISTENCE] = [(_f(c["gain_calibration"]), _f(c.get("gain_calibration_se"))) for c in cells]
     if cells and all("drift" in c for c in cells):
         out[NULL_NO_DRIFT] = [(_f(c["gain_pred"]) - _f(c["drift"]), _f(c.get("gain_pred_se"))) for c in cells]
+    if cells and all("gain_pred_drift" in c for c in cells):
+        out[NULL_BRANCH_NO_DRIFT] = [(_f(c["gain_pred"]) - _f(c["gain_pred_drift"]),
+                                      _f(c.get("gain_pred_se_without_drift"))) for c in cells]
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from common import prediction
 from compare import branch_prediction as bp
 from compare.calibrate import calibrate
 from compare.load import group_runs, load_runs
+from compare.pairs import SpectrumFit
 
 T0, END = 2500, 4000
 
@@ -130,9 +132,9 @@ def test_judge_scores_each_branch_and_refuses_an_edited_prediction(synth_runs, s
     assert cell["equivalent_of"].startswith("two_point") and "average_gain_obs" in cell
     # edit the prediction after the run: the cell is not compared, and says why
     path = plan["branches"][0]["file"]
-    doc = json.loads(open(path).read())
+    doc = json.loads(Path(path).read_text())
     doc["gain_pred"] *= 2
-    open(path, "w").write(json.dumps(doc))
+    Path(path).write_text(json.dumps(doc))
     res = bp.judge(setup)
     assert not res["per_branch"] and "changed after the branch ran" in res["not_compared"][0]["not_compared"]
 
@@ -148,3 +150,75 @@ def test_labels_with_one_schedule_share_a_prediction_and_a_run(synth_runs, synth
     res = bp.judge(group_runs(load_runs([synth_runs[0], run]))[0])
     assert [c["label"] for c in res["per_branch"]] == ["half", "half"]
     assert res["per_branch"][0]["gain_obs"] == res["per_branch"][1]["gain_obs"]
+
+
+# ------------------------------------------------------------------------------------------------- the drift
+
+def _with_drift(cal, c, c_se, floor=None):
+    """``cal`` with a D(τ) fit of its own spectrum carrying the drift c ± c_se (loss/step²) and the floor given."""
+    fit = SpectrumFit(h=cal.h, s=cal.s, cov=np.zeros((2, 2)), chi2=0.0, dof=1, drift=c, drift_se=c_se,
+                      h_bounds=(1e-6, 1e6))
+    return dataclasses.replace(cal, fit=fit, floor=cal.floor if floor is None else floor, floor_se=0.0)
+
+
+def test_drift_curvatures_are_bounded_by_settling_the_floor_and_stability(setup_cal):
+    """h_d range by hand: the lag must have settled (α_eff ≥ 3/steps at the constant LR), may not cost more than the
+    floor (c_hi/(2α_eff²) ≤ floor), and α = λh stays below 2(1 + μ)."""
+    _, cal = setup_cal
+    lam, mu = cal.lr, cal.momentum
+    wide = bp.drift_bounds(_with_drift(cal, 1e-8, 1e-9, floor=1e6), 1000)
+    assert wide.c_range == pytest.approx((0.8e-8, 1.2e-8))
+    assert wide.curvature_range[0] == pytest.approx(3 / 1000 * (1 - mu) / lam, rel=1e-12)
+    assert wide.curvature_range[1] == pytest.approx(0.99 * 2 * (1 + mu) / lam, rel=1e-12)
+    tight = bp.drift_bounds(_with_drift(cal, 2e-6, 1e-6, floor=0.01), 1000)
+    assert tight.c_range == pytest.approx((0.0, 4e-6))
+    assert tight.curvature_range[0] == pytest.approx(np.sqrt(4e-6 / 0.02) * (1 - mu) / lam, rel=1e-12)
+    # the assumed h_d: the slowest calibrated scale, clipped into the range
+    assert wide.curvature == pytest.approx(np.clip(cal.h.min(), *wide.curvature_range))
+    fitted = _with_drift(cal, 1e-8, 1e-9)
+    assert bp.drift_bounds(fitted, 1000, "none") is None and bp.drift_bounds(cal, 1000) is None   # cal: no D(τ) fit
+    assert bp.drift_bounds(fitted, 1000, 0.3).curvature == 0.3
+    with pytest.raises(ValueError, match="--drift-curvature"):
+        bp.drift_bounds(fitted, 1000, "fastest")
+
+
+def test_drift_share_of_a_halving_is_the_difference_of_settled_lags(setup_cal):
+    """Far past the relaxation the lag's cost at λ/2 is 4× the parent's: the drift's share of the gain tends to
+    c(1 − μ)²/(2h_d²)·(1/λ² − 4/λ²) (theory.md §3.12, by hand), and it is linear in c."""
+    _, cal = setup_cal
+    c, h_d = 4e-6, 2.0
+    cal = _with_drift(cal, c, 1e-6, floor=1.0)
+    bounds = bp.drift_bounds(cal, 2000, h_d)
+    lam, mu = cal.lr, cal.momentum
+    relax = (1 - mu) / (lam / 2 * h_d)
+    steps = np.arange(T0, T0 + int(400 * relax) + 1)
+    part = bp.branch_drift(cal, bp.PlannedBranch("half", "half", None), T0, steps, bounds)
+    want = c * (1 - mu) ** 2 / (2 * h_d ** 2) * (1 / lam ** 2 - 4 / lam ** 2)
+    assert part["gain"] == pytest.approx(want, rel=0.02)
+    assert part["gain_se"] == pytest.approx(abs(part["gain"]) * 1e-6 / c, rel=1e-9)
+    lo, hi = part["gain_range"]
+    assert lo < part["gain"] < hi <= 0          # a lower LR only ever lags further behind
+    assert part["parent"][0] == pytest.approx(c * (1 - mu) ** 2 / (2 * lam ** 2 * h_d ** 2), rel=1e-9)
+
+
+def test_prediction_with_drift_is_judged_beside_the_same_prediction_without_it(synth_runs, synth_cfg, setup_cal,
+                                                                                 tmp_path, monkeypatch):
+    cal = _with_drift(setup_cal[1], 5e-6, 1e-6, floor=1.0)
+    monkeypatch.setattr(bp, "calibrate", lambda *a, **k: cal)      # the synthetic runs carry no D(τ) fit
+    plan = bp.write_predictions(synth_runs, (2000, T0), T0, tmp_path / "pred", ["half"], END)
+    row = plan["branches"][0]
+    doc = prediction.read_prediction(row["file"])
+    d = doc["drift"]
+    assert d["assumption"] == "along the slowest calibrated scale" and len(d["gain_per_step"]) == len(doc["steps"])
+    assert d["gain"] < 0
+    # the curves carry the drift: their mean difference minus the drift's share is the noise-only gain
+    noise_only = bp.predict_branch(cal, bp.PlannedBranch("half", "half", None), T0, END)
+    assert doc["gain_pred"] - d["gain"] == pytest.approx(noise_only["gain_pred"], rel=1e-9)
+    assert noise_only["drift"] is None and noise_only["gain_pred_se"] == d["gain_pred_se_without"]
+    lam = synth_cfg.lr
+    run = _branch_with_prediction(tmp_path, synth_cfg, row, lambda t: lam / 2)
+    res = bp.judge(group_runs(load_runs([*synth_runs, run]))[0])
+    (cell,) = res["per_branch"]
+    assert {"gain_pred_drift", "gain_pred_drift_range", "drift_sensitive"} <= set(cell)
+    assert "the prediction without its drift term" in res["by_label"]["half"]["null"]
+
