@@ -17,8 +17,7 @@ dip after use (figure)                 a :class:`~empirical.bank.FixedBatchBank`
 top curvature, alignment               :class:`~empirical.probes.TopCurvature`, ``GradientAlignment``
 =====================================  =============================================================================
 
-    run = RunWriter("runs/mine", lr=0.05, momentum=0.9, averages=avg, measurements=[bank, probe],
-                    bn_batches=bn_batches)
+    run = RunWriter("runs/mine", opt, averages=avg, measurements=[bank, probe], bn_batches=bn_batches)
     ...  # in the loop, with `step` optimiser updates done:
     run.measure(step, model); run.train(step, loss, lr); run.evaluate(step, model, test=test_batches)
     run.close()                                   # trajectory.npz + summary.json (status ok)
@@ -26,12 +25,13 @@ top curvature, alignment               :class:`~empirical.probes.TopCurvature`, 
 A first run that calibrates: :func:`default_plan` gives the two-point lag grid, the dense evaluation window and the
 EMA / SWA starts that ``compare.report`` needs (``WeightAverages(model, [EMA(0.99)], plan=plan)`` adds the lags it
 lacks; evaluate at ``plan.dense_steps()`` too). The optimiser is recorded with :func:`optimizer_config`
-(``RunWriter(..., optimizer=opt)``): its type and hyperparameters, and for anything but heavy-ball SGD a null
+(``RunWriter(out, opt)``): its type and hyperparameters, and for anything but heavy-ball SGD a null
 momentum and the sentence ``optimizer_assumption`` (the NQM assumes heavy-ball SGD, theory.md §2.6).
 """
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import math
 import sys
@@ -255,83 +255,125 @@ def _same_averages(block: Any) -> Any:
     return {k: block.get(k) for k in (*SEMANTIC, "recording_plan")}
 
 
-_UNSET: Any = object()
+def _device_of(model: nn.Module):
+    """Where ``model`` lives (its first parameter or buffer), None for a model without tensors: the device the
+    evaluation and BN batches are moved to."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return None
+
+
+def _optimizer_record(optimizer) -> dict:
+    """config.json's optimiser keys from a torch optimiser (:func:`optimizer_config`) or a mapping with the peak
+    ``lr`` and the heavy-ball ``momentum`` (default 0.0; None: not heavy-ball SGD) of a loop without one."""
+    if isinstance(optimizer, Mapping):
+        extra = sorted(set(optimizer) - {"lr", "momentum"})
+        if extra or "lr" not in optimizer:
+            raise ValueError(f"optimizer as a mapping holds 'lr' (the peak LR) and optionally 'momentum'; got keys "
+                             f"{sorted(optimizer)}")
+        opt = {"lr": optimizer["lr"], "momentum": optimizer.get("momentum", 0.0)}
+    elif isinstance(getattr(optimizer, "_optimizer", optimizer), torch.optim.Optimizer):
+        opt = optimizer_config(optimizer)
+    else:
+        raise ValueError(f"optimizer must be a torch optimiser or {{'lr': ..., 'momentum': ...}}, got "
+                         f"{type(optimizer).__name__}")
+    lr, mu = opt["lr"], opt["momentum"]
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0 (the peak LR), got {lr!r}")
+    if mu is not None and (isinstance(mu, bool) or not (isinstance(mu, (int, float)) and 0 <= mu < 1)):
+        raise ValueError(f"momentum must be in [0, 1) (None: not heavy-ball SGD), got {mu!r}")
+    return {**opt, "lr": float(lr), "momentum": None if mu is None else float(mu)}
 
 
 class RunWriter:
     """Writes one run directory for a training loop that is not ``empirical.run`` (module docstring).
 
     ``out``: the directory (created; must be empty or absent), or None for ``runs/empirical/<stamp>-library-<rand>``.
-    ``lr``: the peak LR (LR units) and ``momentum`` μ of torch.optim.SGD — log the LR of every step with
-    :meth:`train` when it changes. ``optimizer``: your optimiser, recorded by :func:`optimizer_config` (type and
-    every hyperparameter); ``lr`` and ``momentum`` then default to its base LR and μ (None, recorded as null, for
-    anything but torch.optim.SGD). Without it ``lr`` is required and ``momentum`` defaults to 0.0 (SGD's default);
-    None records "not heavy-ball SGD". ``averages``: your WeightAverages (its variants are evaluated by
-    :meth:`evaluate`; its recording plan, if any, is recorded as ``recording_plan``). ``measurements``: bank /
-    probe / alignment / curvature objects; they get this writer's recorder, so their ``measure`` results land in the
-    run. ``bn_batches``: a few un-augmented training batches; every variant, raw included, is evaluated with
-    BatchNorm statistics recomputed on them (docs/run-series.md), and the raw weights with their own running
-    statistics are the variant ``raw_running_bn``. ``config``: anything else to record (the seed, batch size, model
-    name, ...; its keys override the recorded ones). ``tensorboard``: also write the series as TensorBoard scalars
-    (extra ``tensorboard``). ``loss_fn(logits, targets)``: the mean loss :meth:`evaluate` reports (default
-    cross-entropy; accuracy is argmax agreement).
+    ``optimizer``: your torch optimiser, recorded by :func:`optimizer_config` (type, every hyperparameter, its base
+    LR and, for torch.optim.SGD, its μ; None, recorded as null, for anything else), or for a loop without one
+    ``{"lr": peak LR, "momentum": μ}`` (momentum default 0.0; None records "not heavy-ball SGD"). Log the LR of every
+    step with :meth:`train`. ``averages``: your WeightAverages (its variants are evaluated by :meth:`evaluate`; its
+    recording plan, if any, is recorded as ``recording_plan``). ``measurements``: bank / probe / alignment /
+    curvature objects; they get this writer's recorder, so their ``measure`` results land in the run.
+    ``bn_batches``: a few un-augmented training batches; every variant, raw included, is evaluated with BatchNorm
+    statistics recomputed on them (docs/run-series.md), and the raw weights with their own running statistics are
+    the variant ``raw_running_bn``. ``config``: anything else to record (the seed, batch size, model name, ...; its
+    keys override the recorded ones). ``call_fn(model, batch)``: how a BN batch is fed to the model (default
+    ``model(batch[0])``; empirical.bn.recompute_bn). ``loss_fn(logits, targets)``: the mean loss :meth:`evaluate`
+    reports (default cross-entropy; accuracy is argmax agreement). ``tensorboard``: also write the series as
+    TensorBoard scalars (extra ``tensorboard``). Batches are moved to the model's device.
 
-    ``resume``: a :meth:`state_dict` saved with a checkpoint. The run continues in ``out`` (default: the directory
-    it was written to), which may already hold this run's files (its config.json must be this run's; it is kept),
-    or is a new directory that gets the run's config and history; the recorded series continue from the state,
-    rows written after it are dropped at the next write.
+    A run saved with a checkpoint (:meth:`state_dict`) continues with :meth:`resume`.
     """
 
-    def __init__(self, out: str | Path | None, *, lr: float | None = None, momentum: float | None = _UNSET,
-                 optimizer: torch.optim.Optimizer | None = None,
+    def __init__(self, out: str | Path | None, optimizer: torch.optim.Optimizer | Mapping[str, Any], *,
                  averages: WeightAverages | None = None, measurements: Sequence[Measurement] = (),
                  bn_batches: Sequence | None = None, config: Mapping[str, Any] | None = None,
-                 call_fn: Callable | None = None, device=None, tensorboard: bool = False,
+                 call_fn: Callable | None = None,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 resume: Mapping[str, Any] | None = None):
-        opt = optimizer_config(optimizer) if optimizer is not None else {}
-        lr = opt.get("lr") if lr is None else lr
-        momentum = (opt.get("momentum") if optimizer is not None else 0.0) if momentum is _UNSET else momentum
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0 (the peak LR), got {lr!r}")
-        if momentum is not None and not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1) (None: not heavy-ball SGD), got {momentum!r}")
+                 tensorboard: bool = False):
+        self._take(averages, measurements, bn_batches, call_fn, loss_fn)
+        opt = _optimizer_record(optimizer)
+        plan = getattr(averages, "plan", None)
+        self.config = {"source_api": "library", "lr": opt["lr"], "momentum": opt["momentum"],
+                       "seed": None,   # ``config={"seed": ...}`` records it
+                       **{k: v for k, v in opt.items() if k not in ("lr", "momentum")},
+                       **self._recording(), "recording_plan": plan.config() if plan is not None else None,
+                       **{k: v for m in self.measurements for k, v in m.config().items()}, **dict(config or {})}
+        self.run_dir = rundir.new_run_dir("empirical", "library", out=out)
+        self._open(tensorboard)
+        self.recorder.write_start(self.config, list(sys.argv),
+                                  {"torch": torch.__version__, "api": "empirical library (RunWriter)"})
+
+    @classmethod
+    def resume(cls, state: Mapping[str, Any], out: str | Path | None = None, *,
+               averages: WeightAverages | None = None, measurements: Sequence[Measurement] = (),
+               bn_batches: Sequence | None = None, call_fn: Callable | None = None,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+               tensorboard: bool = False) -> "RunWriter":
+        """Continue the run a :meth:`state_dict` was saved from, with the averages, measurements and bn_batches it
+        was started with (a different recording is refused). The optimiser and config are the state's. The run goes
+        on in ``out`` (default: the directory it was written to), which may already hold this run's files (its
+        config.json must be this run's; it is kept), or is a new directory that gets the run's config and history;
+        the recorded series continue from the state, rows written after it are dropped at the next write."""
+        self = cls.__new__(cls)
+        self._take(averages, measurements, bn_batches, call_fn, loss_fn)
+        self.run_dir = self._reopen(out, state)
+        self._open(tensorboard)
+        self.recorder.load_state_dict(state["recorder"])
+        self._step = int(state["step"])
+        self._t0 -= float(state.get("wall_s", 0.0))
+        banks = [m for m in self.measurements if isinstance(m, FixedBatchBank)]
+        for m, used in zip(banks, state.get("bank_used_at", [])):
+            m.used_at = [int(u) for u in used]
+        if not (self.run_dir / "config.json").exists():
+            self.recorder.write_start(self.config, list(sys.argv),
+                                      {"torch": torch.__version__, "api": "empirical library (RunWriter)"})
+        return self
+
+    def _take(self, averages, measurements, bn_batches, call_fn, loss_fn) -> None:
         self.averages, self.measurements = averages, list(measurements)
         self.bn_batches = None if bn_batches is None else list(bn_batches)
-        self.call_fn, self.device, self.loss_fn = call_fn, device, loss_fn
+        self.call_fn, self.loss_fn = call_fn, loss_fn
         self.bn_mode = "recompute" if self.bn_batches is not None else (
             "averaged" if averages is not None and averages.average_buffers else "raw")
         self.variants = evaluated_variants(self.bn_mode, averages.all_names() if averages is not None else [])
-        plan = getattr(averages, "plan", None)
-        self.config = {"source_api": "library", "lr": float(lr),
-                       "momentum": None if momentum is None else float(momentum), "seed": None,   # ``config={"seed": ...}`` records it
-                       **{k: v for k, v in opt.items() if k not in ("lr", "momentum")},
-                       "bn_mode": self.bn_mode, "bn_batches": None if self.bn_batches is None else len(self.bn_batches),
-                       **averaging_config(averages), "variants": self.variants,
-                       "recording_plan": plan.config() if plan is not None else None,
-                       **{k: v for m in self.measurements for k, v in m.config().items()}, **dict(config or {})}
-        if resume is not None:
-            self.run_dir = self._reopen(out, resume)
-        else:
-            self.run_dir = rundir.new_run_dir("empirical", "library", out=out)
+
+    def _recording(self) -> dict:
+        """What this writer records: the BN procedure, the averages and the evaluated variants (a resume must
+        record the same)."""
+        return {"bn_mode": self.bn_mode, "bn_batches": None if self.bn_batches is None else len(self.bn_batches),
+                **averaging_config(self.averages), "variants": self.variants}
+
+    def _open(self, tensorboard: bool) -> None:
         columns = [f"{s}_{m}_{v}" for v in self.variants for s in SPLITS for m in ("loss", "acc")]
         self.recorder = (Recorder(self.run_dir, columns, tensorboard=True) if tensorboard   # the extra tensorboard
                          else Recorder(self.run_dir, columns))
         self._t0, self._step = time.perf_counter(), 0
-        if resume is not None:
-            self.recorder.load_state_dict(resume["recorder"])
-            self._step = int(resume["step"])
-            self._t0 -= float(resume.get("wall_s", 0.0))
-            banks = [m for m in self.measurements if isinstance(m, FixedBatchBank)]
-            for m, used in zip(banks, resume.get("bank_used_at", [])):
-                m.used_at = [int(u) for u in used]
         for m in self.measurements:
             m.recorder = self.recorder
             if hasattr(m, "publish"):
                 m.publish()                       # the bank's static/bank_used_at from the start
-        if resume is None or not (self.run_dir / "config.json").exists():
-            self.recorder.write_start(self.config, list(sys.argv),
-                                      {"torch": torch.__version__, "api": "empirical library (RunWriter)"})
 
     def _reopen(self, out, resume: Mapping[str, Any]) -> Path:
         """The directory a resumed run continues in; takes the recorded config over (it is the run's)."""
@@ -339,7 +381,7 @@ class RunWriter:
             raise ValueError(f"not a RunWriter state (format {STATE_FORMAT}); got keys {list(resume)[:8]}")
         path = Path(resume["run_dir"] if out is None else out)
         saved = json.loads(rundir.to_json_text(dict(resume["config"])))
-        mine = json.loads(rundir.to_json_text(self.config))
+        mine = json.loads(rundir.to_json_text(self._recording()))
         saved_avg, mine_avg = (_same_averages(c.get("averaging")) for c in (saved, mine))
         diff = sorted([k for k in ("variants", "bn_mode") if saved.get(k) != mine.get(k)]
                       + (["averaging"] if saved_avg != mine_avg else []))
@@ -359,7 +401,7 @@ class RunWriter:
 
     def state_dict(self) -> dict:
         """Plain Python only (``torch.load(weights_only=True)``): the run directory, its config, the recorded series,
-        the updates done and the bank's used steps. Restore with ``RunWriter(..., resume=state)``."""
+        the updates done and the bank's used steps. Continue with ``RunWriter.resume(state, ...)``."""
         return {"format": STATE_FORMAT, "run_dir": str(self.run_dir), "config": self.config,
                 "recorder": self.recorder.state_dict(), "step": self._step,
                 "wall_s": time.perf_counter() - self._t0,
@@ -376,7 +418,8 @@ class RunWriter:
         """The raw weights evaluated as every variant is (BN recomputed on bn_batches), for measurements."""
         if self.averages is None or self.bn_mode != "recompute":
             return model
-        return self.averages.prepare("raw", self.bn_batches, model=model, call_fn=self.call_fn, device=self.device)
+        return self.averages.prepare("raw", self.bn_batches, model=model, call_fn=self.call_fn,
+                                     device=_device_of(model))
 
     def measure(self, step: int, model: nn.Module, **kwargs) -> dict:
         """Every measurement due at ``step`` (their ``every``) on θ_step — call it before update ``step`` — on the
@@ -400,6 +443,7 @@ class RunWriter:
         row ‖θ_avg − θ‖. Then (with ``write``) trajectory.npz, summary.json (status running) and a metrics.csv row.
         Returns the eval row."""
         test, train = list(test), None if train is None else list(train)
+        device = _device_of(model)
         names = evaluated_variants(self.bn_mode, self.averages.available() if self.averages is not None else [])
         row = {}
         for name in names:
@@ -407,10 +451,10 @@ class RunWriter:
                 m = model
             else:
                 m = self.averages.prepare(name, self.bn_batches, model=model, bn_mode=self.bn_mode,
-                                          call_fn=self.call_fn, device=self.device)
+                                          call_fn=self.call_fn, device=device)
             for split, batches in (("test", test), ("train", train)):
                 if batches is not None:
-                    loss, acc = evaluate(m, batches, device=self.device, loss_fn=self.loss_fn)
+                    loss, acc = evaluate(m, batches, device=device, loss_fn=self.loss_fn)
                     row[f"{split}_loss_{name}"], row[f"{split}_acc_{name}"] = loss, acc
         self.recorder.log("eval", step, **row)
         if self.averages is not None:

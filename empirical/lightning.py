@@ -26,7 +26,7 @@ for ``loss_fn`` (default cross-entropy). One optimiser; with gradient accumulati
 batches, and only then are the averages updated.
 
 Recording plan: unless told otherwise (``plan=False``, or a plan of your own) the callback makes
-``empirical.library.default_plan(total steps, lr, μ, constant_until)`` at the start of the fit and adds the plan's
+``empirical.library.default_plan(total steps, lr, μ)`` at the start of the fit and adds the plan's
 two-point lags missing from ``averages`` and its dense test evaluation, so that compare.report calibrates on the
 run; with no ``averages`` at all the plan's EMAs, SWA and lags are used.
 
@@ -94,13 +94,14 @@ class AveragingCallback(pl.Callback):
     (its base LR and, for torch.optim.SGD, its μ; any other optimiser records momentum null, its type and
     hyperparameters, and why: empirical.library.optimizer_config).
 
-    ``plan``: None (default) = ``default_plan(total steps, lr, μ, constant_until)`` made at the start of the fit
-    (``constant_until``: the first update with a lower LR, default none before the end; a warning and no plan when
-    the run is too short to calibrate); a RecordingPlan of your own; or False for exactly the averages given.
+    ``plan``: None (default) = ``default_plan(total steps, lr, μ)`` made at the start of the fit, for a constant LR
+    to the end (a warning and no plan when the run is too short to calibrate); a RecordingPlan of your own, e.g.
+    ``default_plan(total, lr, μ, constant_until=S)`` when the LR decays from update S; or False for exactly the
+    averages given.
     ``validate_with``: an EMA or SWA variant name (``"ema_0.999"``, ``"swa"``): during every validation the
     LightningModule holds that average, BatchNorm prepared as for the run's evaluations (empirical.bn), and its own
     weights and buffers are put back afterwards; before the average starts it equals the raw weights (with the same
-    BN procedure). ``log``: also send each evaluation to ``trainer.loggers``.
+    BN procedure). Each evaluation also goes to ``trainer.loggers`` (``Trainer(logger=False)``: none).
     After fit: ``run_dir``, ``averages`` (the WeightAverages), ``plan`` and ``module(name)`` for an averaged copy.
     """
 
@@ -108,8 +109,7 @@ class AveragingCallback(pl.Callback):
                  test_batches: Sequence, train_batches: Sequence | None = None, bn_batches: Sequence | None = None,
                  eval_every: int | None = None, measurements: Sequence[Measurement] = (), average_buffers: bool = False,
                  config: dict[str, Any] | None = None, loss_fn: Callable | None = None,
-                 plan: RecordingPlan | bool | None = None, constant_until: int | None = None,
-                 validate_with: str | None = None, log: bool = True):
+                 plan: RecordingPlan | bool | None = None, validate_with: str | None = None):
         super().__init__()
         if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int)
                                        or eval_every < 1):
@@ -134,8 +134,7 @@ class AveragingCallback(pl.Callback):
         self.bank = banks[0] if banks else None
         self.average_buffers = average_buffers
         self.config, self.loss_fn = dict(config or {}), loss_fn
-        self._plan_arg, self.constant_until = plan, constant_until
-        self.validate_with, self.log = validate_with, bool(log)
+        self._plan_arg, self.validate_with = plan, validate_with
         self.averages: WeightAverages | None = None
         self.plan: RecordingPlan | None = None
         self.run: RunWriter | None = None
@@ -162,8 +161,7 @@ class AveragingCallback(pl.Callback):
         total = self._total_steps(trainer)
         if state is not None:
             self.plan = RecordingPlan.from_config(state["plan"]) if state["plan"] is not None else None
-            self.eval_every, lr, mom, run_config = int(state["eval_every"]), None, None, state["run_config"]
-            opt = {}
+            self.eval_every, run_config = int(state["eval_every"]), state["run_config"]
         else:
             if not trainer.optimizers:
                 raise ValueError("AveragingCallback needs an optimiser (configure_optimizers)")
@@ -193,13 +191,12 @@ class AveragingCallback(pl.Callback):
         if trainer.is_global_zero:            # rank 0 alone measures, evaluates, logs and writes
             measurements = self.measurements
             if state is not None and state.get("run") is not None:
-                self.run = RunWriter(self.out, lr=state["run"]["config"]["lr"], momentum=None,
-                                     averages=self.averages, measurements=measurements, bn_batches=self.bn_batches,
-                                     device=device, loss_fn=self.loss_fn, resume=state["run"])
+                self.run = RunWriter.resume(state["run"], self.out, averages=self.averages, measurements=measurements,
+                                            bn_batches=self.bn_batches, loss_fn=self.loss_fn)
             else:
-                self.run = RunWriter(self.out, lr=lr, momentum=mom, optimizer=trainer.optimizers[0] if opt else None,
-                                     averages=self.averages, measurements=measurements, bn_batches=self.bn_batches,
-                                     device=device, loss_fn=self.loss_fn, config=run_config)
+                self.run = RunWriter(self.out, trainer.optimizers[0], averages=self.averages,
+                                     measurements=measurements, bn_batches=self.bn_batches, loss_fn=self.loss_fn,
+                                     config=run_config)
             run_dir = str(self.run.run_dir)
         self._run_config = run_config
         run_dir = trainer.strategy.broadcast(run_dir, src=0)   # every rank knows where rank 0 writes
@@ -224,7 +221,7 @@ class AveragingCallback(pl.Callback):
                   "compare.report may not be able to calibrate on this run")
             return None
         try:
-            return default_plan(total, lr, mom, self.constant_until)
+            return default_plan(total, lr, mom)
         except ValueError as e:
             _warn(trainer, f"AveragingCallback: no recording plan: {e}")
             return None
@@ -345,7 +342,7 @@ class AveragingCallback(pl.Callback):
         if dense:
             self.run.recorder.append_metrics()
         self._last_eval = step
-        if self.log and trainer.loggers:
+        if trainer.loggers:
             metrics = {tensorboard_tag(k): v for k, v in row.items() if math.isfinite(v)}
             dist = self.run.recorder.last("dist")
             metrics.update({f"dist/{k}": v for k, v in dist.items() if k != "step" and math.isfinite(v)}

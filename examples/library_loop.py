@@ -21,8 +21,8 @@ avg = WeightAverages(model, [EMA(0.98, start=50), SWA(start=75), NPoint(3, 20), 
                      eval_every=10, plan=(plan := default_plan(steps, lr, mu)))   # multi-point averages read every 10
 bank = FixedBatchBank(fixed[:3], test_batches[:3], train_at=[40, 80, 120], every=5)
 probe = OneStepProbe(fixed[3], test_batches[0], lr=lr, momentum=mu, every=10)
-run = RunWriter(sys.argv[1] if len(sys.argv) > 1 else None, lr=lr, momentum=mu, averages=avg,
-                measurements=[bank, probe], bn_batches=fixed[3:])
+run = RunWriter(sys.argv[1] if len(sys.argv) > 1 else None, opt, averages=avg, measurements=[bank, probe],
+                bn_batches=fixed[3:])
 for step, (x, y) in zip(range(steps), itertools.chain.from_iterable(itertools.repeat(loader))):
     run.measure(step, model)                    # bank and probe on θ_step when due (step = updates done)
     x, y = bank.batch_for(step, (x, y))         # bank batch k is the batch of update train_at[k]

@@ -145,7 +145,7 @@ def test_probe_and_curvature_objects_wrap_measure():
 def test_run_writer_records_what_compare_reads(tmp_path):
     m = Vec([0.0, 0.0])
     avg = WeightAverages(m, [EMA(0.9, start=2), SWA(start=3)])
-    run = RunWriter(tmp_path / "run", lr=0.1, momentum=0.9, averages=avg, config={"batch_size": 8})
+    run = RunWriter(tmp_path / "run", {"lr": 0.1, "momentum": 0.9}, averages=avg, config={"batch_size": 8})
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert (cfg["lr"], cfg["momentum"], cfg["source_api"]) == (0.1, 0.9, "library")
     assert cfg["averaging"]["specs"] == {"ema_0.9": {"kind": "EMA", "decay": 0.9, "start": 2, "every": 1},
@@ -161,17 +161,16 @@ def test_a_run_writer_state_whose_averaging_block_has_the_flat_keys_resumes(tmp_
     # other averages are refused
     m = Vec([0.0, 0.0])
     avg = WeightAverages(m, [EMA(0.9, start=2), SWA(start=3)])
-    state = RunWriter(tmp_path / "run", lr=0.1, momentum=0.9, averages=avg).state_dict()
+    state = RunWriter(tmp_path / "run", {"lr": 0.1, "momentum": 0.9}, averages=avg).state_dict()
     block = state["config"]["averaging"]
     old = {**block, "ema_decay_per_step": [0.9], "ema_start": 2, "ema_every": 1, "swa_start": 3, "swa_every": 1,
            "swa_length": None, "two_point_gaps": [], "n_points": [], "n_point_gap": 0,
            "ema_time_constant_steps": [10.0]}
     state["config"] = {**state["config"], "averaging": old, "ema_decays": [0.9], "ema_start": 2, "swa_start": 3}
-    run = RunWriter(tmp_path / "run2", lr=0.1, momentum=0.9, averages=avg, resume=state)
+    run = RunWriter.resume(state, tmp_path / "run2", averages=avg)
     assert run.config["averaging"] == old
     with pytest.raises(ValueError, match=r"differs from the checkpoint's in \['averaging'\]"):
-        RunWriter(tmp_path / "run3", lr=0.1, momentum=0.9, resume=state,
-                  averages=WeightAverages(m, [EMA(0.9, start=2), SWA(start=4)]))
+        RunWriter.resume(state, tmp_path / "run3", averages=WeightAverages(m, [EMA(0.9, start=2), SWA(start=4)]))
 
 
 def test_example_trains_records_and_compare_report_reads_it(tmp_path):
@@ -214,7 +213,7 @@ def test_compare_tells_a_library_user_which_object_records_what_is_missing(tmp_p
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     data = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(3)]
     avg = WeightAverages(model, [EMA(0.9, start=5)], eval_every=5)
-    run = RunWriter(tmp_path / "run", lr=0.1, averages=avg)
+    run = RunWriter(tmp_path / "run", opt, averages=avg)
     for step in range(20):
         x, y = data[step % 3]
         loss = nn.functional.cross_entropy(model(x), y)
@@ -336,7 +335,22 @@ def test_optimizer_config_records_every_hyperparameter_and_never_a_silent_zero_m
     opt = torch.optim.SGD(p, lr=0.2, momentum=0.5)
     torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1)      # a warmup: the base LR is the one recorded
     assert optimizer_config(opt)["lr"] == 0.2
-    run = RunWriter(tmp_path / "run", optimizer=torch.optim.Adam(p, lr=1e-3))
+    run = RunWriter(tmp_path / "run", torch.optim.Adam(p, lr=1e-3))
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert (cfg["lr"], cfg["momentum"], cfg["optimizer"]) == (1e-3, None, "Adam")
     run.close()
+
+
+def test_run_writer_takes_an_optimiser_or_its_lr_and_momentum_and_refuses_anything_else(tmp_path):
+    run = RunWriter(tmp_path / "a", {"lr": 0.05})           # a loop without a torch optimiser: SGD's μ = 0 by default
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())["config"]
+    assert (cfg["lr"], cfg["momentum"]) == (0.05, 0.0)
+    run.close()
+    RunWriter(tmp_path / "b", {"lr": 0.05, "momentum": None}).close()   # not heavy-ball: recorded as null
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"]["momentum"] is None
+    for bad, match in [({"momentum": 0.9}, "holds 'lr'"), ({"lr": 0.1, "beta": 0.9}, "holds 'lr'"),
+                       ({"lr": -0.1}, "lr must be"), ({"lr": 0.1, "momentum": 1.0}, "momentum must be"),
+                       (0.1, "torch optimiser")]:
+        with pytest.raises(ValueError, match=match):
+            RunWriter(tmp_path / "c", bad)
+        assert not (tmp_path / "c").exists()                   # refused before anything is written
