@@ -14,7 +14,7 @@ its batches and either
 model holds θ_{u+1}). Losses use the first ⌈fraction·B⌉ images of each batch (``fraction``, config.json
 ``bank_fraction``): in the NQM the dip after use is the same for any subset of the trained batch (docs/tools.md).
 
-    bank = FixedBatchBank(train_batches, heldout_batches, train_at=[30, 60, 90], every=5, recorder=rec)
+    bank = FixedBatchBank(train_batches, heldout_batches, train_at=[30, 60, 90], every=5)   # RunWriter attaches its recorder
     for step, (x, y) in enumerate(loader):
         if bank.due(step):
             bank.measure(step, model)                 # {"train_loss": [K], "heldout_loss": [K]}
@@ -36,8 +36,8 @@ from empirical.probes import Batch, Measurement, batch_pairs, checked_int
 class FixedBatchBank(Measurement):
     """K fixed training batches (each trained on once, when the loop says) and K held-out batches (module docstring).
 
-    ``train_batches``, ``heldout_batches``: sequences of (inputs, targets) tensor pairs (moved to ``device`` if
-    given). ``train_at``: the optimiser step at which each training batch is to be trained on (one per batch, or
+    ``train_batches``, ``heldout_batches``: sequences of (inputs, targets) tensor pairs (kept where they are;
+    :meth:`to` moves them). ``train_at``: the optimiser step at which each training batch is to be trained on (one per batch, or
     None to report it with :meth:`trained_on`). ``fraction`` in (0, 1]: share of each batch whose loss is measured.
     ``every``: cadence of :meth:`due`, steps."""
 
@@ -45,10 +45,10 @@ class FixedBatchBank(Measurement):
 
     def __init__(self, train_batches: Sequence[Batch], heldout_batches: Sequence[Batch], *,
                  train_at: Sequence[int] | None = None, fraction: float = 1.0, every: int = 1,
-                 loss_fn: Callable | None = None, device=None, recorder=None):
-        super().__init__(every, recorder)
-        self.train = batch_pairs("train_batches", train_batches, device)
-        self.heldout = batch_pairs("heldout_batches", heldout_batches, device)
+                 loss_fn: Callable | None = None):
+        super().__init__(every)
+        self.train = batch_pairs("train_batches", train_batches, None)
+        self.heldout = batch_pairs("heldout_batches", heldout_batches, None)
         if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1] (share of each batch measured), got {fraction!r}")
         self.fraction, self.loss_fn = float(fraction), loss_fn

@@ -55,13 +55,15 @@ def batch_pairs(name: str, batches, device) -> list[Batch]:
 
 class Measurement:
     """Base of the measurement objects: ``every`` (optimiser steps; 0 = only when you call ``measure``), ``due``,
-    and an optional recorder that receives each result as a row of ``group`` at its step."""
+    and ``recorder``, which receives each result as a row of ``group`` at its step (RunWriter and the Lightning
+    callback attach theirs). The batches stay where they are given; :meth:`to` moves them to the model's device."""
 
     group: str = ""
 
-    def __init__(self, every: int = 1, recorder=None):
+    def __init__(self, every: int = 1):
         self.every = checked_int("every (steps)", every, 0)
-        self.recorder = recorder
+        self.recorder = None
+        self.device = None
 
     def due(self, step: int) -> bool:
         """Is a measurement due at ``step`` (a multiple of ``every``)?"""
@@ -79,8 +81,7 @@ class Measurement:
                 setattr(self, k, (v[0].to(device), v[1].to(device)))
             elif isinstance(v, list) and v and all(_is_pair(b) for b in v):
                 setattr(self, k, [(x.to(device), y.to(device)) for x, y in v])
-        if hasattr(self, "device"):
-            self.device = device
+        self.device = device
         return self
 
     def config(self) -> dict:
@@ -98,10 +99,10 @@ class OneStepProbe(Measurement):
 
     def __init__(self, train_batch: Batch, heldout_batch: Batch, *, lr: float, momentum: float = 0.0,
                  n_etas: int = 25, lo: float = 1e-3, hi: float = 1e3, every: int = 1,
-                 loss_fn: Callable | None = None, device=None, recorder=None):
-        super().__init__(every, recorder)
-        self.train_batch, self.heldout_batch = _pair("train_batch", train_batch, device), _pair(
-            "heldout_batch", heldout_batch, device)
+                 loss_fn: Callable | None = None):
+        super().__init__(every)
+        self.train_batch = _pair("train_batch", train_batch, None)
+        self.heldout_batch = _pair("heldout_batch", heldout_batch, None)
         M.probe_etas(lr, momentum, n_etas, lo, hi)          # validates all five now, not at the first measurement
         self.lr, self.momentum, self.n_etas, self.lo, self.hi = float(lr), float(momentum), int(n_etas), lo, hi
         self.loss_fn = loss_fn
@@ -129,11 +130,11 @@ class GradientAlignment(Measurement):
     group = "align"
 
     def __init__(self, ref_batches: Sequence[Batch], batch: Batch | None = None, *, every: int = 1,
-                 loss_fn: Callable | None = None, device=None, recorder=None):
-        super().__init__(every, recorder)
-        self.ref_batches = batch_pairs("ref_batches", ref_batches, device)
-        self.batch = None if batch is None else _pair("batch", batch, device)
-        self.loss_fn, self.device = loss_fn, device
+                 loss_fn: Callable | None = None):
+        super().__init__(every)
+        self.ref_batches = batch_pairs("ref_batches", ref_batches, None)
+        self.batch = None if batch is None else _pair("batch", batch, None)
+        self.loss_fn = loss_fn
 
     def measure(self, step: int, model: nn.Module, batch: Batch | None = None) -> dict:
         """{"cos": cos(g_B, ĝ)} on θ_step (measure.grad_alignment)."""
@@ -150,9 +151,9 @@ class TopCurvature(Measurement):
     group = "curv"
 
     def __init__(self, batches: Sequence[Batch], *, iters: int = 20, seed: int = 0, every: int = 1,
-                 loss_fn: Callable | None = None, device=None, recorder=None):
-        super().__init__(every, recorder)
-        self.batches = batch_pairs("batches", batches, device)
+                 loss_fn: Callable | None = None):
+        super().__init__(every)
+        self.batches = batch_pairs("batches", batches, None)
         self.iters, self.seed, self.loss_fn = checked_int("iters", iters, 1), int(seed), loss_fn
 
     def measure(self, step: int, model: nn.Module) -> dict:

@@ -170,13 +170,14 @@ def paired(num: list[float], den: list[float]) -> tuple[float, str]:
 
 def digits_wall(extra: list[str]) -> float:
     """Training-loop seconds (summary.json wall_s) of ``python -m empirical.run digits`` with ``extra`` flags."""
-    import json
     import subprocess
+
+    from common import rundir
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r"
         subprocess.run([sys.executable, "-m", "empirical.run", "digits", "--out", str(out), *extra], check=True,
                        stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
-        return float(json.loads((out / "summary.json").read_text())["wall_s"])
+        return float(rundir.load_run(out).summary["wall_s"])
 
 
 def calibration_cost(repeats: int) -> None:

@@ -343,15 +343,17 @@ def check_run_dir(run_dir: Path, steps: int | None = None) -> dict:
                if not (run_dir / f).is_file()]
     if missing:
         return {**doc, "ok": False, "error": f"missing {', '.join(missing)}"}
-    summary = rundir.read_json(run_dir / "summary.json")
-    cfg = rundir.read_config(run_dir)
+    try:
+        run = rundir.load_run(run_dir)
+    except rundir.RunDirError as e:
+        return {**doc, "ok": False, "error": str(e)}
+    summary, cfg, z = run.summary, run.config.get("config", {}), run.trajectory
     doc.update(status=summary.get("status"), steps=summary.get("steps"), wall_s=summary.get("wall_s"))
     want = steps if steps is not None else cfg.get("steps")
-    z = np.load(run_dir / "trajectory.npz")
     variants = cfg.get("variants", [])
     kinds = {k: any(v.startswith(k) for v in variants) for k in ("ema_", "swa", "two_point_", "points_")}
-    series = {k: f"{k}/step" in z.files and len(z[f"{k}/step"]) > 0 for k in ("bank", "probe", "align", "curv")}
-    loss = z["train/loss"] if "train/loss" in z.files else np.array([])
+    series = {k: f"{k}/step" in z and len(z[f"{k}/step"]) > 0 for k in ("bank", "probe", "align", "curv")}
+    loss = z["train/loss"] if "train/loss" in z else np.array([])
     doc.update(variants=variants, averages=kinds, series=series,
                train_loss_first=float(loss[0]) if len(loss) else None,
                train_loss_last=float(loss[-1]) if len(loss) else None,

@@ -103,7 +103,8 @@ def test_bank_losses_are_cross_entropy_and_its_used_steps_are_recorded(tmp_path)
     train = [(torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))) for _ in range(2)]
     held = [(torch.randn(6, 4, dtype=torch.float64), torch.randint(0, 3, (6,))) for _ in range(2)]
     rec = Recorder(tmp_path)
-    bank = FixedBatchBank(train, held, train_at=[3, 7], fraction=0.5, every=2, recorder=rec)
+    bank = FixedBatchBank(train, held, train_at=[3, 7], fraction=0.5, every=2)
+    bank.recorder = rec
     assert bank.images == 3 and bank.due(4) and not bank.due(5)
     out = bank.measure(4, model)
     W, b = model.weight.detach().numpy(), model.bias.detach().numpy()
