@@ -396,7 +396,8 @@ def per_branch_text(res: dict) -> list[str]:
         sensitive = sum(bool(c.get("drift_sensitive")) for c in mine)
         drift = (f"; {sensitive} of {len(mine)} drift-sensitive (the drift the data allow could move the "
                  f"prediction by more than its 2 s.e.)" if sensitive else "")
-        L.append(f"* `{label}`: {sc['share']:.0%} of {sc['n_cells']} cells agree (nulls: {nulls}); median "
+        other = "".join(f"; {k}: {v:.0%}" for k, v in sc.get("alternatives", {}).items())
+        L.append(f"* `{label}`: {sc['share']:.0%} of {sc['n_cells']} cells agree (nulls: {nulls}{other}); median "
                  f"2·s.e./|obs| {sc['median_2se_rel']:.2f} → **{sc['verdict']}**{drift}")
     L.append("")
     for c in res["per_branch"]:

@@ -186,6 +186,8 @@ def _score_text(sc: dict) -> tuple[str, str]:
              f"agree ({sc['share']:.0%})")
     nulls = "; ".join(f"{n}: {x:.0%}" for n, x in sc["null"].items())
     note = f"null predictors under the same rule — {nulls}" if nulls else ""
+    note += "".join(f"; {n} (the model with a term less, not a null): {x:.0%}"
+                    for n, x in sc.get("alternatives", {}).items())
     if not sc.get("can_test_15pct", True):
         note += (f"; median 2·s.e./|obs| = {sc['median_2se_rel']:.2f} > {verdicts.TEST_POWER_MAX}: the noise sets the "
                  f"tolerance, this run cannot test a {verdicts.CELL_REL_TOL:.0%} claim")

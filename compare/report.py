@@ -438,7 +438,8 @@ def console_summary(analyses: list[Analysis], tables: list[list[dict]]) -> str:
             L.append(f"  branch {Path(b['path']).name} from step {b.get('t0')}: {what}")
         for label, sc in ((a.metrics.get("branches_predicted") or {}).get("by_label") or {}).items():
             L.append(f"  branches {label}: {sc['share']:.0%} of {sc['n_cells']} agree; nulls " + ", ".join(
-                f"{n} {v:.0%}" for n, v in sc["null"].items()) + f" → {sc['verdict']}")
+                f"{n} {v:.0%}" for n, v in sc["null"].items()) + "".join(
+                f"; {n} {v:.0%}" for n, v in sc.get("alternatives", {}).items()) + f" → {sc['verdict']}")
         for r in a.posthoc or []:
             L.append(f"  post-hoc {Path(r['path']).name} vs branch {Path(str(r.get('branch'))).name}: loss "
                      f"{_f(r.get('loss_posthoc'), 4)} vs {_f(r.get('loss_branch'), 4)} (agrees: "

@@ -6,9 +6,10 @@ with block s.e. ``obs_se``. It agrees when
     |pred − obs| ≤ max(CELL_REL_TOL·|obs|, CELL_SE·√(pred_se² + obs_se²)).
 
 The same rule scores predictors that know nothing of the model: zero gain; the mean gain of the other seeds (no
-model at all); for the pair identity, the identity without its drift term; for a branch prediction, the prediction
-without its drift term; and for a forecast (compare/forecast.py), the gain the cell had where the model was
-calibrated. A claim is reproduced only when at
+model at all); for the pair identity, the identity without its drift term; and for a forecast (compare/forecast.py),
+the gain the cell had where the model was calibrated. A branch prediction's reading without its drift term is the
+same model with one term less, not a null: it is scored beside the model (``alternatives``) and does not enter the
+verdict, so the runs show whether the drift term helped. A claim is reproduced only when at
 least CELL_SHARE of the cells agree AND the model's share beats the best null's by NULL_MARGIN; a model that agrees
 no more often than a null "is not distinguishable from" it. Where the median of CELL_SE·s.e./|obs| exceeds
 TEST_POWER_MAX the tolerance is set by the noise, not by the 15 % claim, and the report says the run cannot test it.
@@ -27,7 +28,7 @@ TEST_POWER_MAX = 0.5       # median CELL_SE·s.e./|obs| above this: the run cann
 NULL_ZERO = "zero gain"
 NULL_OTHER_SEEDS = "mean of the other seeds"
 NULL_NO_DRIFT = "identity without its drift term"
-NULL_BRANCH_NO_DRIFT = "the prediction without its drift term"
+BRANCH_NO_DRIFT = "the prediction without its drift term"
 NULL_PERSISTENCE = "the gain where calibrated"    # a forecast's null: the gain observed over the calibration range
 
 RULE = (f"|pred − obs| ≤ max({CELL_REL_TOL:g}·|obs|, {CELL_SE:g}·√(se_pred² + se_obs²)) on ≥ {CELL_SHARE:.0%} of "
@@ -53,8 +54,7 @@ def cell_agrees(pred: float, pred_se: float, obs: float, obs_se: float) -> bool:
 def null_predictions(cells: list[dict], key: str = "variant") -> dict[str, list[tuple[float, float]]]:
     """(pred, pred_se) of each null predictor for each cell, in the order of ``cells``. A cell is a dict with
     gain_obs, gain_obs_se, ``key`` (what groups cells across seeds) and, where the identity's drift term is known,
-    gain_pred, gain_pred_se and ``drift``; where a branch prediction's drift share is known, gain_pred_drift and
-    gain_pred_se_without_drift."""
+    gain_pred, gain_pred_se and ``drift``."""
     out = {NULL_ZERO: [(0.0, 0.0) for _ in cells], NULL_OTHER_SEEDS: []}
     for i, c in enumerate(cells):
         others = np.array([_f(o["gain_obs"]) for j, o in enumerate(cells) if j != i and o.get(key) == c.get(key)])
@@ -68,22 +68,30 @@ def null_predictions(cells: list[dict], key: str = "variant") -> dict[str, list[
         out[NULL_PERSISTENCE] = [(_f(c["gain_calibration"]), _f(c.get("gain_calibration_se"))) for c in cells]
     if cells and all("drift" in c for c in cells):
         out[NULL_NO_DRIFT] = [(_f(c["gain_pred"]) - _f(c["drift"]), _f(c.get("gain_pred_se"))) for c in cells]
-    if cells and all("gain_pred_drift" in c for c in cells):
-        out[NULL_BRANCH_NO_DRIFT] = [(_f(c["gain_pred"]) - _f(c["gain_pred_drift"]),
-                                      _f(c.get("gain_pred_se_without_drift"))) for c in cells]
     return out
 
 
+def alternative_predictions(cells: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """(pred, pred_se) of the model's other readings for each cell: a branch prediction without its drift term
+    (cells with gain_pred_drift and gain_pred_se_without_drift)."""
+    if cells and all("gain_pred_drift" in c for c in cells):
+        return {BRANCH_NO_DRIFT: [(_f(c["gain_pred"]) - _f(c["gain_pred_drift"]),
+                                   _f(c.get("gain_pred_se_without_drift"))) for c in cells]}
+    return {}
+
+
 def score(cells: list[dict], key: str = "variant") -> dict:
-    """Shares of agreeing cells for the model and every null, the median CELL_SE·s.e./|obs|, and the verdict text:
-    "reproduced", "not distinguishable from <null>" or "not reproduced" (plus why)."""
+    """Shares of agreeing cells for the model, every null and every alternative reading of the model, the median
+    CELL_SE·s.e./|obs|, and the verdict text: "reproduced", "not distinguishable from <null>" or "not reproduced"
+    (plus why)."""
     if not cells:
         return {"n_cells": 0, "share": float("nan"), "null": {}, "median_2se_rel": float("nan"), "verdict": None}
     agree = [cell_agrees(c["gain_pred"], c.get("gain_pred_se"), c["gain_obs"], c.get("gain_obs_se")) for c in cells]
     share = float(np.mean(agree))
-    nulls = {name: float(np.mean([cell_agrees(p, s, c["gain_obs"], c.get("gain_obs_se"))
-                                  for (p, s), c in zip(preds, cells)]))
-             for name, preds in null_predictions(cells, key).items()}
+    nulls, alternatives = ({name: float(np.mean([cell_agrees(p, s, c["gain_obs"], c.get("gain_obs_se"))
+                                                 for (p, s), c in zip(preds, cells)]))
+                            for name, preds in predictors.items()}
+                           for predictors in (null_predictions(cells, key), alternative_predictions(cells)))
     se = np.array([np.hypot(np.nan_to_num(_f(c.get("gain_pred_se"))), np.nan_to_num(_f(c.get("gain_obs_se"))))
                    for c in cells])
     obs = np.abs(np.array([_f(c["gain_obs"]) for c in cells]))
@@ -96,5 +104,6 @@ def score(cells: list[dict], key: str = "variant") -> dict:
         verdict = f"not distinguishable from {best}"
     else:
         verdict = "reproduced"
-    return {"n_cells": len(cells), "agree": agree, "share": share, "null": nulls, "best_null": best,
+    return {"n_cells": len(cells), "agree": agree, "share": share, "null": nulls, "alternatives": alternatives,
+            "best_null": best,
             "median_2se_rel": power, "can_test_15pct": bool(power <= TEST_POWER_MAX), "verdict": verdict}

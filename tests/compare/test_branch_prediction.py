@@ -220,5 +220,7 @@ def test_prediction_with_drift_is_judged_beside_the_same_prediction_without_it(s
     res = bp.judge(group_runs(load_runs([*synth_runs, run]))[0])
     (cell,) = res["per_branch"]
     assert {"gain_pred_drift", "gain_pred_drift_range", "drift_sensitive"} <= set(cell)
-    assert "the prediction without its drift term" in res["by_label"]["half"]["null"]
+    score = res["by_label"]["half"]
+    assert "the prediction without its drift term" in score["alternatives"]
+    assert "the prediction without its drift term" not in score["null"]       # a reading of the model, not a null
 
