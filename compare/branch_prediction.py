@@ -213,7 +213,7 @@ def branch_drift(cal: Calibration, br: PlannedBranch, t0: int, steps: np.ndarray
     ends = np.concatenate([per_c * bounds.c_range[0], per_c * bounds.c_range[1]])
     return {"parent": c * parent[:, -1], "branch": c * branch[:, -1], "gain": float(c * per_c[-1]),
             "gain_se": float(abs(per_c[-1]) * bounds.c_se) if np.isfinite(bounds.c_se) else 0.0,
-            "gain_range": [float(ends.min()), float(ends.max())]}
+            "gain_range": [float(ends.min()) + 0.0, float(ends.max()) + 0.0]}      # + 0.0: no "−0" when c may be 0
 
 
 def predict_branch(cal: Calibration, br: PlannedBranch, t0: int, until: int, parents: list | None = None,
