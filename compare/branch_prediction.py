@@ -180,7 +180,7 @@ def drift_bounds(cal: Calibration, settled_for: int, curvature: str | float = "s
     h_max = 0.99 * stationary.max_stable_alpha(mu) / lam
     alpha_min = SETTLED_RELAXATIONS / max(int(settled_for), 1)
     room = cal.floor + 2.0 * (cal.floor_se if np.isfinite(cal.floor_se) else 0.0)   # loss the lag may cost
-    if c_hi > 0:
+    if c_hi > 0 and np.isfinite(room):      # a floor of 0 leaves no room: only the stiffest h_d is allowed
         alpha_min = max(alpha_min, np.sqrt(c_hi / (2.0 * room)) if room > 0 else np.inf)
     h_min = min(alpha_min * (1.0 - mu) / lam, h_max)
     if isinstance(curvature, str):

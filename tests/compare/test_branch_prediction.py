@@ -173,6 +173,11 @@ def test_drift_curvatures_are_bounded_by_settling_the_floor_and_stability(setup_
     tight = bp.drift_bounds(_with_drift(cal, 2e-6, 1e-6, floor=0.01), 1000)
     assert tight.c_range == pytest.approx((0.0, 4e-6))
     assert tight.curvature_range[0] == pytest.approx(np.sqrt(4e-6 / 0.02) * (1 - mu) / lam, rel=1e-12)
+    # a floor of 0 leaves the lag no loss to cost: only the stiffest h_d; an unknown floor bounds nothing
+    none_left = bp.drift_bounds(_with_drift(cal, 2e-6, 1e-6, floor=0.0), 1000)
+    assert none_left.curvature_range[0] == none_left.curvature_range[1] == pytest.approx(0.99 * 2 * (1 + mu) / lam)
+    unknown = bp.drift_bounds(_with_drift(cal, 2e-6, 1e-6, floor=float("nan")), 1000)
+    assert unknown.curvature_range[0] == pytest.approx(3 / 1000 * (1 - mu) / lam, rel=1e-12)
     # the assumed h_d: the slowest calibrated scale, clipped into the range
     assert wide.curvature == pytest.approx(np.clip(cal.h.min(), *wide.curvature_range))
     fitted = _with_drift(cal, 1e-8, 1e-9)
