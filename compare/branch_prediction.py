@@ -170,8 +170,11 @@ def drift_bounds(cal: Calibration, settled_for: int, curvature: str | float = "s
     raw loss less the noise excess, + 2 s.e.); above, the stability edge α < 2(1 + μ). ``curvature``: ``"slowest"``
     (the slowest calibrated scale, clipped into that range) or a number (1/LR units).
     """
+    if isinstance(curvature, str) and curvature not in ("slowest", "none") or not isinstance(curvature, str) and not (
+            np.isfinite(curvature) and curvature > 0):
+        raise ValueError(f"--drift-curvature {curvature!r}: give slowest, none or a curvature h_d > 0")
     fit = cal.fit
-    if fit is None or (isinstance(curvature, str) and curvature == "none"):
+    if fit is None or curvature == "none":
         return None
     c, c_se = float(fit.drift), float(fit.drift_se)
     spread = 2.0 * c_se if np.isfinite(c_se) else 0.0
@@ -183,14 +186,10 @@ def drift_bounds(cal: Calibration, settled_for: int, curvature: str | float = "s
     if c_hi > 0 and np.isfinite(room):      # a floor of 0 leaves no room: only the stiffest h_d is allowed
         alpha_min = max(alpha_min, np.sqrt(c_hi / (2.0 * room)) if room > 0 else np.inf)
     h_min = min(alpha_min * (1.0 - mu) / lam, h_max)
-    if isinstance(curvature, str):
-        if curvature != "slowest":
-            raise ValueError(f"--drift-curvature {curvature!r}: give slowest, none or a curvature h_d > 0")
+    if curvature == "slowest":
         h_d, how = float(np.clip(np.min(cal.h), h_min, h_max)), "along the slowest calibrated scale"
     else:
         h_d, how = float(curvature), "along the curvature given"
-        if not (np.isfinite(h_d) and h_d > 0):
-            raise ValueError(f"--drift-curvature {curvature}: give slowest, none or a curvature h_d > 0")
     return DriftBounds(c, c_se, (c_lo, c_hi), h_d, (float(h_min), float(h_max)), how)
 
 

@@ -106,6 +106,10 @@ def test_cli_writes_one_file_per_seed_and_branch(synth_runs, tmp_path, capsys):
         doc = prediction.read_prediction(row["file"])
         assert doc["branch_step"] == T0 and doc["steps"][0] == T0 and doc["steps"][-1] == END
     assert "half: --branch-schedule half" in capsys.readouterr().out
+    # a curvature that is not one is refused in one line before anything is written
+    assert bp.main([*map(str, synth_runs), "--calibrate", f"2000:{T0}", "--drift-curvature", "-2",
+                    "--out", str(tmp_path / "bad")]) == 2
+    assert "--drift-curvature" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     # a non-empty --out is refused, nothing overwritten
     before = (out / "plan.json").read_bytes()
     assert bp.main([*map(str, synth_runs), "--calibrate", f"2000:{T0}", "--out", str(out)]) == 2
@@ -183,8 +187,9 @@ def test_drift_curvatures_are_bounded_by_settling_the_floor_and_stability(setup_
     fitted = _with_drift(cal, 1e-8, 1e-9)
     assert bp.drift_bounds(fitted, 1000, "none") is None and bp.drift_bounds(cal, 1000) is None   # cal: no D(τ) fit
     assert bp.drift_bounds(fitted, 1000, 0.3).curvature == 0.3
-    with pytest.raises(ValueError, match="--drift-curvature"):
-        bp.drift_bounds(fitted, 1000, "fastest")
+    for bad in ("fastest", -1.0, float("nan")):
+        with pytest.raises(ValueError, match="--drift-curvature"):
+            bp.drift_bounds(cal, 1000, bad)          # refused whether or not the calibration has a D(τ) fit
 
 
 def test_drift_share_of_a_halving_is_the_difference_of_settled_lags(setup_cal):
