@@ -72,3 +72,13 @@ def test_bad_input_is_refused(kwargs, match):
     args = {"lr_start": 0.1, "lrs": [0.1, 0.1], "h": 1.0, "drift": 1e-6, "momentum": 0.0, **kwargs}
     with pytest.raises(ValueError, match=match):
         drift.lag_excess(**args)
+
+
+@pytest.mark.parametrize("k", [0.25, 1.0, 4.0])
+def test_a_one_over_t_cooldown_falls_ever_further_behind(k):
+    """λ_t = λ/(1 + λHt) without momentum: α(t) → (h_d/H)/t, and m' = −(h_d/H)m/t − r (an ODE solved by hand) gives
+    m_t ≈ −r t/(1 + h_d/H), a cost c t²/(2(1 + h_d/H)²) (theory.md §3.12); within 2 % after 4,000 steps."""
+    lam, H, c, T = 0.05, 2.0, 1e-6, 4000
+    lrs = lam / (1 + lam * H * np.arange(T))
+    cost = drift.lag_excess(lam, lrs, k * H, c)[-1]
+    assert cost == pytest.approx(c * T ** 2 / (2 * (1 + k) ** 2), rel=0.02)
