@@ -205,7 +205,8 @@ def branch_drift(cal: Calibration, br: PlannedBranch, t0: int, steps: np.ndarray
     the range over every (h_d, c) the data allow (loss units). The cost is linear in c, so it is computed per unit c."""
     sched = BranchSchedule.parse(br.schedule).lr_schedule(cal.lr, cal.momentum, t0)
     grid = np.append(np.geomspace(*bounds.curvature_range, CURVATURE_GRID), bounds.curvature)
-    parent = drift_excess(cal, lambda st: np.full(st.size, cal.lr), t0, steps, grid, 1.0)
+    # the parent stays at its LR, so its lag stays settled: c/(2α_eff²) at every step (theory.md §3.12)
+    parent = np.broadcast_to(lag.stationary_lag_excess(cal.lr, grid, 1.0, cal.momentum), (len(steps), grid.size))
     branch = drift_excess(cal, sched.lr_at, t0, steps, grid, 1.0)
     per_c = np.mean(parent - branch, axis=0)          # the drift's gain per unit c, per h_d
     c = max(bounds.c, 0.0)

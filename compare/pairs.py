@@ -451,13 +451,6 @@ class StructureFunction:
 
 # --------------------------------------------------------------------------------------------- averages as weights
 
-def variant_weights(avg: spec.Averaging, t: int) -> tuple[np.ndarray, np.ndarray]:
-    """(steps j, weights w_j) with Σ w_j = 1 of the run's average ``avg`` (its recorded spec, compare.load
-    .recorded_averages) at evaluation step t: theory.spec ``weights``, as empirical/averaging.py builds it
-    (docs/run-series.md). Raises ValueError where the average is not defined at t."""
-    return avg.weights(t)
-
-
 def _autocorrelation(w: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(A[m], lag m·c) for m >= 1: the weights' autocorrelation A(τ) = Σ_j w_j w_{j+τ} on their grid of spacing c."""
     c = int(j[1] - j[0])
@@ -543,7 +536,7 @@ def gain_series(run, avg: spec.Averaging, D: StructureFunction, window: tuple[in
     for i in sel:
         t = int(st[i])
         try:
-            j, w = variant_weights(avg, t)
+            j, w = avg.weights(t)           # theory.spec: the weights empirical/averaging.py builds
         except ValueError:
             continue
         if j[0] < s_raw[0]:

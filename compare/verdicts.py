@@ -80,6 +80,13 @@ def alternative_predictions(cells: list[dict]) -> dict[str, list[tuple[float, fl
     return {}
 
 
+def _shares(predictors: dict[str, list[tuple[float, float]]], cells: list[dict]) -> dict[str, float]:
+    """{predictor: share of ``cells`` its (pred, pred_se) agree with by the rule}."""
+    return {name: float(np.mean([cell_agrees(p, s, c["gain_obs"], c.get("gain_obs_se"))
+                                 for (p, s), c in zip(preds, cells)]))
+            for name, preds in predictors.items()}
+
+
 def score(cells: list[dict], key: str = "variant") -> dict:
     """Shares of agreeing cells for the model, every null and every alternative reading of the model, the median
     CELL_SE·s.e./|obs|, and the verdict text: "reproduced", "not distinguishable from <null>" or "not reproduced"
@@ -88,10 +95,7 @@ def score(cells: list[dict], key: str = "variant") -> dict:
         return {"n_cells": 0, "share": float("nan"), "null": {}, "median_2se_rel": float("nan"), "verdict": None}
     agree = [cell_agrees(c["gain_pred"], c.get("gain_pred_se"), c["gain_obs"], c.get("gain_obs_se")) for c in cells]
     share = float(np.mean(agree))
-    nulls, alternatives = ({name: float(np.mean([cell_agrees(p, s, c["gain_obs"], c.get("gain_obs_se"))
-                                                 for (p, s), c in zip(preds, cells)]))
-                            for name, preds in predictors.items()}
-                           for predictors in (null_predictions(cells, key), alternative_predictions(cells)))
+    nulls, alternatives = _shares(null_predictions(cells, key), cells), _shares(alternative_predictions(cells), cells)
     se = np.array([np.hypot(np.nan_to_num(_f(c.get("gain_pred_se"))), np.nan_to_num(_f(c.get("gain_obs_se"))))
                    for c in cells])
     obs = np.abs(np.array([_f(c["gain_obs"]) for c in cells]))

@@ -322,8 +322,7 @@ class RunWriter:
                        **{k: v for m in self.measurements for k, v in m.config().items()}, **dict(config or {})}
         self.run_dir = rundir.new_run_dir("empirical", "library", out=out)
         self._open(tensorboard)
-        self.recorder.write_start(self.config, list(sys.argv),
-                                  {"torch": torch.__version__, "api": "empirical library (RunWriter)"})
+        self._write_start()
 
     @classmethod
     def resume(cls, state: Mapping[str, Any], out: str | Path | None = None, *,
@@ -346,9 +345,8 @@ class RunWriter:
         banks = [m for m in self.measurements if isinstance(m, FixedBatchBank)]
         for m, used in zip(banks, state.get("bank_used_at", [])):
             m.used_at = [int(u) for u in used]
-        if not (self.run_dir / "config.json").exists():
-            self.recorder.write_start(self.config, list(sys.argv),
-                                      {"torch": torch.__version__, "api": "empirical library (RunWriter)"})
+        if not (self.run_dir / "config.json").exists():      # a new directory gets the run's config and history
+            self._write_start()
         return self
 
     def _take(self, averages, measurements, bn_batches, call_fn, loss_fn) -> None:
@@ -358,6 +356,10 @@ class RunWriter:
         self.bn_mode = "recompute" if self.bn_batches is not None else (
             "averaged" if averages is not None and averages.average_buffers else "raw")
         self.variants = evaluated_variants(self.bn_mode, averages.all_names() if averages is not None else [])
+
+    def _write_start(self) -> None:
+        self.recorder.write_start(self.config, list(sys.argv),
+                                  {"torch": torch.__version__, "api": "empirical library (RunWriter)"})
 
     def _recording(self) -> dict:
         """What this writer records: the BN procedure, the averages and the evaluated variants (a resume must

@@ -18,26 +18,6 @@ def test_block_mean_se_by_hand():
     assert np.isnan(pairs.block_mean_se([5.0])[1])
 
 
-def test_ema_weights_by_hand():
-    # y_2 = θ_2; y_3 = .5y + .5θ_3; y_4 = ...; at t = 5: θ_2/8 + θ_3/8 + θ_4/4 + θ_5/2
-    j, w = pairs.variant_weights(spec.EMA(0.5, start=2), 5)
-    assert j.tolist() == [2, 3, 4, 5] and w == pytest.approx([0.125, 0.125, 0.25, 0.5])
-    # every 2 steps (decay per update 0.25): updates at 4 and 6; at t = 7 the average still holds y_6
-    j, w = pairs.variant_weights(spec.EMA(0.5, start=2, every=2), 7)
-    assert j.tolist() == [2, 4, 6] and w == pytest.approx([0.0625, 0.1875, 0.75])
-    with pytest.raises(ValueError, match="not defined"):
-        pairs.variant_weights(spec.EMA(0.5, start=9), 5)
-
-
-def test_swa_and_points_weights_by_hand():
-    j, w = pairs.variant_weights(spec.SWA(start=3, every=2), 9)
-    assert j.tolist() == [3, 5, 7, 9] and w == pytest.approx([0.25] * 4)
-    j, w = pairs.variant_weights(spec.NPoint(3, 4), 10)
-    assert j.tolist() == [2, 6, 10] and w == pytest.approx([1 / 3] * 3)
-    j, w = pairs.variant_weights(spec.TwoPoint(5), 5)
-    assert j.tolist() == [0, 5]
-
-
 def test_pair_identity_on_an_exact_quadratic():
     """L(Σwθ) = Σ w L(θ) − ¼ΣΣ w w D_jk with D_jk = 8[½(L_j + L_k) − L(midpoint)] for any quadratic (by hand)."""
     rng = np.random.default_rng(0)

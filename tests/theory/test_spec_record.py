@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compare import pairs, predict
+from compare import predict
 from common.rundir import RunDirError
 from compare.load import recorded_averages
 from theory import spec as S
@@ -49,7 +49,7 @@ def test_compare_reads_the_recorded_spec_and_honours_the_swa_length():
     swa = recorded_averages(cfg)["swa"]
     assert swa == S.SWA(start=10, length=5)                                # the record, not the flat swa_start
     assert predict.shifted(swa, 100) == S.SWA(start=110, length=5)         # burn-in shift moves the start only
-    j, w = pairs.variant_weights(swa, 40)
+    j, w = swa.weights(40)                                                 # what compare/pairs.py asks
     assert j.tolist() == [10, 11, 12, 13, 14]                              # five iterates, not 31
 
 
@@ -82,3 +82,23 @@ def test_the_run_records_each_average_by_its_spec():
     avg = WeightAverages(torch.nn.Linear(2, 1), [S.EMA(0.9, start=3), S.SWA(start=5), S.TwoPoint(4)])
     specs = avg.config()["specs"]
     assert {n: S.averaging_from_dict(d) for n, d in specs.items()} == avg.specs()
+
+
+def test_ema_weights_by_hand():
+    # y_2 = θ_2; y_3 = .5y + .5θ_3; y_4 = ...; at t = 5: θ_2/8 + θ_3/8 + θ_4/4 + θ_5/2
+    j, w = S.EMA(0.5, start=2).weights(5)
+    assert j.tolist() == [2, 3, 4, 5] and w == pytest.approx([0.125, 0.125, 0.25, 0.5])
+    # every 2 steps (decay per update 0.25): updates at 4 and 6; at t = 7 the average still holds y_6
+    j, w = S.EMA(0.5, start=2, every=2).weights(7)
+    assert j.tolist() == [2, 4, 6] and w == pytest.approx([0.0625, 0.1875, 0.75])
+    with pytest.raises(ValueError, match="not defined"):
+        S.EMA(0.5, start=9).weights(5)
+
+
+def test_swa_and_points_weights_by_hand():
+    j, w = S.SWA(start=3, every=2).weights(9)
+    assert j.tolist() == [3, 5, 7, 9] and w == pytest.approx([0.25] * 4)
+    j, w = S.NPoint(3, 4).weights(10)
+    assert j.tolist() == [2, 6, 10] and w == pytest.approx([1 / 3] * 3)
+    j, w = S.TwoPoint(5).weights(5)
+    assert j.tolist() == [0, 5]
